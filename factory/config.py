@@ -1,0 +1,211 @@
+"""Station config: a TOML file parsed into frozen dataclasses at start-up, with no other I/O.
+
+A bad file fails with the file, the key and the reason, so an engineer can fix it in one go.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, cast
+
+ClaimMode = Literal["user", "preclaim"]
+CLAIM_MODES: tuple[ClaimMode, ...] = ("user", "preclaim")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_FIELD_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# Keys the station itself writes into device.json5; a product may not override them.
+RESERVED_FIELDS = frozenset({"id", "product", "name", "model", "description"})
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used: which file, which key, and why."""
+
+    def __init__(self, source: str | Path, key: str, reason: str) -> None:
+        self.source, self.key, self.reason = str(source), key, reason
+        super().__init__(f"{source}: {key}: {reason}" if key else f"{source}: {reason}")
+
+
+@dataclass(frozen=True)
+class Product:
+    id: str
+    name: str
+    model: str = ""
+    description: str = ""
+    label: str = ""
+    claim: ClaimMode = "user"
+    fields: Mapping[str, str | int | float | bool] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+
+@dataclass(frozen=True)
+class StationConfig:
+    source: Path
+    station_id: str
+    host: str
+    port: int
+    journal: Path
+    max_body_bytes: int
+    ioto_networks: tuple[Network, ...]
+    products: tuple[Product, ...]
+
+    def product(self, product_id: str) -> Product | None:
+        """The configured product with this id, or None."""
+        for product in self.products:
+            if product.id == product_id:
+                return product
+        return None
+
+
+class _Table:
+    """Reads one TOML table, remembering its dotted path for error messages."""
+
+    def __init__(self, source: Path, path: str, data: Mapping[str, Any]) -> None:
+        self.source, self.path, self.data = source, path, data
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def error(self, name: str, reason: str) -> ConfigError:
+        return ConfigError(self.source, self.key(name), reason)
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ..., *,
+            what: str = "") -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            if default is ...:
+                raise self.error(name, "is required")
+            return default
+        value = self.data[name]
+        # bool is an int in Python; a port of `true` is still a mistake.
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+            raise self.error(name, f"must be {what or _describe(kind)}, got {_describe(type(value))}")
+        return value
+
+    def table(self, name: str, *, required: bool = False) -> _Table:
+        value = self.get(name, dict, ... if required else {}, what="a table")
+        return _Table(self.source, self.key(name), value)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "is not a known setting (a typo?)")
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _describe(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             dict: "a table", list: "an array"}
+    return " or ".join(names.get(k, k.__name__) for k in _as_tuple(kind))
+
+
+def load(path: str | Path) -> StationConfig:
+    """Read and validate a station config file."""
+    source = Path(path)
+    try:
+        raw = source.read_bytes()
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot be read: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, "", "is not UTF-8 text") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"is not valid TOML: {exc}") from exc
+    return parse(data, source)
+
+
+def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
+    """Turn parsed TOML into a StationConfig; relative paths are taken from the file's folder."""
+    root = _Table(source, "", data)
+    station = root.table("station", required=True)
+    station_id = station.get("id", str)
+    if not _ID.match(station_id):
+        raise station.error("id", "must be 1-64 letters, digits, '.', '_' or '-'")
+    host, port = _listen(station, station.get("listen", str, "127.0.0.1:8080"))
+    journal_text = station.get("journal", str)
+    if not journal_text:
+        raise station.error("journal", "must name a file")
+    journal = Path(journal_text)
+    if not journal.is_absolute():
+        journal = source.parent / journal
+    max_body = station.get("max_body_bytes", int, 1024 * 1024)
+    if not 1024 <= max_body <= 64 * 1024 * 1024:
+        raise station.error("max_body_bytes", "must be between 1024 and 67108864")
+    station.finish()
+
+    ioto = root.table("ioto")
+    networks = tuple(_network(ioto, i, n) for i, n in enumerate(ioto.get("networks", list, [])))
+    ioto.finish()
+
+    products_raw = root.get("products", list, [], what="an array of tables ([[products]])")
+    products = tuple(_product(source, i, p) for i, p in enumerate(products_raw))
+    seen: set[str] = set()
+    for i, product in enumerate(products):
+        if product.id in seen:
+            raise ConfigError(source, f"products[{i}].id", f"{product.id!r} is defined twice")
+        seen.add(product.id)
+    root.finish()
+    return StationConfig(
+        source=source, station_id=station_id, host=host, port=port, journal=journal,
+        max_body_bytes=max_body, ioto_networks=networks, products=products,
+    )
+
+
+def _listen(table: _Table, text: str) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise table.error("listen", f"must be HOST:PORT (e.g. 127.0.0.1:8080), got {text!r}")
+    return host, int(port_text)
+
+
+def _network(table: _Table, index: int, value: Any) -> Network:
+    if not isinstance(value, str):
+        raise table.error(f"networks[{index}]", "must be a CIDR string such as '10.0.0.0/8'")
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise table.error(f"networks[{index}]", f"{value!r} is not a CIDR network: {exc}") from exc
+
+
+def _product(source: Path, index: int, value: Any) -> Product:
+    if not isinstance(value, dict):
+        raise ConfigError(source, f"products[{index}]", "must be a table ([[products]])")
+    table = _Table(source, f"products[{index}]", value)
+    product_id = table.get("id", str)
+    if not _ID.match(product_id):
+        raise table.error("id", "must be 1-64 letters, digits, '.', '_' or '-'")
+    name = table.get("name", str)
+    model = table.get("model", str, "")
+    description = table.get("description", str, "")
+    label = table.get("label", str, "")
+    claim = table.get("claim", str, "user")
+    if claim not in CLAIM_MODES:
+        raise table.error("claim", f"must be one of {', '.join(CLAIM_MODES)}, got {claim!r}")
+    fields_table = table.table("fields")
+    fields: dict[str, str | int | float | bool] = {}
+    for key, item in fields_table.data.items():
+        if not _FIELD_KEY.match(key):
+            raise fields_table.error(key, "a field name is letters, digits and '_'")
+        if key in RESERVED_FIELDS:
+            raise fields_table.error(key, "is set by the station; it cannot be a product field")
+        if not isinstance(item, (str, int, float, bool)):
+            raise fields_table.error(key, "must be a string, number or true/false")
+        fields[key] = item
+    table.finish()
+    return Product(
+        id=product_id, name=name, model=model, description=description, label=label,
+        claim=cast(ClaimMode, claim), fields=MappingProxyType(fields),
+    )

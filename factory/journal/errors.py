@@ -1,0 +1,42 @@
+"""The journal's exception family; the HTTP and CLI edges turn these into answers."""
+
+from __future__ import annotations
+
+
+class JournalError(Exception):
+    """Base of every journal failure."""
+
+
+class JournalUnavailable(JournalError):
+    """The journal cannot take writes (disk full, file locked, I/O error): nothing was stored."""
+
+
+class UnitNotFound(JournalError):
+    def __init__(self, uci: str) -> None:
+        self.uci = uci
+        super().__init__(f"no unit with UCI {uci} in this journal")
+
+
+class AlreadyVoided(JournalError):
+    def __init__(self, uci: str) -> None:
+        self.uci = uci
+        super().__init__(f"unit {uci} is already voided")
+
+
+class IdempotencyConflict(JournalError):
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"Idempotency-Key {key!r} was used before with a different request; "
+            "use a new key for a new request"
+        )
+
+
+class TokenExists(JournalError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a token named {name!r} exists already; pick another name")
+
+
+class TokenNotFound(JournalError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no active token named {name!r}")

@@ -1,0 +1,56 @@
+"""Numbered schema migrations, applied in order at start; a name is never reused or edited."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "0001_initial",
+        """
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,
+            uci TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            at TEXT NOT NULL,
+            station TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            data TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE INDEX events_uci ON events (uci, seq);
+
+        -- Current state of each unit, kept in the same transaction as its events.
+        CREATE TABLE units (
+            uci TEXT NOT NULL UNIQUE,
+            product TEXT NOT NULL,
+            hardware_id TEXT,
+            state TEXT NOT NULL,
+            station TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            last_seq INTEGER NOT NULL
+        );
+        -- One live UCI per product and hardware identity; a voided unit frees its hardware.
+        CREATE UNIQUE INDEX units_hardware ON units (product, hardware_id)
+            WHERE hardware_id IS NOT NULL AND state <> 'voided';
+        CREATE INDEX units_state ON units (state);
+        CREATE INDEX units_product ON units (product);
+
+        CREATE TABLE idempotency (
+            key TEXT PRIMARY KEY,
+            fingerprint TEXT NOT NULL,
+            ucis TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+
+        CREATE TABLE tokens (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        """,
+    ),
+)

@@ -1,0 +1,68 @@
+"""What the journal stores and returns: plain values, no SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["device", "operator", "viewer"]
+ROLES: tuple[Role, ...] = ("device", "operator", "viewer")
+
+
+@dataclass(frozen=True)
+class IssueRequest:
+    """Ask for `count` new UCIs, or for the one UCI of a hardware identity."""
+
+    product: str
+    actor: str
+    count: int = 1
+    hardware_id: str | None = None
+    idempotency_key: str | None = None
+    # The request's meaning, compared when an idempotency key comes back.
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class IssueResult:
+    ucis: list[str]
+    created: bool
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    uci: str
+    kind: str
+    at: str
+    station: str
+    actor: str
+    data: dict[str, Any]
+    hash: str
+
+
+@dataclass(frozen=True)
+class Unit:
+    uci: str
+    product: str
+    hardware_id: str | None
+    state: str
+    station: str
+    created_at: str
+    updated_at: str
+    events: list[Event] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Token:
+    name: str
+    role: Role
+    created_at: str
+    revoked_at: str | None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    checked: int
+    bad_seq: int | None = None
+    reason: str = ""

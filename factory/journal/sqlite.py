@@ -1,0 +1,293 @@
+"""The SQLite journal: WAL, synchronous=FULL, one writer connection, one reader connection.
+
+All SQL of the station lives under factory/journal/, so another journal (PostgreSQL for a
+fleet) can stand in for this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from factory.journal.chain import GENESIS, event_hash
+from factory.journal.errors import JournalUnavailable, TokenExists, TokenNotFound, UnitNotFound
+from factory.journal.migrations import MIGRATIONS
+from factory.journal.records import (
+    Event,
+    IssueRequest,
+    IssueResult,
+    Role,
+    Token,
+    Unit,
+    VerifyResult,
+)
+from factory.journal.writer import (
+    MAX_UNITS_PER_BATCH,
+    AdminJob,
+    IssueJob,
+    Job,
+    StepJob,
+    run_admin,
+    utc_now,
+    write_batch,
+)
+from factory.uci import new_uci as _new_uci
+
+_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=10000")
+_UNIT_COLUMNS = "uci, product, hardware_id, state, station, created_at, updated_at"
+_EVENT_COLUMNS = "seq, uci, kind, at, station, actor, data, prev_hash, hash"
+
+
+def _create_private(path: Path) -> None:
+    """Create the journal file 0600 (SQLite gives its -wal and -shm files the same mode)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    try:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise JournalUnavailable(f"cannot open journal {path}: {exc}") from exc
+    for pragma in _PRAGMAS:
+        await conn.execute(pragma)
+    return conn
+
+
+class Journal:
+    """Append-only event journal with derived unit state."""
+
+    def __init__(self, path: Path, station: str, writer: aiosqlite.Connection,
+                 reader: aiosqlite.Connection, new_uci: Callable[[], str]) -> None:
+        self.path, self.station = path, station
+        self._writer_conn, self._reader = writer, reader
+        self._new_uci = new_uci
+        self._pending: deque[Job | AdminJob] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task = asyncio.create_task(self._write_loop(), name="journal-writer")
+
+    @classmethod
+    async def open(cls, path: str | Path, station: str,
+                   new_uci: Callable[[], str] = _new_uci) -> Journal:
+        """Open (creating if needed) the journal file and apply pending migrations."""
+        path = Path(path)
+        try:
+            _create_private(path)
+        except OSError as exc:
+            raise JournalUnavailable(f"cannot create journal {path}: {exc.strerror}") from exc
+        writer = await _connect(path)
+        try:
+            await _migrate(writer)
+            reader = await _connect(path)
+        except BaseException:
+            await writer.close()
+            raise
+        return cls(path, station, writer, reader, new_uci)
+
+    async def close(self) -> None:
+        """Finish queued writes, then close both connections."""
+        self._closing = True
+        self._wakeup.set()
+        await self._task
+        await self._reader.close()
+        await self._writer_conn.close()
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def issue(self, request: IssueRequest) -> IssueResult:
+        """Issue UCIs; returns once they are durable in the journal."""
+        job = IssueJob(request, asyncio.get_running_loop().create_future())
+        return await self._submit(job, job.future)
+
+    async def void(self, uci: str, reason: str, actor: str) -> None:
+        """Mark a unit voided; its UCI stays taken forever."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        job = StepJob(uci=uci, kind="voided", state="voided", actor=actor,
+                      data={"reason": reason}, future=fut, refuse_from=frozenset({"voided"}))
+        await self._submit(job, fut)
+
+    async def _submit(self, job: Job | AdminJob, fut: asyncio.Future[Any]) -> Any:
+        if self._closing:
+            raise JournalUnavailable("the journal is closing; try again after restart")
+        self._pending.append(job)
+        self._wakeup.set()
+        # Shielded: a client that hangs up must not take the write down with it half-way.
+        return await asyncio.shield(fut)
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                if isinstance(self._pending[0], AdminJob):
+                    await run_admin(self._writer_conn, self._pending.popleft())
+                    continue
+                batch: list[Job] = []
+                size = 0
+                while self._pending and not isinstance(self._pending[0], AdminJob) and (
+                        not batch or size + self._pending[0].size <= MAX_UNITS_PER_BATCH):
+                    job = self._pending.popleft()
+                    batch.append(job)
+                    size += job.size
+                await write_batch(self._writer_conn, batch, self.station, self._new_uci)
+            if self._closing:
+                return
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def unit(self, uci: str) -> Unit:
+        """A unit with all its events."""
+        async with self._reader.execute(
+                f"SELECT {_UNIT_COLUMNS} FROM units WHERE uci = ?", (uci,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise UnitNotFound(uci)
+        async with self._reader.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE uci = ? ORDER BY seq", (uci,)) as cur:
+            events = [_event(r) for r in await cur.fetchall()]
+        return Unit(*row, events=events)
+
+    async def units(self, *, state: str | None = None, product: str | None = None,
+                    limit: int = 100, before: int | None = None) -> tuple[list[Unit], int | None]:
+        """Units newest first; returns the page and the cursor for the next one (or None)."""
+        clauses, args = ["1"], []
+        for column, value in (("state", state), ("product", product)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if before is not None:
+            clauses.append("rowid < ?")
+            args.append(before)
+        sql = (f"SELECT rowid, {_UNIT_COLUMNS} FROM units WHERE {' AND '.join(clauses)}"
+               " ORDER BY rowid DESC LIMIT ?")
+        async with self._reader.execute(sql, (*args, limit + 1)) as cur:
+            rows = list(await cur.fetchall())
+        page = [Unit(*r[1:]) for r in rows[:limit]]
+        return page, (rows[limit - 1][0] if len(rows) > limit else None)
+
+    async def events(self, batch: int = 5000) -> AsyncIterator[Event]:
+        """Every event in order, read in pages so memory stays flat."""
+        last = 0
+        while True:
+            async with self._reader.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (last, batch)) as cur:
+                rows = list(await cur.fetchall())
+            if not rows:
+                return
+            for row in rows:
+                yield _event(row)
+            last = rows[-1][0]
+
+    async def verify(self) -> VerifyResult:
+        """Walk the hash chain and name the first event that was altered or removed."""
+        expected_prev, expected_seq, checked = GENESIS, 1, 0
+        last = 0
+        while True:
+            async with self._reader.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT 5000",
+                    (last,)) as cur:
+                rows = list(await cur.fetchall())
+            if not rows:
+                break
+            for seq, uci, kind, at, station, actor, data, prev, stored in rows:
+                if seq != expected_seq:
+                    return VerifyResult(False, checked, expected_seq,
+                                        f"event {expected_seq} is missing (removed)")
+                if prev != expected_prev:
+                    return VerifyResult(False, checked, seq,
+                                        f"event {seq} does not follow event {seq - 1}'s hash")
+                if event_hash(prev, seq, uci, kind, at, station, actor, data) != stored:
+                    return VerifyResult(False, checked, seq,
+                                        f"event {seq} was altered (its content does not match "
+                                        "its hash)")
+                expected_prev, expected_seq, checked = stored, seq + 1, checked + 1
+            last = rows[-1][0]
+        # Removing the newest events leaves no gap; the units table still remembers them.
+        async with self._reader.execute("SELECT max(last_seq) FROM units") as cur:
+            row = await cur.fetchone()
+        newest = row[0] if row and row[0] is not None else 0
+        if newest >= expected_seq:
+            return VerifyResult(False, checked, expected_seq,
+                                f"events {expected_seq}..{newest} are missing (removed)")
+        return VerifyResult(True, checked)
+
+    # -- tokens -----------------------------------------------------------------------------
+
+    async def add_token(self, name: str, role: Role, token_hash: str) -> None:
+        """Store a token's hash (never the token)."""
+        try:
+            await self._admin("INSERT INTO tokens (name, role, token_hash, created_at)"
+                              " VALUES (?, ?, ?, ?)", (name, role, token_hash, utc_now()))
+        except sqlite3.IntegrityError as exc:
+            raise TokenExists(name) from exc
+
+    async def revoke_token(self, name: str) -> None:
+        """Revoke an active token by name."""
+        changed = await self._admin(
+            "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+            (utc_now(), name))
+        if not changed:
+            raise TokenNotFound(name)
+
+    async def _admin(self, sql: str, args: tuple[Any, ...]) -> int:
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        return int(await self._submit(AdminJob(sql, args, fut), fut))
+
+    async def token(self, token_hash: str) -> tuple[str, Role] | None:
+        """The (name, role) of an active token with this hash."""
+        async with self._reader.execute(
+                "SELECT name, role FROM tokens WHERE token_hash = ? AND revoked_at IS NULL",
+                (token_hash,)) as cur:
+            row = await cur.fetchone()
+        return (row[0], row[1]) if row else None
+
+    async def tokens(self) -> list[Token]:
+        async with self._reader.execute(
+                "SELECT name, role, created_at, revoked_at FROM tokens ORDER BY id") as cur:
+            return [Token(*r) for r in await cur.fetchall()]
+
+    async def stats(self) -> dict[str, int]:
+        """Unit counts by state."""
+        async with self._reader.execute(
+                "SELECT state, count(*) FROM units GROUP BY state") as cur:
+            return {state: n for state, n in await cur.fetchall()}
+
+
+def _event(row: Any) -> Event:
+    seq, uci, kind, at, station, actor, data, _prev, digest = row
+    return Event(seq=seq, uci=uci, kind=kind, at=at, station=station, actor=actor,
+                 data=json.loads(data), hash=digest)
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations"
+                       " (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for name, sql in MIGRATIONS:
+        async with conn.execute("SELECT 1 FROM schema_migrations WHERE name = ?", (name,)) as cur:
+            if await cur.fetchone():
+                continue
+        try:
+            # executescript commits first, so the whole migration is one script.
+            await conn.executescript(
+                f"BEGIN IMMEDIATE;\n{sql};\nINSERT INTO schema_migrations VALUES "
+                f"('{name}', '{utc_now()}');\nCOMMIT;")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                await conn.execute("ROLLBACK")
+            async with conn.execute(
+                    "SELECT 1 FROM schema_migrations WHERE name = ?", (name,)) as cur:
+                if await cur.fetchone():
+                    continue  # another process applied it meanwhile
+            raise JournalUnavailable(f"migration {name} failed: {exc}") from exc
