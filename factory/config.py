@@ -6,6 +6,7 @@ A bad file fails with the file, the key and the reason, so an engineer can fix i
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -139,7 +140,7 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
         raise station.error("journal", "must name a file")
     journal = Path(journal_text)
     if not journal.is_absolute():
-        journal = source.parent / journal
+        journal = Path(os.path.normpath(source.parent / journal))
     max_body = station.get("max_body_bytes", int, 1024 * 1024)
     if not 1024 <= max_body <= 64 * 1024 * 1024:
         raise station.error("max_body_bytes", "must be between 1024 and 67108864")
@@ -164,10 +165,15 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
 
 
 def _listen(table: _Table, text: str) -> tuple[str, int]:
+    return parse_listen(table.source, text, table.key("listen"))
+
+
+def parse_listen(source: str | Path, text: str, key: str = "listen") -> tuple[str, int]:
+    """HOST:PORT (IPv6 in brackets) into its parts."""
     host, sep, port_text = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise table.error("listen", f"must be HOST:PORT (e.g. 127.0.0.1:8080), got {text!r}")
+        raise ConfigError(source, key, f"must be HOST:PORT (e.g. 127.0.0.1:8080), got {text!r}")
     return host, int(port_text)
 
 

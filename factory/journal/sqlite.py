@@ -245,13 +245,11 @@ class Journal:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         return int(await self._submit(AdminJob(sql, args, fut), fut))
 
-    async def token(self, token_hash: str) -> tuple[str, Role] | None:
-        """The (name, role) of an active token with this hash."""
+    async def active_token_hashes(self) -> list[tuple[str, str, Role]]:
+        """(hash, name, role) of every token not revoked."""
         async with self._reader.execute(
-                "SELECT name, role FROM tokens WHERE token_hash = ? AND revoked_at IS NULL",
-                (token_hash,)) as cur:
-            row = await cur.fetchone()
-        return (row[0], row[1]) if row else None
+                "SELECT token_hash, name, role FROM tokens WHERE revoked_at IS NULL") as cur:
+            return [(h, n, r) for h, n, r in await cur.fetchall()]
 
     async def tokens(self) -> list[Token]:
         async with self._reader.execute(

@@ -1,0 +1,328 @@
+"""`factory`: the command line for operators and engineers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from factory import uci as uci_codec
+from factory.config import ConfigError, StationConfig, load
+from factory.issuing import InvalidField
+from factory.journal.errors import JournalError
+from factory.journal.records import ROLES, IssueRequest, Unit
+from factory.journal.sqlite import Journal
+from factory.tokens import new_token, token_hash, valid_name
+
+EXPORT_FIELDS = ("seq", "uci", "kind", "at", "station", "actor", "data", "hash")
+
+
+class CliError(Exception):
+    """Something the user can fix; printed without a traceback, exit status 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `factory` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result: int = args.func(args)
+        return result
+    except (CliError, ConfigError, InvalidField, JournalError, uci_codec.UciError) as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _config(args: argparse.Namespace) -> StationConfig:
+    path = args.config or os.environ.get("FACTORY_CONFIG")
+    if not path:
+        raise CliError("no station config: pass --config FILE or set FACTORY_CONFIG")
+    return load(path)
+
+
+def _with_journal(args: argparse.Namespace,
+                  work: Callable[[Journal, StationConfig], Awaitable[int]]) -> int:
+    config = _config(args)
+
+    async def run() -> int:
+        journal = await Journal.open(config.journal, config.station_id)
+        try:
+            return await work(journal, config)
+        finally:
+            await journal.close()
+
+    return asyncio.run(run())
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+# -- commands -------------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from factory.station import serve  # aiohttp only when serving
+
+    config = _config(args)
+    if args.listen:
+        from factory.config import parse_listen
+        host, port = parse_listen(config.source, args.listen)
+        config = _replace(config, host=host, port=port)
+    asyncio.run(serve(config, access_log=not args.no_access_log))
+    return 0
+
+
+def _replace(config: StationConfig, **changes: Any) -> StationConfig:
+    import dataclasses
+    return dataclasses.replace(config, **changes)
+
+
+def cmd_issue(args: argparse.Namespace) -> int:
+    from factory.issuing import issue_request
+
+    async def work(journal: Journal, config: StationConfig) -> int:
+        body: dict[str, Any] = {"product": args.product}
+        if args.hardware_id is not None:
+            body["hardware_id"] = args.hardware_id
+        if args.count is not None:
+            body["count"] = args.count
+        req, _ = issue_request(body, config, _actor())
+        result = await journal.issue(req)
+        if args.json:
+            print(json.dumps({"product": req.product, "hardware_id": req.hardware_id,
+                              "created": result.created, "ucis": result.ucis}))
+        else:
+            note = "new" if result.created else "already issued to this hardware id"
+            for uci in result.ucis:
+                print(f"{uci_codec.human(uci)}  {uci}  ({note})")
+        return 0
+
+    return _with_journal(args, work)
+
+
+def _print_unit(unit: Unit, out: TextIO = sys.stdout) -> None:
+    print(f"{unit.uci}  {uci_codec.human(unit.uci)}  {unit.state:<9}  {unit.product}  "
+          f"{unit.hardware_id or '-'}  {unit.created_at}", file=out)
+
+
+def cmd_units(args: argparse.Namespace) -> int:
+    async def work(journal: Journal, config: StationConfig) -> int:
+        units, cursor = await journal.units(state=args.state, product=args.product,
+                                            limit=args.limit)
+        if args.json:
+            print(json.dumps([_unit_dict(u) for u in units]))
+        else:
+            for unit in units:
+                _print_unit(unit)
+            if cursor is not None:
+                print(f"(more: raise --limit; {len(units)} shown)")
+        return 0
+
+    return _with_journal(args, work)
+
+
+def _unit_dict(unit: Unit) -> dict[str, Any]:
+    out = {k: getattr(unit, k) for k in ("uci", "product", "hardware_id", "state", "station",
+                                         "created_at", "updated_at")}
+    out["human"] = uci_codec.human(unit.uci)
+    out["events"] = [{"seq": e.seq, "kind": e.kind, "at": e.at, "actor": e.actor,
+                      "data": e.data} for e in unit.events]
+    return out
+
+
+def cmd_unit(args: argparse.Namespace) -> int:
+    async def work(journal: Journal, config: StationConfig) -> int:
+        unit = await journal.unit(uci_codec.parse(args.uci))
+        if args.json:
+            print(json.dumps(_unit_dict(unit)))
+            return 0
+        _print_unit(unit)
+        for e in unit.events:
+            print(f"  #{e.seq:<8} {e.at}  {e.kind:<10} {e.actor}  {json.dumps(e.data)}")
+        return 0
+
+    return _with_journal(args, work)
+
+
+def cmd_void(args: argparse.Namespace) -> int:
+    async def work(journal: Journal, config: StationConfig) -> int:
+        if not args.reason.strip():
+            raise CliError("--reason must say why the unit is voided")
+        uci = uci_codec.parse(args.uci)
+        await journal.void(uci, args.reason.strip(), _actor())
+        print(f"voided {uci_codec.human(uci)}; this UCI will never be issued again")
+        return 0
+
+    return _with_journal(args, work)
+
+
+def cmd_token_new(args: argparse.Namespace) -> int:
+    if not valid_name(args.name):
+        raise CliError("a token name is 1-64 letters, digits and . _ @ -")
+
+    async def work(journal: Journal, config: StationConfig) -> int:
+        token = new_token()
+        await journal.add_token(args.name, args.role, token_hash(token))
+        print(token)
+        print(f"(token {args.name!r}, role {args.role}: shown only this once, keep it safe)",
+              file=sys.stderr)
+        return 0
+
+    return _with_journal(args, work)
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    async def work(journal: Journal, config: StationConfig) -> int:
+        for t in await journal.tokens():
+            status = f"revoked {t.revoked_at}" if t.revoked_at else "active"
+            print(f"{t.name:<24} {t.role:<9} created {t.created_at}  {status}")
+        return 0
+
+    return _with_journal(args, work)
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    async def work(journal: Journal, config: StationConfig) -> int:
+        await journal.revoke_token(args.name)
+        print(f"revoked {args.name!r}; a running station refuses it within seconds")
+        return 0
+
+    return _with_journal(args, work)
+
+
+def cmd_journal_verify(args: argparse.Namespace) -> int:
+    async def work(journal: Journal, config: StationConfig) -> int:
+        result = await journal.verify()
+        if result.ok:
+            print(f"journal {config.journal}: OK, {result.checked} events, chain intact")
+            return 0
+        print(f"journal {config.journal}: TAMPERED at event {result.bad_seq}: {result.reason} "
+              f"({result.checked} events before it are intact)")
+        return 1
+
+    return _with_journal(args, work)
+
+
+def cmd_journal_export(args: argparse.Namespace) -> int:
+    async def work(journal: Journal, config: StationConfig) -> int:
+        out: TextIO
+        if args.output:
+            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            out = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        else:
+            out = sys.stdout
+        try:
+            writer = csv.writer(out) if args.format == "csv" else None
+            if writer:
+                writer.writerow(EXPORT_FIELDS)
+            async for e in journal.events():
+                row = {"seq": e.seq, "uci": e.uci, "kind": e.kind, "at": e.at,
+                       "station": e.station, "actor": e.actor, "data": e.data, "hash": e.hash}
+                if writer:
+                    row["data"] = json.dumps(e.data, sort_keys=True)
+                    writer.writerow([row[f] for f in EXPORT_FIELDS])
+                else:
+                    out.write(json.dumps(row) + "\n")
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        return 0
+
+    return _with_journal(args, work)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = load(args.file)
+    print(f"{args.file}: OK (station {config.station_id}, {len(config.products)} products, "
+          f"journal {config.journal}, listen {config.host}:{config.port})")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="factory", description="Factory station: issue Unique Claim IDs and journal every "
+                                    "unit off the line.")
+    parser.add_argument("-c", "--config", help="station config TOML (default: $FACTORY_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], text: str,
+                parent: Any = sub) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("serve", cmd_serve, "Run the station: HTTP API and journal, until SIGTERM.")
+    p.add_argument("--listen", help="HOST:PORT, overriding [station] listen")
+    p.add_argument("--no-access-log", action="store_true", help="do not log each request")
+
+    p = command("issue", cmd_issue, "Issue UCIs straight into the journal (no server needed).")
+    p.add_argument("--product", required=True, help="product id from the config")
+    p.add_argument("--count", type=int, help="issue a batch of N new UCIs")
+    p.add_argument("--hardware-id", help="MAC or chip serial: the same one gets the same UCI")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("units", cmd_units, "List units, newest first.")
+    p.add_argument("--state", help="only units in this state (issued, voided, ...)")
+    p.add_argument("--product", help="only this product")
+    p.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("unit", cmd_unit, "Show one unit and every event of it.")
+    p.add_argument("uci", help="UCI in any form (7KQ2-M9XD-3FHT-0W5R-W, lower case, ...)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("void", cmd_void, "Void a unit: its UCI is never used again.")
+    p.add_argument("uci", help="UCI in any form")
+    p.add_argument("--reason", required=True, help="why (kept in the journal)")
+
+    token = command("token", lambda a: _usage(token), "Manage API tokens.")
+    token_sub = token.add_subparsers(required=True, metavar="ACTION")
+    p = command("new", cmd_token_new, "Make a token; it is printed once, only its hash is kept.",
+                token_sub)
+    p.add_argument("--role", required=True, choices=ROLES,
+                   help="device: issue only; operator: issue, void, read; viewer: read")
+    p.add_argument("--name", required=True, help="who holds it (e.g. fixture-3, alice)")
+    command("list", cmd_token_list, "List tokens (names and roles, never the tokens).",
+            token_sub)
+    p = command("revoke", cmd_token_revoke, "Revoke a token by name.", token_sub)
+    p.add_argument("name")
+
+    journal = command("journal", lambda a: _usage(journal), "Check or export the journal.")
+    journal_sub = journal.add_subparsers(required=True, metavar="ACTION")
+    command("verify", cmd_journal_verify,
+            "Check the hash chain; names the first event altered or removed (exit 1).",
+            journal_sub)
+    p = command("export", cmd_journal_export, "Export every event for an audit.", journal_sub)
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.add_argument("-o", "--output", help="file to write (default: standard output)")
+
+    config = command("config", lambda a: _usage(config), "Station config files.")
+    config_sub = config.add_subparsers(required=True, metavar="ACTION")
+    p = command("check", cmd_config_check, "Validate a config file without starting anything.",
+                config_sub)
+    p.add_argument("file", type=Path)
+    return parser
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

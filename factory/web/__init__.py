@@ -1,0 +1,1 @@
+"""The station's HTTP edge (aiohttp): API, Ioto serialization endpoint, problem responses."""

@@ -1,0 +1,13 @@
+"""Typed application keys shared by the handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from factory.config import StationConfig
+from factory.journal.sqlite import Journal
+from factory.web.auth import TokenCache
+
+CONFIG = web.AppKey("config", StationConfig)
+JOURNAL = web.AppKey("journal", Journal)
+TOKENS = web.AppKey("tokens", TokenCache)
