@@ -18,7 +18,7 @@ from factory import uci as uci_codec
 from factory.config import ConfigError, StationConfig, load
 from factory.issuing import InvalidField
 from factory.journal.errors import JournalError
-from factory.journal.records import ROLES, IssueRequest, Unit
+from factory.journal.records import ROLES, Unit
 from factory.journal.sqlite import Journal
 from factory.tokens import new_token, token_hash, valid_name
 
@@ -216,31 +216,32 @@ def cmd_journal_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_journal_export(args: argparse.Namespace) -> int:
+    out: TextIO = sys.stdout
+    if args.output:
+        # Audit exports hold the whole journal: private like the journal itself.
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        out = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
+
     async def work(journal: Journal, config: StationConfig) -> int:
-        out: TextIO
-        if args.output:
-            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            out = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
-        else:
-            out = sys.stdout
-        try:
-            writer = csv.writer(out) if args.format == "csv" else None
+        writer = csv.writer(out) if args.format == "csv" else None
+        if writer:
+            writer.writerow(EXPORT_FIELDS)
+        async for e in journal.events():
+            row: dict[str, Any] = {"seq": e.seq, "uci": e.uci, "kind": e.kind, "at": e.at,
+                                   "station": e.station, "actor": e.actor, "data": e.data,
+                                   "hash": e.hash}
             if writer:
-                writer.writerow(EXPORT_FIELDS)
-            async for e in journal.events():
-                row = {"seq": e.seq, "uci": e.uci, "kind": e.kind, "at": e.at,
-                       "station": e.station, "actor": e.actor, "data": e.data, "hash": e.hash}
-                if writer:
-                    row["data"] = json.dumps(e.data, sort_keys=True)
-                    writer.writerow([row[f] for f in EXPORT_FIELDS])
-                else:
-                    out.write(json.dumps(row) + "\n")
-        finally:
-            if out is not sys.stdout:
-                out.close()
+                row["data"] = json.dumps(e.data, sort_keys=True)
+                writer.writerow([row[f] for f in EXPORT_FIELDS])
+            else:
+                out.write(json.dumps(row) + "\n")
         return 0
 
-    return _with_journal(args, work)
+    try:
+        return _with_journal(args, work)
+    finally:
+        if out is not sys.stdout:
+            out.close()
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

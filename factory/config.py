@@ -88,7 +88,8 @@ class _Table:
         value = self.data[name]
         # bool is an int in Python; a port of `true` is still a mistake.
         if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
-            raise self.error(name, f"must be {what or _describe(kind)}, got {_describe(type(value))}")
+            got = _describe(type(value))
+            raise self.error(name, f"must be {what or _describe(kind)}, got {got}")
         return value
 
     def table(self, name: str, *, required: bool = False) -> _Table:

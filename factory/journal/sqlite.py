@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 from collections import deque
@@ -36,12 +37,14 @@ from factory.journal.writer import (
     IssueJob,
     Job,
     StepJob,
+    fail_jobs,
     run_admin,
     utc_now,
     write_batch,
 )
 from factory.uci import new_uci as _new_uci
 
+log = logging.getLogger("factory.journal")
 _PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=10000")
 _UNIT_COLUMNS = "uci, product, hardware_id, state, station, created_at, updated_at"
 _EVENT_COLUMNS = "seq, uci, kind, at, station, actor, data, prev_hash, hash"
@@ -75,6 +78,7 @@ class Journal:
         self._pending: deque[Job | AdminJob] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
+        self.commits = 0  # transactions written; group commit keeps this far below requests
         self._task = asyncio.create_task(self._write_loop(), name="journal-writer")
 
     @classmethod
@@ -130,17 +134,25 @@ class Journal:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                if isinstance(self._pending[0], AdminJob):
-                    await run_admin(self._writer_conn, self._pending.popleft())
+                head = self._pending.popleft()
+                if isinstance(head, AdminJob):
+                    await run_admin(self._writer_conn, head)
                     continue
-                batch: list[Job] = []
-                size = 0
-                while self._pending and not isinstance(self._pending[0], AdminJob) and (
-                        not batch or size + self._pending[0].size <= MAX_UNITS_PER_BATCH):
-                    job = self._pending.popleft()
+                batch: list[Job] = [head]
+                size = head.size
+                while self._pending:
+                    job = self._pending[0]
+                    if isinstance(job, AdminJob) or size + job.size > MAX_UNITS_PER_BATCH:
+                        break
+                    self._pending.popleft()
                     batch.append(job)
                     size += job.size
-                await write_batch(self._writer_conn, batch, self.station, self._new_uci)
+                try:
+                    await write_batch(self._writer_conn, batch, self.station, self._new_uci)
+                except Exception as exc:  # the writer must outlive any one batch
+                    log.exception("journal writer failed a batch")
+                    fail_jobs(batch, JournalUnavailable(f"journal write failed: {exc}"))
+                self.commits += 1
             if self._closing:
                 return
 
@@ -156,12 +168,13 @@ class Journal:
         async with self._reader.execute(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE uci = ? ORDER BY seq", (uci,)) as cur:
             events = [_event(r) for r in await cur.fetchall()]
-        return Unit(*row, events=events)
+        return _unit(row, events)
 
     async def units(self, *, state: str | None = None, product: str | None = None,
                     limit: int = 100, before: int | None = None) -> tuple[list[Unit], int | None]:
         """Units newest first; returns the page and the cursor for the next one (or None)."""
-        clauses, args = ["1"], []
+        clauses: list[str] = ["1"]
+        args: list[str | int] = []
         for column, value in (("state", state), ("product", product)):
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -173,7 +186,7 @@ class Journal:
                " ORDER BY rowid DESC LIMIT ?")
         async with self._reader.execute(sql, (*args, limit + 1)) as cur:
             rows = list(await cur.fetchall())
-        page = [Unit(*r[1:]) for r in rows[:limit]]
+        page = [_unit(r[1:]) for r in rows[:limit]]
         return page, (rows[limit - 1][0] if len(rows) > limit else None)
 
     async def events(self, batch: int = 5000) -> AsyncIterator[Event]:
@@ -261,6 +274,13 @@ class Journal:
         async with self._reader.execute(
                 "SELECT state, count(*) FROM units GROUP BY state") as cur:
             return {state: n for state, n in await cur.fetchall()}
+
+
+def _unit(row: Any, events: list[Event] | None = None) -> Unit:
+    uci, product, hardware_id, state, station, created_at, updated_at = row
+    return Unit(uci=uci, product=product, hardware_id=hardware_id, state=state,
+                station=station, created_at=created_at, updated_at=updated_at,
+                events=events or [])
 
 
 def _event(row: Any) -> Event:

@@ -8,6 +8,7 @@ by one. A job's future resolves only after COMMIT returned, i.e. after the WAL w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import Callable
@@ -128,11 +129,11 @@ async def write_batch(conn: aiosqlite.Connection, jobs: list[Job], station: str,
             # 80 random bits collide about never; the unique index makes sure, and we redraw.
             if "units.uci" in str(exc) and attempt + 1 < COLLISION_RETRIES:
                 continue
-            _fail(jobs, JournalUnavailable(f"journal refused the write: {exc}"))
+            fail_jobs(jobs, JournalUnavailable(f"journal refused the write: {exc}"))
             return
         except (sqlite3.Error, OSError) as exc:
             await _rollback(conn)
-            _fail(jobs, JournalUnavailable(f"journal write failed, nothing stored: {exc}"))
+            fail_jobs(jobs, JournalUnavailable(f"journal write failed, nothing stored: {exc}"))
             return
         for job, outcome in plan.results:
             if job.future.done():
@@ -144,17 +145,16 @@ async def write_batch(conn: aiosqlite.Connection, jobs: list[Job], station: str,
         return
 
 
-def _fail(jobs: list[Job], error: JournalError) -> None:
+def fail_jobs(jobs: list[Job], error: JournalError) -> None:
+    """Answer every job of a batch that was not written with the same error."""
     for job in jobs:
         if not job.future.done():
             job.future.set_exception(error)
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:
-    try:
+    with contextlib.suppress(sqlite3.Error):  # no transaction was open
         await conn.execute("ROLLBACK")
-    except sqlite3.Error:
-        pass  # no transaction was open
 
 
 async def _write(conn: aiosqlite.Connection, jobs: list[Job], station: str,
@@ -179,7 +179,8 @@ async def _write(conn: aiosqlite.Connection, jobs: list[Job], station: str,
     )
     key_rows = await _lookup(
         conn,
-        "SELECT key, fingerprint, ucis FROM idempotency WHERE key IN (SELECT value FROM json_each(?))",
+        "SELECT key, fingerprint, ucis FROM idempotency"
+        " WHERE key IN (SELECT value FROM json_each(?))",
         sorted({j.request.idempotency_key for j in issues if j.request.idempotency_key}),
     )
     state_rows = await _lookup(

@@ -110,7 +110,8 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> Problem:
         problem.detail = f"{request.method} is not allowed on {request.path}; allowed: {allowed}"
         problem.headers["Allow"] = allowed
     elif exc.status == 413:
-        problem.detail = f"{(exc.text or '').rstrip('.')}; send a smaller body (max_body_bytes in the station config)"
+        limit_text = (exc.text or "").rstrip(".")
+        problem.detail = f"{limit_text}; send a smaller body (max_body_bytes in the config)"
     return problem
 
 

@@ -1,0 +1,99 @@
+"""Station config: the shipped examples load; bad files name the file, the key and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from factory.config import ConfigError, load
+from tests.conftest import CONFIG_TEXT, PRODUCT, ROOT, run_cli, write_config
+
+
+@pytest.mark.parametrize("name", ["example.toml", "line.example.toml"])
+def test_shipped_examples_load(name: str) -> None:
+    config = load(ROOT / "station_config" / name)
+    assert config.products
+    assert config.product(config.products[0].id) is config.products[0]
+
+
+def test_values_are_parsed(tmp_path: Path) -> None:
+    config = load(write_config(tmp_path))
+    assert config.station_id == "test-station"
+    assert (config.host, config.port) == ("127.0.0.1", 0)
+    assert config.journal == tmp_path / "journal.sqlite"  # relative to the file's folder
+    assert config.max_body_bytes == 4096
+    assert [str(n) for n in config.ioto_networks] == ["127.0.0.0/8", "::1/128"]
+    product = config.product(PRODUCT)
+    assert product is not None and product.model == "AQ-100" and product.claim == "user"
+    assert config.product("nope") is None
+
+
+def _replace(old: str, new: str) -> str:
+    assert old in CONFIG_TEXT
+    return CONFIG_TEXT.replace(old, new, 1)
+
+
+BAD = [
+    ("[station", "", "is not valid TOML"),
+    (_replace('id = "test-station"\n', ""), "station.id", "is required"),
+    (_replace('id = "test-station"', 'id = "bad station!"'), "station.id", "letters, digits"),
+    (_replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1"'), "station.listen",
+     "HOST:PORT"),
+    (_replace('listen = "127.0.0.1:0"', 'listen = 8080'), "station.listen",
+     "must be a string, got an integer"),
+    (_replace("max_body_bytes = 4096", "max_body_bytes = true"), "station.max_body_bytes",
+     "must be an integer, got true or false"),
+    (_replace("max_body_bytes = 4096", "max_body_bytes = 10"), "station.max_body_bytes",
+     "between 1024"),
+    (_replace("max_body_bytes = 4096", "max_body_byte = 4096"), "station.max_body_byte",
+     "not a known setting"),
+    (_replace('"127.0.0.0/8"', '"127.0.0.1/8"'), "ioto.networks[0]", "not a CIDR network"),
+    (_replace('"127.0.0.0/8"', "12"), "ioto.networks[0]", "CIDR string"),
+    (_replace('name = "Acme Hub"\n', ""), "products[1].name", "is required"),
+    (_replace('claim = "preclaim"', 'claim = "later"'), "products[1].claim",
+     "must be one of user, preclaim"),
+    (_replace('id = "01H4R15D3Q7K9M2X8Z5V6W4T0P"', f'id = "{PRODUCT}"'), "products[1].id",
+     "defined twice"),
+    (CONFIG_TEXT + "\n[products.fields]\nid = \"X\"\n", "products[1].fields.id",
+     "set by the station"),
+    (CONFIG_TEXT + "\n[products.fields]\nlist = [1]\n", "products[1].fields.list",
+     "string, number or true/false"),
+    (CONFIG_TEXT + "\n[printer]\nqueue = \"x\"\n", "printer", "not a known setting"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "reason"), BAD)
+def test_bad_config_names_file_key_and_reason(tmp_path: Path, text: str, key: str,
+                                              reason: str) -> None:
+    path = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.source == str(path)
+    assert info.value.key == key
+    assert reason in info.value.reason
+    assert str(path) in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load(tmp_path / "nope.toml")
+
+
+def test_config_check_command(tmp_path: Path) -> None:
+    good = run_cli(None, "config", "check", str(write_config(tmp_path)))
+    assert "OK" in good.stdout and "test-station" in good.stdout
+    bad_path = tmp_path / "bad" / "station.toml"
+    bad_path.parent.mkdir()
+    bad_path.write_text(_replace('claim = "preclaim"', 'claim = "soon"'))
+    bad = run_cli(None, "config", "check", str(bad_path), check=False)
+    assert bad.returncode == 2
+    assert f"{bad_path}: products[1].claim: must be one of" in bad.stderr
+
+
+def test_serve_refuses_a_bad_config_at_start(tmp_path: Path) -> None:
+    path = write_config(tmp_path, _replace("max_body_bytes = 4096", "max_body_bytes = 'x'"))
+    result = run_cli(path, "serve", check=False)
+    assert result.returncode == 2
+    assert "station.max_body_bytes: must be an integer" in result.stderr
+    assert not (tmp_path / "journal.sqlite").exists()

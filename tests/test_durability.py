@@ -1,0 +1,135 @@
+"""Acknowledged means durable: the station is killed with SIGKILL under load and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import FACTORY, PRODUCT, ROOT, run_cli, write_config
+
+pytestmark = pytest.mark.slow
+LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)/")
+
+
+@asynccontextmanager
+async def station_process(config: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process,
+                                                                 str]]:
+    """`factory serve` as a real process; yields it and its base URL once it listens."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = await asyncio.create_subprocess_exec(
+        *FACTORY, "-c", str(config), "serve", "--no-access-log", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    assert proc.stderr is not None
+    log: list[str] = []
+    drain: asyncio.Task[bytes] | None = None
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                line = (await proc.stderr.readline()).decode()
+                if not line:
+                    raise AssertionError(f"station exited before listening: {''.join(log)}")
+                log.append(line)
+                if match := LISTENING.search(line):
+                    break
+        drain = asyncio.create_task(proc.stderr.read())
+        yield proc, f"http://{match[1]}:{match[2]}"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        if drain is not None:
+            await drain
+
+
+async def _load(url: str, token: str, received: list[str], hardware: dict[str, str],
+                worker: int, stop: asyncio.Event) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    n = 0
+    async with aiohttp.ClientSession(headers=headers) as session:
+        while not stop.is_set():
+            n += 1
+            body: dict[str, Any] = {"product": PRODUCT}
+            if n % 5 == 0:
+                body["count"] = 25
+            elif n % 3 == 0:
+                body["hardware_id"] = f"W{worker}-UNIT-{n % 4}"
+            try:
+                async with session.post(f"{url}/api/v1/ucis", json=body) as resp:
+                    if resp.status not in (200, 201):
+                        raise AssertionError(f"{resp.status}: {await resp.text()}")
+                    data = await resp.json()
+            except (TimeoutError, aiohttp.ClientError):
+                return  # the station died under us: what we were told is what counts
+            got = data["ucis"] if "ucis" in data else [data["uci"]]
+            received.extend(got)
+            if "hardware_id" in body:
+                known = hardware.setdefault(body["hardware_id"], got[0])
+                assert known == got[0], "one hardware id got two UCIs"
+
+
+async def _round(config: Path, token: str, received: list[str],
+                 hardware: dict[str, str]) -> None:
+    async with station_process(config) as (proc, url):
+        stop = asyncio.Event()
+        workers = [asyncio.create_task(_load(url, token, received, hardware, w, stop))
+                   for w in range(24)]
+        start = len(received)
+        async with asyncio.timeout(30):
+            while len(received) - start < 600:
+                await asyncio.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)  # mid-load, no warning
+        await proc.wait()
+        stop.set()
+        await asyncio.gather(*workers)
+
+
+async def test_sigkill_under_load_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    token = run_cli(config, "token", "new", "--role", "device", "--name", "load").stdout.strip()
+    received: list[str] = []
+    hardware: dict[str, str] = {}
+    for _ in range(3):
+        await _round(config, token, received, hardware)
+
+    with sqlite3.connect(tmp_path / "journal.sqlite") as db:
+        in_journal = [r[0] for r in db.execute("SELECT uci FROM units")]
+        issued_events = [r[0] for r in db.execute(
+            "SELECT uci FROM events WHERE kind = 'issued'")]
+    assert len(in_journal) == len(set(in_journal)), "a UCI is in the journal twice"
+    assert len(issued_events) == len(set(issued_events)), "a UCI was issued twice"
+    missing = set(received) - set(in_journal)
+    assert not missing, f"{len(missing)} acknowledged UCIs are not in the journal"
+    assert len(set(received)) >= 1800
+    assert "OK" in run_cli(config, "journal", "verify").stdout
+
+    # After the crashes, each hardware id still gets the UCI it was given before.
+    async with station_process(config) as (_, url), aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {token}"}) as session:
+        for hardware_id, uci in list(hardware.items())[:20]:
+            async with session.post(f"{url}/api/v1/ucis", json={
+                    "product": PRODUCT, "hardware_id": hardware_id}) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["uci"] == uci
+
+
+async def test_sigterm_finishes_and_exits_cleanly(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    token = run_cli(config, "token", "new", "--role", "device", "--name", "t").stdout.strip()
+    async with station_process(config) as (proc, url):
+        async with aiohttp.ClientSession() as session, session.post(
+                f"{url}/api/v1/ucis", json={"product": PRODUCT},
+                headers={"Authorization": f"Bearer {token}"}) as resp:
+            uci = (await resp.json())["uci"]
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    assert uci in run_cli(config, "unit", uci).stdout

@@ -1,0 +1,209 @@
+"""The SQLite journal: durable settings, group commit, uniqueness, hash chain, tampering."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import itertools
+import json
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from factory.config import StationConfig
+from factory.journal.errors import AlreadyVoided, IdempotencyConflict, UnitNotFound
+from factory.journal.records import IssueRequest
+from factory.journal.sqlite import Journal
+from factory.uci import new_uci
+from tests.conftest import PRODUCT, run_cli
+
+
+def req(**kw: object) -> IssueRequest:
+    base: dict[str, object] = {"product": PRODUCT, "actor": "test"}
+    base.update(kw)
+    return IssueRequest(**base)  # type: ignore[arg-type]
+
+
+async def test_file_is_private_and_durable(config: StationConfig, journal: Journal) -> None:
+    await journal.issue(req())
+    for path in config.journal.parent.glob("journal.sqlite*"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    with sqlite3.connect(config.journal) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        names = [r[0] for r in db.execute("SELECT name FROM schema_migrations")]
+        assert names == ["0001_initial"]
+    assert (config.journal.parent / "journal.sqlite-wal").exists()
+
+
+async def test_synchronous_full_on_both_connections(journal: Journal) -> None:
+    for conn in (journal._writer_conn, journal._reader):
+        async with conn.execute("PRAGMA synchronous") as cur:
+            assert (await cur.fetchone()) == (2,)  # FULL
+
+
+async def test_reopen_keeps_everything(config: StationConfig) -> None:
+    j = await Journal.open(config.journal, config.station_id)
+    first = await j.issue(req(count=5))
+    await j.close()
+    j = await Journal.open(config.journal, config.station_id)
+    try:
+        units, _ = await j.units(limit=10)
+        assert sorted(u.uci for u in units) == sorted(first.ucis)
+        assert (await j.verify()).ok
+    finally:
+        await j.close()
+
+
+async def test_concurrent_requests_share_commits(journal: Journal) -> None:
+    results = await asyncio.gather(*(journal.issue(req()) for _ in range(300)))
+    ucis = [r.ucis[0] for r in results]
+    assert len(set(ucis)) == 300
+    # Group commit: 300 acknowledged issues, far fewer transactions.
+    assert journal.commits < 30, journal.commits
+    assert (await journal.verify()).checked == 300
+
+
+async def test_hardware_id_race_gives_one_uci(journal: Journal) -> None:
+    results = await asyncio.gather(*(journal.issue(req(hardware_id="AABBCCDDEEFF"))
+                                     for _ in range(50)))
+    assert len({r.ucis[0] for r in results}) == 1
+    assert sum(r.created for r in results) == 1
+    # Another product with the same hardware is another unit.
+    other = await journal.issue(req(product="other", hardware_id="AABBCCDDEEFF"))
+    assert other.created and other.ucis != results[0].ucis
+
+
+async def test_idempotency_key_replays_a_batch(journal: Journal) -> None:
+    first = await journal.issue(req(count=20, idempotency_key="k1", fingerprint="f"))
+    again = await journal.issue(req(count=20, idempotency_key="k1", fingerprint="f"))
+    assert again.ucis == first.ucis and first.created and not again.created
+    with pytest.raises(IdempotencyConflict):
+        await journal.issue(req(count=21, idempotency_key="k1", fingerprint="g"))
+    stats = await journal.stats()
+    assert stats == {"issued": 20}
+
+
+async def test_uniqueness_is_enforced_by_the_journal(config: StationConfig) -> None:
+    """A generator that repeats itself cannot make the journal issue a UCI twice."""
+    fixed = new_uci()
+    draws: Iterator[str] = itertools.chain([fixed, fixed, fixed], iter(new_uci, None))
+    j = await Journal.open(config.journal, config.station_id, new_uci=lambda: next(draws))
+    try:
+        a = await j.issue(req())
+        b = await j.issue(req())  # draws the same UCI, hits the unique index, draws again
+        c = await j.issue(req(count=3))
+        assert a.ucis == [fixed]
+        assert b.ucis != [fixed]
+        assert len({*a.ucis, *b.ucis, *c.ucis}) == 5
+    finally:
+        await j.close()
+    with sqlite3.connect(config.journal) as db, pytest.raises(sqlite3.IntegrityError):
+        db.execute("INSERT INTO units SELECT * FROM units LIMIT 1")
+
+
+async def test_void_frees_the_hardware_but_never_the_uci(journal: Journal) -> None:
+    first = await journal.issue(req(hardware_id="SERIAL-1"))
+    await journal.void(first.ucis[0], "board cracked", "test")
+    with pytest.raises(AlreadyVoided):
+        await journal.void(first.ucis[0], "again", "test")
+    with pytest.raises(UnitNotFound):
+        await journal.void(new_uci(), "nope", "test")
+    second = await journal.issue(req(hardware_id="SERIAL-1"))
+    assert second.created and second.ucis != first.ucis
+    unit = await journal.unit(first.ucis[0])
+    assert unit.state == "voided"
+    assert [e.kind for e in unit.events] == ["issued", "voided"]
+    assert unit.events[1].data == {"reason": "board cracked"}
+
+
+async def test_units_page_with_cursor(journal: Journal) -> None:
+    issued = (await journal.issue(req(count=7))).ucis
+    await journal.void(issued[0], "test", "test")
+    seen, cursor = [], None
+    while True:
+        page, cursor = await journal.units(limit=3, before=cursor)
+        seen += [u.uci for u in page]
+        if cursor is None:
+            break
+    assert seen == list(reversed(issued))
+    voided, _ = await journal.units(state="voided")
+    assert [u.uci for u in voided] == [issued[0]]
+
+
+async def _filled(journal: Journal) -> list[str]:
+    ucis = (await journal.issue(req(count=5))).ucis
+    await journal.void(ucis[2], "scrap", "test")
+    return ucis
+
+
+def _tamper(path: Path, sql: str) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute(sql)
+
+
+@pytest.mark.parametrize(("sql", "seq", "reason"), [
+    ("UPDATE events SET actor = 'mallory' WHERE seq = 3", 3, "event 3 was altered"),
+    ("UPDATE events SET data = '{\"reason\":\"fine\"}' WHERE seq = 6", 6, "altered"),
+    ("DELETE FROM events WHERE seq = 2", 2, "event 2 is missing"),
+    ("DELETE FROM events WHERE seq = 6", 6, "events 6..6 are missing"),
+    ("UPDATE events SET prev_hash = hash WHERE seq = 4", 4, "does not follow"),
+])
+async def test_tampering_is_found_and_named(config: StationConfig, sql: str, seq: int,
+                                            reason: str) -> None:
+    j = await Journal.open(config.journal, config.station_id)
+    await _filled(j)
+    assert (await j.verify()).ok
+    await j.close()
+    _tamper(config.journal, sql)
+    j = await Journal.open(config.journal, config.station_id)
+    try:
+        result = await j.verify()
+    finally:
+        await j.close()
+    assert not result.ok
+    assert result.bad_seq == seq
+    assert reason in result.reason
+
+
+async def test_verify_and_export_commands(config: StationConfig, config_path: Path) -> None:
+    j = await Journal.open(config.journal, config.station_id)
+    ucis = await _filled(j)
+    await j.close()
+
+    ok = run_cli(config_path, "journal", "verify")
+    assert "OK, 6 events" in ok.stdout
+
+    lines = run_cli(config_path, "journal", "export", "--format", "jsonl").stdout.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["seq"] for e in events] == [1, 2, 3, 4, 5, 6]
+    assert [e["uci"] for e in events[:5]] == ucis
+    assert events[5]["kind"] == "voided" and events[5]["data"] == {"reason": "scrap"}
+
+    out = config.journal.parent / "audit.csv"
+    run_cli(config_path, "journal", "export", "--format", "csv", "-o", str(out))
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [r["hash"] for r in rows] == [e["hash"] for e in events]
+    assert json.loads(rows[5]["data"]) == {"reason": "scrap"}
+
+    _tamper(config.journal, "UPDATE events SET uci = 'X' WHERE seq = 4")
+    bad = run_cli(config_path, "journal", "verify", check=False)
+    assert bad.returncode == 1
+    assert "TAMPERED at event 4" in bad.stdout
+
+
+async def test_a_second_process_appends_to_the_same_chain(config: StationConfig,
+                                                          config_path: Path,
+                                                          journal: Journal) -> None:
+    """The CLI may issue while the station runs; both append to one intact chain."""
+    await journal.issue(req(count=3))
+    out = run_cli(config_path, "issue", "--product", PRODUCT, "--count", "4", "--json")
+    await journal.issue(req(count=2))
+    assert len(json.loads(out.stdout)["ucis"]) == 4
+    result = await journal.verify()
+    assert result.ok and result.checked == 9
