@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import http.client
 import json
 import math
@@ -176,8 +175,8 @@ async def _client_load(spec: dict[str, Any]) -> dict[str, Any]:
         elapsed = await phase(spec["requests"])
     latencies.sort()
     return {"requests": len(latencies), "seconds": elapsed, "statuses": dict(statuses),
-            "errors": dict(errors),
-            "p50_ms": _percentile(latencies, 50) * 1000, "p90_ms": _percentile(latencies, 90) * 1000,
+            "errors": dict(errors), "p50_ms": _percentile(latencies, 50) * 1000,
+            "p90_ms": _percentile(latencies, 90) * 1000,
             "p99_ms": _percentile(latencies, 99) * 1000,
             "max_ms": (latencies[-1] if latencies else math.nan) * 1000}
 
@@ -272,6 +271,8 @@ class LoadResult:
     errors: dict[str, int]
     server_cpu_s: float | None
     client_cpu_s: float
+    warmup_statuses: dict[str, int] = field(default_factory=dict)
+    warmup_errors: dict[str, int] = field(default_factory=dict)
     expected_status: str = "201"
 
     @property
@@ -393,7 +394,7 @@ class Bench:
     def load(self, server: Server, client: str) -> LoadResult:
         body = json.dumps({"product": PRODUCT})
         run = self._wrk if client == "wrk" else self._builtin
-        run(server, body, warmup=True)
+        warm = run(server, body, warmup=True) or {"statuses": {}, "errors": {}}
         before_server = _process_cpu(server.proc.pid)
         before_children = _children_cpu()
         raw = run(server, body, warmup=False)
@@ -412,7 +413,9 @@ class Bench:
                           max_ms=float(raw["max_ms"]),
                           statuses={str(k): int(v) for k, v in raw["statuses"].items()},
                           errors={k: int(v) for k, v in raw["errors"].items() if v},
-                          server_cpu_s=server_cpu, client_cpu_s=client_cpu)
+                          server_cpu_s=server_cpu, client_cpu_s=client_cpu,
+                          warmup_statuses={str(k): int(v) for k, v in warm["statuses"].items()},
+                          warmup_errors={k: int(v) for k, v in warm["errors"].items() if v})
 
     def _wrk(self, server: Server, body: str, *, warmup: bool) -> dict[str, Any] | None:
         seconds = self.args.warmup if warmup else self.args.duration
@@ -700,12 +703,15 @@ def _run(bench: Bench, client: str) -> int:
         print(f"station / trivial  req/s: {ratio:6.2f}x  (target >= {TARGET_VS_TRIVIAL:g}x: "
               f"{_verdict(ratio, TARGET_VS_TRIVIAL)})")
     if st:
-        if st.non_2xx or st.unexpected or st.socket_errors:
+        warm_bad = sum(n for s, n in st.warmup_statuses.items() if s != st.expected_status)
+        if st.non_2xx or st.unexpected or st.socket_errors or warm_bad or st.warmup_errors:
             ok = False
-            print(f"STATION ERRORS under load: statuses {st.statuses}, socket errors "
-                  f"{st.errors or 'none'}")
+            print(f"STATION ERRORS under load: measured run statuses {st.statuses}, socket "
+                  f"errors {st.errors or 'none'}; warm-up statuses {st.warmup_statuses}, "
+                  f"socket errors {st.warmup_errors or 'none'}")
         else:
-            print(f"station load: all {st.requests:,} responses were 201")
+            print(f"station load: all {st.requests:,} measured responses and all "
+                  f"{sum(st.warmup_statuses.values()):,} warm-up responses were 201")
 
     batch_ucis = 0
     if args.batch_rounds > 0:
@@ -749,10 +755,14 @@ def _run(bench: Bench, client: str) -> int:
         ok = False
     units = _count_units(config.parent / "journal.sqlite")
     if st is not None and units is not None:
-        answered = st.statuses.get("201", 0) + batch_ucis
-        print(f"units in the journal: {units:,}; 201 answers counted in the measured run + "
-              f"batch UCIs: {answered:,} (the rest: warm-up, and requests in flight when the "
-              "client stopped)")
+        answered = st.statuses.get("201", 0) + st.warmup_statuses.get("201", 0) + batch_ucis
+        print(f"units in the journal: {units:,}; 201 answers seen (warm-up + measured) + "
+              f"batch UCIs: {answered:,}"
+              + (f" (+{units - answered} issued for requests still in flight when wrk stopped)"
+                 if units > answered else ""))
+        if units < answered:
+            ok = False
+            print("  MISSING UNITS: the station answered 201 for more UCIs than it journalled")
     print("\nresult: " + ("OK" if ok else "PROBLEMS (see above)"))
     return 0 if ok else 1
 

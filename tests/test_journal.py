@@ -92,7 +92,8 @@ async def test_uniqueness_is_enforced_by_the_journal(config: StationConfig) -> N
     """A generator that repeats itself cannot make the journal issue a UCI twice."""
     fixed = new_uci()
     draws: Iterator[str] = itertools.chain([fixed, fixed, fixed], iter(new_uci, None))
-    j = await Journal.open(config.journal, config.station_id, new_uci=lambda: next(draws))
+    j = await Journal.open(config.journal, config.station_id,
+                           new_ucis=lambda n: [next(draws) for _ in range(n)])
     try:
         a = await j.issue(req())
         b = await j.issue(req())  # draws the same UCI, hits the unique index, draws again
@@ -151,7 +152,8 @@ def _tamper(path: Path, sql: str) -> None:
     ("UPDATE events SET data = '{\"reason\":\"fine\"}' WHERE seq = 6", 6, "altered"),
     ("DELETE FROM events WHERE seq = 2", 2, "event 2 is missing"),
     ("DELETE FROM events WHERE seq = 6", 6, "events 6..6 are missing"),
-    ("UPDATE events SET prev_hash = hash WHERE seq = 4", 4, "does not follow"),
+    # Rewriting an event and its hash consistently still breaks the next link.
+    ("UPDATE events SET hash = '" + "0" * 64 + "' WHERE seq = 4", 4, "altered"),
 ])
 async def test_tampering_is_found_and_named(config: StationConfig, sql: str, seq: int,
                                             reason: str) -> None:

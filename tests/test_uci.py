@@ -24,6 +24,12 @@ def test_new_ucis_are_canonical_and_distinct() -> None:
     assert all(re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{16}", u) for u in drawn)
 
 
+def test_batches_are_canonical_and_distinct() -> None:
+    batch = uci.new_ucis(5000)
+    assert len(set(batch)) == 5000
+    assert all(uci.parse(u) == u for u in batch)
+
+
 def test_new_ucis_use_all_80_bits() -> None:
     # The first symbol carries the top 5 bits: over many draws every symbol shows up.
     assert {uci.new_uci()[0] for _ in range(3000)} == set(uci.ALPHABET)

@@ -14,7 +14,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             station TEXT NOT NULL,
             actor TEXT NOT NULL,
             data TEXT NOT NULL,
-            prev_hash TEXT NOT NULL,
+            -- SHA-256 of the previous event's hash and this event's columns (chain.py).
             hash TEXT NOT NULL
         );
         CREATE INDEX events_uci ON events (uci, seq);
@@ -34,7 +34,6 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE UNIQUE INDEX units_hardware ON units (product, hardware_id)
             WHERE hardware_id IS NOT NULL AND state <> 'voided';
         CREATE INDEX units_state ON units (state);
-        CREATE INDEX units_product ON units (product);
 
         CREATE TABLE idempotency (
             key TEXT PRIMARY KEY,

@@ -42,12 +42,12 @@ from factory.journal.writer import (
     utc_now,
     write_batch,
 )
-from factory.uci import new_uci as _new_uci
+from factory.uci import new_ucis as _new_ucis
 
 log = logging.getLogger("factory.journal")
 _PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=10000")
 _UNIT_COLUMNS = "uci, product, hardware_id, state, station, created_at, updated_at"
-_EVENT_COLUMNS = "seq, uci, kind, at, station, actor, data, prev_hash, hash"
+_EVENT_COLUMNS = "seq, uci, kind, at, station, actor, data, hash"
 
 
 def _create_private(path: Path) -> None:
@@ -71,10 +71,11 @@ class Journal:
     """Append-only event journal with derived unit state."""
 
     def __init__(self, path: Path, station: str, writer: aiosqlite.Connection,
-                 reader: aiosqlite.Connection, new_uci: Callable[[], str]) -> None:
+                 reader: aiosqlite.Connection,
+                 new_ucis: Callable[[int], list[str]]) -> None:
         self.path, self.station = path, station
         self._writer_conn, self._reader = writer, reader
-        self._new_uci = new_uci
+        self._new_ucis = new_ucis
         self._pending: deque[Job | AdminJob] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -83,7 +84,7 @@ class Journal:
 
     @classmethod
     async def open(cls, path: str | Path, station: str,
-                   new_uci: Callable[[], str] = _new_uci) -> Journal:
+                   new_ucis: Callable[[int], list[str]] = _new_ucis) -> Journal:
         """Open (creating if needed) the journal file and apply pending migrations."""
         path = Path(path)
         try:
@@ -97,7 +98,7 @@ class Journal:
         except BaseException:
             await writer.close()
             raise
-        return cls(path, station, writer, reader, new_uci)
+        return cls(path, station, writer, reader, new_ucis)
 
     async def close(self) -> None:
         """Finish queued writes, then close both connections."""
@@ -148,7 +149,7 @@ class Journal:
                     batch.append(job)
                     size += job.size
                 try:
-                    await write_batch(self._writer_conn, batch, self.station, self._new_uci)
+                    await write_batch(self._writer_conn, batch, self.station, self._new_ucis)
                 except Exception as exc:  # the writer must outlive any one batch
                     log.exception("journal writer failed a batch")
                     fail_jobs(batch, JournalUnavailable(f"journal write failed: {exc}"))
@@ -214,17 +215,15 @@ class Journal:
                 rows = list(await cur.fetchall())
             if not rows:
                 break
-            for seq, uci, kind, at, station, actor, data, prev, stored in rows:
+            for seq, uci, kind, at, station, actor, data, stored in rows:
                 if seq != expected_seq:
                     return VerifyResult(False, checked, expected_seq,
                                         f"event {expected_seq} is missing (removed)")
-                if prev != expected_prev:
-                    return VerifyResult(False, checked, seq,
-                                        f"event {seq} does not follow event {seq - 1}'s hash")
-                if event_hash(prev, seq, uci, kind, at, station, actor, data) != stored:
+                if event_hash(expected_prev, seq, uci, kind, at, station, actor,
+                              data) != stored:
                     return VerifyResult(False, checked, seq,
                                         f"event {seq} was altered (its content does not match "
-                                        "its hash)")
+                                        "its hash and the chain before it)")
                 expected_prev, expected_seq, checked = stored, seq + 1, checked + 1
             last = rows[-1][0]
         # Removing the newest events leaves no gap; the units table still remembers them.
@@ -284,7 +283,7 @@ def _unit(row: Any, events: list[Event] | None = None) -> Unit:
 
 
 def _event(row: Any) -> Event:
-    seq, uci, kind, at, station, actor, data, _prev, digest = row
+    seq, uci, kind, at, station, actor, data, digest = row
     return Event(seq=seq, uci=uci, kind=kind, at=at, station=station, actor=actor,
                  data=json.loads(data), hash=digest)
 

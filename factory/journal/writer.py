@@ -100,14 +100,12 @@ class _Plan:
     keys: list[tuple[Any, ...]] = field(default_factory=list)
     results: list[tuple[Job, Any]] = field(default_factory=list)
 
-    def event(self, uci: str, kind: str, actor: str, data: dict[str, Any]) -> int:
-        """Append one event to the chain; returns its sequence number."""
+    def event(self, uci: str, kind: str, actor: str, text: str) -> int:
+        """Append one event (data already canonical JSON) to the chain; returns its seq."""
         self.seq += 1
-        text = canonical_data(data)
-        prev, self.head = self.head, event_hash(
-            self.head, self.seq, uci, kind, self.at, self.station, actor, text)
-        self.events.append(
-            (self.seq, uci, kind, self.at, self.station, actor, text, prev, self.head))
+        self.head = event_hash(self.head, self.seq, uci, kind, self.at, self.station, actor,
+                               text)
+        self.events.append((self.seq, uci, kind, self.at, self.station, actor, text, self.head))
         return self.seq
 
 
@@ -119,11 +117,11 @@ async def _lookup(conn: aiosqlite.Connection, sql: str, values: list[Any]) -> li
 
 
 async def write_batch(conn: aiosqlite.Connection, jobs: list[Job], station: str,
-                      new_uci: Callable[[], str]) -> None:
+                      new_ucis: Callable[[int], list[str]]) -> None:
     """Write one batch in one transaction and resolve every job's future."""
     for attempt in range(COLLISION_RETRIES):
         try:
-            plan = await _write(conn, jobs, station, new_uci)
+            plan = await _write(conn, jobs, station, new_ucis)
         except sqlite3.IntegrityError as exc:
             await _rollback(conn)
             # 80 random bits collide about never; the unique index makes sure, and we redraw.
@@ -158,7 +156,7 @@ async def _rollback(conn: aiosqlite.Connection) -> None:
 
 
 async def _write(conn: aiosqlite.Connection, jobs: list[Job], station: str,
-                 new_uci: Callable[[], str]) -> _Plan:
+                 new_ucis: Callable[[int], list[str]]) -> _Plan:
     await conn.execute("BEGIN IMMEDIATE")
     # Read the head inside the write lock: another process (the CLI) may have appended.
     async with conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1") as cur:
@@ -194,7 +192,7 @@ async def _write(conn: aiosqlite.Connection, jobs: list[Job], station: str,
     for job in jobs:
         if isinstance(job, IssueJob):
             plan.results.append((job, _plan_issue(plan, job.request, by_hardware, by_key,
-                                                  states, new_uci)))
+                                                  states, new_ucis)))
         else:
             plan.results.append((job, _plan_step(plan, job, states)))
 
@@ -206,7 +204,7 @@ async def _write(conn: aiosqlite.Connection, jobs: list[Job], station: str,
     if plan.keys:
         await conn.executemany("INSERT INTO idempotency VALUES (?, ?, ?, ?)", plan.keys)
     if plan.events:
-        await conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        await conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                plan.events)
     await conn.execute("COMMIT")
     return plan
@@ -214,7 +212,7 @@ async def _write(conn: aiosqlite.Connection, jobs: list[Job], station: str,
 
 def _plan_issue(plan: _Plan, req: IssueRequest, by_hardware: dict[tuple[str, str], str],
                 by_key: dict[str, tuple[str, list[str]]], states: dict[str, str],
-                new_uci: Callable[[], str]) -> IssueResult | JournalError:
+                new_ucis: Callable[[int], list[str]]) -> IssueResult | JournalError:
     key = req.idempotency_key
     if key is not None and key in by_key:
         fingerprint, ucis = by_key[key]
@@ -232,11 +230,11 @@ def _plan_issue(plan: _Plan, req: IssueRequest, by_hardware: dict[tuple[str, str
             data["hardware_id"] = req.hardware_id
         if key is not None:
             data["idempotency_key"] = key
-        for _ in range(req.count):
-            uci = new_uci()
+        text = canonical_data(data)
+        for uci in new_ucis(req.count):
             while uci in states:  # drawn twice in this batch: draw again
-                uci = new_uci()
-            seq = plan.event(uci, "issued", req.actor, data)
+                uci = new_ucis(1)[0]
+            seq = plan.event(uci, "issued", req.actor, text)
             plan.units.append((uci, req.product, req.hardware_id, "issued", plan.station,
                                plan.at, plan.at, seq))
             states[uci] = "issued"
@@ -257,7 +255,7 @@ def _plan_step(plan: _Plan, job: StepJob, states: dict[str, str]) -> JournalErro
     if state in job.refuse_from:
         return AlreadyVoided(job.uci) if state == "voided" else JournalError(
             f"unit {job.uci} is {state}; {job.kind} is not allowed now")
-    seq = plan.event(job.uci, job.kind, job.actor, job.data)
+    seq = plan.event(job.uci, job.kind, job.actor, canonical_data(job.data))
     plan.updates.append((job.state, plan.at, seq, job.uci))
     states[job.uci] = job.state
     return None
