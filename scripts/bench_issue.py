@@ -270,6 +270,7 @@ class LoadResult:
     statuses: dict[str, int]
     errors: dict[str, int]
     server_cpu_s: float | None
+    loop_cpu_s: float | None
     client_cpu_s: float
     warmup_statuses: dict[str, int] = field(default_factory=dict)
     warmup_errors: dict[str, int] = field(default_factory=dict)
@@ -297,7 +298,7 @@ class Bench:
     args: argparse.Namespace
     workdir: Path
     servers: list[Server] = field(default_factory=list)
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    procs: list[subprocess.Popen[Any]] = field(default_factory=list)
 
     # -- processes --
 
@@ -395,13 +396,16 @@ class Bench:
         body = json.dumps({"product": PRODUCT})
         run = self._wrk if client == "wrk" else self._builtin
         warm = run(server, body, warmup=True) or {"statuses": {}, "errors": {}}
-        before_server = _process_cpu(server.proc.pid)
+        pid = server.proc.pid
+        before_server, before_loop = _process_cpu(pid), _process_cpu(pid, pid)
         before_children = _children_cpu()
         raw = run(server, body, warmup=False)
         client_cpu = _children_cpu() - before_children
-        after_server = _process_cpu(server.proc.pid)
+        after_server, after_loop = _process_cpu(pid), _process_cpu(pid, pid)
         server_cpu = (after_server - before_server
                       if after_server is not None and before_server is not None else None)
+        loop_cpu = (after_loop - before_loop
+                    if after_loop is not None and before_loop is not None else None)
         if raw is None:
             raise BenchError("nothing to measure: --duration / --requests must be positive")
         if server.proc.poll() is not None:
@@ -413,7 +417,8 @@ class Bench:
                           max_ms=float(raw["max_ms"]),
                           statuses={str(k): int(v) for k, v in raw["statuses"].items()},
                           errors={k: int(v) for k, v in raw["errors"].items() if v},
-                          server_cpu_s=server_cpu, client_cpu_s=client_cpu,
+                          server_cpu_s=server_cpu, loop_cpu_s=loop_cpu,
+                          client_cpu_s=client_cpu,
                           warmup_statuses={str(k): int(v) for k, v in warm["statuses"].items()},
                           warmup_errors={k: int(v) for k, v in warm["errors"].items() if v})
 
@@ -423,7 +428,7 @@ class Bench:
             return None
         script = self.workdir / f"{server.name}.lua"
         _wrk_script(script, body, server.token)
-        return _run_client(["wrk", f"-t{self.args.wrk_threads}", f"-c{self.args.connections}",
+        return self._run_client(["wrk", f"-t{self.args.wrk_threads}", f"-c{self.args.connections}",
                             "--timeout", "30s", "-s", str(script), f"-d{seconds}s",
                             server.url], "wrk warm-up" if warmup else "wrk")
 
@@ -436,8 +441,27 @@ class Bench:
             headers["Authorization"] = f"Bearer {server.token}"
         spec = {"url": server.url, "body": body, "headers": headers,
                 "connections": self.args.connections, "requests": count}
-        return _run_client([sys.executable, __file__, "--client-run", json.dumps(spec)],
+        return self._run_client([sys.executable, __file__, "--client-run", json.dumps(spec)],
                            "built-in client")
+
+    def _run_client(self, cmd: list[str], what: str) -> dict[str, Any]:
+        """Run a load client to its end; it is killed if we are interrupted meanwhile."""
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, text=True)
+        self.procs.append(proc)
+        try:
+            stdout, stderr = proc.communicate(timeout=3600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            self.procs.remove(proc)
+        for line in stdout.splitlines():
+            if line.startswith(RESULT_MARK):
+                result: dict[str, Any] = json.loads(line[len(RESULT_MARK):])
+                return result
+        raise BenchError(f"{what} failed (status {proc.returncode}):\n{stdout[-2000:]}"
+                         f"\n{stderr[-2000:]}")
 
     # -- batches --
 
@@ -473,14 +497,6 @@ class BenchError(Exception):
     """The benchmark could not run; the message says why."""
 
 
-def _run_client(cmd: list[str], what: str) -> dict[str, Any]:
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=3600)
-    for line in done.stdout.splitlines():
-        if line.startswith(RESULT_MARK):
-            result: dict[str, Any] = json.loads(line[len(RESULT_MARK):])
-            return result
-    raise BenchError(f"{what} failed (status {done.returncode}):\n{done.stdout[-2000:]}"
-                     f"\n{done.stderr[-2000:]}")
 
 
 def _free_port() -> int:
@@ -493,10 +509,11 @@ def _free_port() -> int:
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _process_cpu(pid: int) -> float | None:
-    """User + system CPU seconds of a process and all its threads (Linux /proc)."""
+def _process_cpu(pid: int, thread: int | None = None) -> float | None:
+    """User + system CPU seconds of a process, all its threads (or one thread), Linux /proc."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        text = Path(path).read_text()
     except OSError:
         return None
     fields = text[text.rindex(")") + 2:].split()
@@ -522,6 +539,20 @@ def _log_problems(path: Path) -> list[str]:
         return []
     pattern = re.compile(r"Traceback|\bERROR\b|\bWARNING\b|\bCRITICAL\b|Exception")
     return [line for line in text.splitlines() if pattern.search(line)]
+
+
+def _git_version() -> str:
+    """The commit benchmarked, '+changes' when factory/ differs from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "factory"], cwd=root,
+                               check=True, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "(not a git checkout)"
+    return head + (" +uncommitted changes in factory/" if dirty else "")
 
 
 def _count_units(journal: Path) -> int | None:
@@ -557,15 +588,16 @@ def _table(rows: list[list[str]], right: Sequence[bool]) -> Iterator[str]:
 
 def _load_table(results: list[LoadResult]) -> Iterator[str]:
     rows = [["server", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
-             "non-2xx", "not 201", "sock err", "srv CPU", "srv CPU/req"]]
+             "non-2xx", "not 201", "sock err", "srv CPU", "loop CPU", "srv CPU/req"]]
     for r in results:
         cpu = "-" if r.server_cpu_s is None else f"{100 * r.server_cpu_s / r.seconds:.0f}%"
+        loop = "-" if r.loop_cpu_s is None else f"{100 * r.loop_cpu_s / r.seconds:.0f}%"
         per = ("-" if r.server_cpu_s is None or not r.requests
                else f"{1e6 * r.server_cpu_s / r.requests:.0f} us")
         rows.append([r.server, f"{r.requests:,}", f"{r.rps:,.0f}", _fmt_ms(r.p50_ms),
                      _fmt_ms(r.p90_ms), _fmt_ms(r.p99_ms), _fmt_ms(r.max_ms), str(r.non_2xx),
-                     str(r.unexpected), str(r.socket_errors), cpu, per])
-    yield from _table(rows, [False] + [True] * 11)
+                     str(r.unexpected), str(r.socket_errors), cpu, loop, per])
+    yield from _table(rows, [False] + [True] * 12)
 
 
 def _verdict(value: float, target: float) -> str:
@@ -627,7 +659,9 @@ def main(argv: list[str] | None = None) -> int:
     elif client == "wrk" and not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # clean up on SIGTERM too
+    # Clean up on Ctrl-C and SIGTERM, even if started with SIGINT ignored (`cmd &`).
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
 
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
@@ -671,7 +705,7 @@ def _run(bench: Bench, client: str) -> int:
                f"{args.connections} keep-alive connections, {args.warmup_requests:,} warm-up "
                f"+ {args.requests:,} measured requests per server")
     print(f"UCI issuance benchmark: {os.cpu_count()} CPUs, Python "
-          f"{sys.version.split()[0]}, work folder {bench.workdir}")
+          f"{sys.version.split()[0]}, code {_git_version()}, work folder {bench.workdir}")
     print(f"client: {how}")
     print("body: POST /api/v1/ucis {\"product\": \"BENCH-PRODUCT\"}; station with a device "
           "token\n")
@@ -688,8 +722,9 @@ def _run(bench: Bench, client: str) -> int:
         print(line)
     client_cpu = ", ".join(f"{r.server} {100 * r.client_cpu_s / r.seconds:.0f}%"
                            for r in results.values() if r.seconds > 0)
-    print(f"(latency from the client; srv CPU = server process CPU, all threads, during the "
-          f"measured run; client CPU: {client_cpu})")
+    print("(latency as seen by the client; srv CPU: the server process, all threads, during "
+          "the measured run;\n loop CPU: its main thread, which runs the event loop, 100% = "
+          f"saturated; client CPU: {client_cpu})")
 
     ok = True
     st, nv, tv = results.get("station"), results.get("naive"), results.get("trivial")

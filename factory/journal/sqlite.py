@@ -34,13 +34,13 @@ from factory.journal.records import (
 from factory.journal.writer import (
     MAX_UNITS_PER_BATCH,
     AdminJob,
+    BatchWriter,
     IssueJob,
     Job,
     StepJob,
     fail_jobs,
     run_admin,
     utc_now,
-    write_batch,
 )
 from factory.uci import new_ucis as _new_ucis
 
@@ -57,9 +57,9 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
-async def _connect(path: Path) -> aiosqlite.Connection:
+async def _connect(path: Path, isolation_level: str | None = None) -> aiosqlite.Connection:
     try:
-        conn = await aiosqlite.connect(path, isolation_level=None)
+        conn = await aiosqlite.connect(path, isolation_level=isolation_level)
     except sqlite3.Error as exc:
         raise JournalUnavailable(f"cannot open journal {path}: {exc}") from exc
     for pragma in _PRAGMAS:
@@ -75,11 +75,10 @@ class Journal:
                  new_ucis: Callable[[int], list[str]]) -> None:
         self.path, self.station = path, station
         self._writer_conn, self._reader = writer, reader
-        self._new_ucis = new_ucis
+        self._batches = BatchWriter(writer, station, new_ucis)
         self._pending: deque[Job | AdminJob] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
-        self.commits = 0  # transactions written; group commit keeps this far below requests
         self._task = asyncio.create_task(self._write_loop(), name="journal-writer")
 
     @classmethod
@@ -91,7 +90,8 @@ class Journal:
             _create_private(path)
         except OSError as exc:
             raise JournalUnavailable(f"cannot create journal {path}: {exc.strerror}") from exc
-        writer = await _connect(path)
+        # IMMEDIATE: the first INSERT of a batch takes the write lock (no BEGIN round trip).
+        writer = await _connect(path, "IMMEDIATE")
         try:
             await _migrate(writer)
             reader = await _connect(path)
@@ -122,6 +122,11 @@ class Journal:
                       data={"reason": reason}, future=fut, refuse_from=frozenset({"voided"}))
         await self._submit(job, fut)
 
+    @property
+    def commits(self) -> int:
+        """Transactions written; group commit keeps this far below the requests served."""
+        return self._batches.commits
+
     async def _submit(self, job: Job | AdminJob, fut: asyncio.Future[Any]) -> Any:
         if self._closing:
             raise JournalUnavailable("the journal is closing; try again after restart")
@@ -149,11 +154,10 @@ class Journal:
                     batch.append(job)
                     size += job.size
                 try:
-                    await write_batch(self._writer_conn, batch, self.station, self._new_ucis)
+                    await self._batches.write(batch)
                 except Exception as exc:  # the writer must outlive any one batch
                     log.exception("journal writer failed a batch")
                     fail_jobs(batch, JournalUnavailable(f"journal write failed: {exc}"))
-                self.commits += 1
             if self._closing:
                 return
 

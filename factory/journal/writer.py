@@ -1,8 +1,9 @@
 """Group commit: everything queued while the last transaction was on disk goes in the next one.
 
 One writer connection, one transaction per batch, a handful of statements per batch whatever
-its size: aiosqlite hops to its thread for every call, so rows are grouped, never awaited one
-by one. A job's future resolves only after COMMIT returned, i.e. after the WAL was synced.
+its size: aiosqlite hops to its thread for every call (and each hop waits for a busy event
+loop), so rows are grouped, never awaited one by one. A job's future resolves only after
+COMMIT returned, i.e. after the WAL was synced.
 """
 
 from __future__ import annotations
@@ -75,10 +76,12 @@ class AdminJob:
 
 
 async def run_admin(conn: aiosqlite.Connection, job: AdminJob) -> None:
-    """Run one admin statement in its own (autocommit) transaction."""
+    """Run one admin statement in its own transaction."""
     try:
         cur = await conn.execute(job.sql, job.args)
+        await conn.commit()
     except sqlite3.Error as exc:
+        await _rollback(conn)
         if not job.future.done():
             job.future.set_exception(exc)
         return
@@ -109,38 +112,112 @@ class _Plan:
         return self.seq
 
 
-async def _lookup(conn: aiosqlite.Connection, sql: str, values: list[Any]) -> list[Any]:
-    if not values:
-        return []
-    async with conn.execute(sql, (json.dumps(values),)) as cur:
-        return list(await cur.fetchall())
+class BatchWriter:
+    """Writes batches over the one writer connection, keeping the chain head in memory.
 
+    The connection runs with isolation_level IMMEDIATE, so the first INSERT opens the write
+    transaction without a call of its own; a plain batch costs three thread hops (units,
+    events, commit) whatever its size. Lookups run just before, outside the lock: anything
+    another process (the CLI) wrote meanwhile makes an insert hit a unique index (event seq,
+    UCI, live hardware id), and the batch is re-planned from a fresh head.
+    """
 
-async def write_batch(conn: aiosqlite.Connection, jobs: list[Job], station: str,
-                      new_ucis: Callable[[int], list[str]]) -> None:
-    """Write one batch in one transaction and resolve every job's future."""
-    for attempt in range(COLLISION_RETRIES):
-        try:
-            plan = await _write(conn, jobs, station, new_ucis)
-        except sqlite3.IntegrityError as exc:
-            await _rollback(conn)
-            # 80 random bits collide about never; the unique index makes sure, and we redraw.
-            if "units.uci" in str(exc) and attempt + 1 < COLLISION_RETRIES:
-                continue
-            fail_jobs(jobs, JournalUnavailable(f"journal refused the write: {exc}"))
+    def __init__(self, conn: aiosqlite.Connection, station: str,
+                 new_ucis: Callable[[int], list[str]]) -> None:
+        self._conn, self._station, self._new_ucis = conn, station, new_ucis
+        self._head: tuple[int, str] | None = None
+        self.commits = 0
+
+    async def _load_head(self) -> tuple[int, str]:
+        rows = list(await self._conn.execute_fetchall(
+            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"))
+        return (rows[0][0], rows[0][1]) if rows else (0, GENESIS)
+
+    async def write(self, jobs: list[Job]) -> None:
+        """Write one batch in one transaction and resolve every job's future."""
+        for attempt in range(COLLISION_RETRIES):
+            try:
+                if self._head is None:
+                    self._head = await self._load_head()
+                plan = await self._write(jobs, *self._head)
+            except sqlite3.IntegrityError as exc:
+                await _rollback(self._conn)
+                # Another process appended, or (about never) 80 random bits repeated: the
+                # unique indexes caught it; plan again from the journal as it is now.
+                self._head = None
+                if attempt + 1 < COLLISION_RETRIES:
+                    continue
+                fail_jobs(jobs, JournalUnavailable(f"journal refused the write: {exc}"))
+                return
+            except (sqlite3.Error, OSError) as exc:
+                await _rollback(self._conn)
+                self._head = None
+                fail_jobs(jobs, JournalUnavailable(
+                    f"journal write failed, nothing stored: {exc}"))
+                return
+            self._head = (plan.seq, plan.head)
+            self.commits += 1
+            for job, outcome in plan.results:
+                if job.future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    job.future.set_exception(outcome)
+                else:
+                    job.future.set_result(outcome)
             return
-        except (sqlite3.Error, OSError) as exc:
-            await _rollback(conn)
-            fail_jobs(jobs, JournalUnavailable(f"journal write failed, nothing stored: {exc}"))
-            return
-        for job, outcome in plan.results:
-            if job.future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                job.future.set_exception(outcome)
+
+    async def _lookup(self, sql: str, values: list[Any]) -> list[Any]:
+        if not values:
+            return []
+        return list(await self._conn.execute_fetchall(sql, (json.dumps(values),)))
+
+    async def _write(self, jobs: list[Job], seq: int, head: str) -> _Plan:
+        plan = _Plan(station=self._station, at=utc_now(), seq=seq, head=head)
+        issues = [j for j in jobs if isinstance(j, IssueJob)]
+        steps = [j for j in jobs if isinstance(j, StepJob)]
+        hw_rows = await self._lookup(
+            "SELECT u.product, u.hardware_id, u.uci FROM json_each(?) AS j JOIN units AS u"
+            " ON u.product = json_extract(j.value, '$[0]')"
+            " AND u.hardware_id = json_extract(j.value, '$[1]')"
+            " WHERE u.state <> 'voided'",
+            sorted({(j.request.product, j.request.hardware_id) for j in issues
+                    if j.request.hardware_id}),
+        )
+        key_rows = await self._lookup(
+            "SELECT key, fingerprint, ucis FROM idempotency"
+            " WHERE key IN (SELECT value FROM json_each(?))",
+            sorted({j.request.idempotency_key for j in issues if j.request.idempotency_key}),
+        )
+        state_rows = await self._lookup(
+            "SELECT uci, state FROM units WHERE uci IN (SELECT value FROM json_each(?))",
+            sorted({j.uci for j in steps}),
+        )
+        by_hardware: dict[tuple[str, str], str] = {(p, h): u for p, h, u in hw_rows}
+        by_key = {k: (f, json.loads(u)) for k, f, u in key_rows}
+        states: dict[str, str] = dict(state_rows)
+
+        for job in jobs:
+            if isinstance(job, IssueJob):
+                plan.results.append((job, _plan_issue(plan, job.request, by_hardware, by_key,
+                                                      states, self._new_ucis)))
             else:
-                job.future.set_result(outcome)
-        return
+                plan.results.append((job, _plan_step(plan, job, states)))
+
+        conn = self._conn
+        if plan.units:
+            await conn.executemany("INSERT INTO units VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                   plan.units)
+        if plan.updates:
+            await conn.executemany(
+                "UPDATE units SET state = ?, updated_at = ?, last_seq = ? WHERE uci = ?",
+                plan.updates)
+        if plan.keys:
+            await conn.executemany("INSERT INTO idempotency VALUES (?, ?, ?, ?)", plan.keys)
+        if plan.events:
+            await conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                   plan.events)
+            await conn.commit()  # returns once the WAL is synced (synchronous=FULL)
+        return plan
 
 
 def fail_jobs(jobs: list[Job], error: JournalError) -> None:
@@ -151,63 +228,8 @@ def fail_jobs(jobs: list[Job], error: JournalError) -> None:
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:
-    with contextlib.suppress(sqlite3.Error):  # no transaction was open
-        await conn.execute("ROLLBACK")
-
-
-async def _write(conn: aiosqlite.Connection, jobs: list[Job], station: str,
-                 new_ucis: Callable[[int], list[str]]) -> _Plan:
-    await conn.execute("BEGIN IMMEDIATE")
-    # Read the head inside the write lock: another process (the CLI) may have appended.
-    async with conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1") as cur:
-        row = await cur.fetchone()
-    plan = _Plan(station=station, at=utc_now(), seq=row[0] if row else 0,
-                 head=row[1] if row else GENESIS)
-
-    issues = [j for j in jobs if isinstance(j, IssueJob)]
-    steps = [j for j in jobs if isinstance(j, StepJob)]
-    hw_rows = await _lookup(
-        conn,
-        "SELECT u.product, u.hardware_id, u.uci FROM json_each(?) AS j JOIN units AS u"
-        " ON u.product = json_extract(j.value, '$[0]')"
-        " AND u.hardware_id = json_extract(j.value, '$[1]')"
-        " WHERE u.state <> 'voided'",
-        sorted({(j.request.product, j.request.hardware_id) for j in issues
-                if j.request.hardware_id}),
-    )
-    key_rows = await _lookup(
-        conn,
-        "SELECT key, fingerprint, ucis FROM idempotency"
-        " WHERE key IN (SELECT value FROM json_each(?))",
-        sorted({j.request.idempotency_key for j in issues if j.request.idempotency_key}),
-    )
-    state_rows = await _lookup(
-        conn, "SELECT uci, state FROM units WHERE uci IN (SELECT value FROM json_each(?))",
-        sorted({j.uci for j in steps}),
-    )
-    by_hardware: dict[tuple[str, str], str] = {(p, h): u for p, h, u in hw_rows}
-    by_key: dict[str, tuple[str, list[str]]] = {k: (f, json.loads(u)) for k, f, u in key_rows}
-    states: dict[str, str] = dict(state_rows)
-
-    for job in jobs:
-        if isinstance(job, IssueJob):
-            plan.results.append((job, _plan_issue(plan, job.request, by_hardware, by_key,
-                                                  states, new_ucis)))
-        else:
-            plan.results.append((job, _plan_step(plan, job, states)))
-
-    if plan.units:
-        await conn.executemany("INSERT INTO units VALUES (?, ?, ?, ?, ?, ?, ?, ?)", plan.units)
-    if plan.updates:
-        await conn.executemany(
-            "UPDATE units SET state = ?, updated_at = ?, last_seq = ? WHERE uci = ?", plan.updates)
-    if plan.keys:
-        await conn.executemany("INSERT INTO idempotency VALUES (?, ?, ?, ?)", plan.keys)
-    if plan.events:
-        await conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                               plan.events)
-    await conn.execute("COMMIT")
-    return plan
+    with contextlib.suppress(sqlite3.Error):
+        await conn.rollback()
 
 
 def _plan_issue(plan: _Plan, req: IssueRequest, by_hardware: dict[tuple[str, str], str],
