@@ -103,8 +103,11 @@ async def test_uniqueness_is_enforced_by_the_journal(config: StationConfig) -> N
         assert len({*a.ucis, *b.ucis, *c.ucis}) == 5
     finally:
         await j.close()
-    with sqlite3.connect(config.journal) as db, pytest.raises(sqlite3.IntegrityError):
-        db.execute("INSERT INTO units SELECT * FROM units LIMIT 1")
+    with sqlite3.connect(config.journal) as db, pytest.raises(sqlite3.IntegrityError,
+                                                              match="units.uci"):
+        db.execute("INSERT INTO units (uci, product, state, station, created_at, updated_at,"
+                   " last_seq) SELECT uci, product, state, station, created_at, updated_at,"
+                   " last_seq FROM units LIMIT 1")
 
 
 async def test_void_frees_the_hardware_but_never_the_uci(journal: Journal) -> None:

@@ -8,6 +8,9 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         """
         CREATE TABLE events (
             seq INTEGER PRIMARY KEY,
+            -- units.id: sequential, so indexing it appends instead of inserting at random
+            -- places as an index on the random UCIs would (half the pages per commit).
+            unit_id INTEGER NOT NULL,
             uci TEXT NOT NULL,
             kind TEXT NOT NULL,
             at TEXT NOT NULL,
@@ -17,10 +20,11 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             -- SHA-256 of the previous event's hash and this event's columns (chain.py).
             hash TEXT NOT NULL
         );
-        CREATE INDEX events_uci ON events (uci, seq);
+        CREATE INDEX events_unit ON events (unit_id, seq);
 
         -- Current state of each unit, kept in the same transaction as its events.
         CREATE TABLE units (
+            id INTEGER PRIMARY KEY,
             uci TEXT NOT NULL UNIQUE,
             product TEXT NOT NULL,
             hardware_id TEXT,

@@ -47,7 +47,7 @@ from factory.uci import new_ucis as _new_ucis
 log = logging.getLogger("factory.journal")
 _PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=10000")
 _UNIT_COLUMNS = "uci, product, hardware_id, state, station, created_at, updated_at"
-_EVENT_COLUMNS = "seq, uci, kind, at, station, actor, data, hash"
+_EVENT_COLUMNS = "seq, uci, kind, at, station, actor, data, hash"  # unit_id is storage only
 
 
 def _create_private(path: Path) -> None:
@@ -165,15 +165,14 @@ class Journal:
 
     async def unit(self, uci: str) -> Unit:
         """A unit with all its events."""
-        async with self._reader.execute(
-                f"SELECT {_UNIT_COLUMNS} FROM units WHERE uci = ?", (uci,)) as cur:
-            row = await cur.fetchone()
-        if row is None:
+        rows = list(await self._reader.execute_fetchall(
+            f"SELECT id, {_UNIT_COLUMNS} FROM units WHERE uci = ?", (uci,)))
+        if not rows:
             raise UnitNotFound(uci)
-        async with self._reader.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE uci = ? ORDER BY seq", (uci,)) as cur:
-            events = [_event(r) for r in await cur.fetchall()]
-        return _unit(row, events)
+        events = [_event(r) for r in await self._reader.execute_fetchall(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE unit_id = ? AND uci = ? ORDER BY seq",
+            (rows[0][0], uci))]
+        return _unit(rows[0][1:], events)
 
     async def units(self, *, state: str | None = None, product: str | None = None,
                     limit: int = 100, before: int | None = None) -> tuple[list[Unit], int | None]:
@@ -185,10 +184,10 @@ class Journal:
                 clauses.append(f"{column} = ?")
                 args.append(value)
         if before is not None:
-            clauses.append("rowid < ?")
+            clauses.append("id < ?")
             args.append(before)
-        sql = (f"SELECT rowid, {_UNIT_COLUMNS} FROM units WHERE {' AND '.join(clauses)}"
-               " ORDER BY rowid DESC LIMIT ?")
+        sql = (f"SELECT id, {_UNIT_COLUMNS} FROM units WHERE {' AND '.join(clauses)}"
+               " ORDER BY id DESC LIMIT ?")
         async with self._reader.execute(sql, (*args, limit + 1)) as cur:
             rows = list(await cur.fetchall())
         page = [_unit(r[1:]) for r in rows[:limit]]

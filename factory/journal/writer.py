@@ -97,18 +97,20 @@ class _Plan:
     at: str
     seq: int
     head: str
+    last_unit: int
     units: list[tuple[Any, ...]] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)
     updates: list[tuple[Any, ...]] = field(default_factory=list)
     keys: list[tuple[Any, ...]] = field(default_factory=list)
     results: list[tuple[Job, Any]] = field(default_factory=list)
 
-    def event(self, uci: str, kind: str, actor: str, text: str) -> int:
+    def event(self, unit_id: int, uci: str, kind: str, actor: str, text: str) -> int:
         """Append one event (data already canonical JSON) to the chain; returns its seq."""
         self.seq += 1
         self.head = event_hash(self.head, self.seq, uci, kind, self.at, self.station, actor,
                                text)
-        self.events.append((self.seq, uci, kind, self.at, self.station, actor, text, self.head))
+        self.events.append(
+            (self.seq, unit_id, uci, kind, self.at, self.station, actor, text, self.head))
         return self.seq
 
 
@@ -125,13 +127,16 @@ class BatchWriter:
     def __init__(self, conn: aiosqlite.Connection, station: str,
                  new_ucis: Callable[[int], list[str]]) -> None:
         self._conn, self._station, self._new_ucis = conn, station, new_ucis
-        self._head: tuple[int, str] | None = None
+        self._head: tuple[int, str, int] | None = None
         self.commits = 0
 
-    async def _load_head(self) -> tuple[int, str]:
+    async def _load_head(self) -> tuple[int, str, int]:
+        """The newest event's seq and hash, and the newest unit's id."""
         rows = list(await self._conn.execute_fetchall(
-            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"))
-        return (rows[0][0], rows[0][1]) if rows else (0, GENESIS)
+            "SELECT (SELECT max(seq) FROM events),"
+            " (SELECT hash FROM events ORDER BY seq DESC LIMIT 1), (SELECT max(id) FROM units)"))
+        seq, digest, unit = rows[0]
+        return seq or 0, digest or GENESIS, unit or 0
 
     async def write(self, jobs: list[Job]) -> None:
         """Write one batch in one transaction and resolve every job's future."""
@@ -155,7 +160,7 @@ class BatchWriter:
                 fail_jobs(jobs, JournalUnavailable(
                     f"journal write failed, nothing stored: {exc}"))
                 return
-            self._head = (plan.seq, plan.head)
+            self._head = (plan.seq, plan.head, plan.last_unit)
             self.commits += 1
             for job, outcome in plan.results:
                 if job.future.done():
@@ -171,8 +176,9 @@ class BatchWriter:
             return []
         return list(await self._conn.execute_fetchall(sql, (json.dumps(values),)))
 
-    async def _write(self, jobs: list[Job], seq: int, head: str) -> _Plan:
-        plan = _Plan(station=self._station, at=utc_now(), seq=seq, head=head)
+    async def _write(self, jobs: list[Job], seq: int, head: str, last_unit: int) -> _Plan:
+        plan = _Plan(station=self._station, at=utc_now(), seq=seq, head=head,
+                     last_unit=last_unit)
         issues = [j for j in jobs if isinstance(j, IssueJob)]
         steps = [j for j in jobs if isinstance(j, StepJob)]
         hw_rows = await self._lookup(
@@ -189,12 +195,12 @@ class BatchWriter:
             sorted({j.request.idempotency_key for j in issues if j.request.idempotency_key}),
         )
         state_rows = await self._lookup(
-            "SELECT uci, state FROM units WHERE uci IN (SELECT value FROM json_each(?))",
+            "SELECT uci, id, state FROM units WHERE uci IN (SELECT value FROM json_each(?))",
             sorted({j.uci for j in steps}),
         )
         by_hardware: dict[tuple[str, str], str] = {(p, h): u for p, h, u in hw_rows}
         by_key = {k: (f, json.loads(u)) for k, f, u in key_rows}
-        states: dict[str, str] = dict(state_rows)
+        states: dict[str, tuple[int, str]] = {u: (i, st) for u, i, st in state_rows}
 
         for job in jobs:
             if isinstance(job, IssueJob):
@@ -205,16 +211,16 @@ class BatchWriter:
 
         conn = self._conn
         if plan.units:
-            await conn.executemany("INSERT INTO units VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            await conn.executemany("INSERT INTO units VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                    plan.units)
         if plan.updates:
             await conn.executemany(
-                "UPDATE units SET state = ?, updated_at = ?, last_seq = ? WHERE uci = ?",
+                "UPDATE units SET state = ?, updated_at = ?, last_seq = ? WHERE id = ?",
                 plan.updates)
         if plan.keys:
             await conn.executemany("INSERT INTO idempotency VALUES (?, ?, ?, ?)", plan.keys)
         if plan.events:
-            await conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            await conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                    plan.events)
             await conn.commit()  # returns once the WAL is synced (synchronous=FULL)
         return plan
@@ -233,7 +239,7 @@ async def _rollback(conn: aiosqlite.Connection) -> None:
 
 
 def _plan_issue(plan: _Plan, req: IssueRequest, by_hardware: dict[tuple[str, str], str],
-                by_key: dict[str, tuple[str, list[str]]], states: dict[str, str],
+                by_key: dict[str, tuple[str, list[str]]], states: dict[str, tuple[int, str]],
                 new_ucis: Callable[[int], list[str]]) -> IssueResult | JournalError:
     key = req.idempotency_key
     if key is not None and key in by_key:
@@ -256,10 +262,11 @@ def _plan_issue(plan: _Plan, req: IssueRequest, by_hardware: dict[tuple[str, str
         for uci in new_ucis(req.count):
             while uci in states:  # drawn twice in this batch: draw again
                 uci = new_ucis(1)[0]
-            seq = plan.event(uci, "issued", req.actor, text)
-            plan.units.append((uci, req.product, req.hardware_id, "issued", plan.station,
-                               plan.at, plan.at, seq))
-            states[uci] = "issued"
+            plan.last_unit += 1
+            seq = plan.event(plan.last_unit, uci, "issued", req.actor, text)
+            plan.units.append((plan.last_unit, uci, req.product, req.hardware_id, "issued",
+                               plan.station, plan.at, plan.at, seq))
+            states[uci] = (plan.last_unit, "issued")
             ucis.append(uci)
         if hardware is not None:
             by_hardware[hardware] = ucis[0]
@@ -270,14 +277,15 @@ def _plan_issue(plan: _Plan, req: IssueRequest, by_hardware: dict[tuple[str, str
     return IssueResult(ucis=ucis, created=created)
 
 
-def _plan_step(plan: _Plan, job: StepJob, states: dict[str, str]) -> JournalError | None:
-    state = states.get(job.uci)
-    if state is None:
+def _plan_step(plan: _Plan, job: StepJob,
+               states: dict[str, tuple[int, str]]) -> JournalError | None:
+    if job.uci not in states:
         return UnitNotFound(job.uci)
+    unit_id, state = states[job.uci]
     if state in job.refuse_from:
         return AlreadyVoided(job.uci) if state == "voided" else JournalError(
             f"unit {job.uci} is {state}; {job.kind} is not allowed now")
-    seq = plan.event(job.uci, job.kind, job.actor, canonical_data(job.data))
-    plan.updates.append((job.state, plan.at, seq, job.uci))
-    states[job.uci] = job.state
+    seq = plan.event(unit_id, job.uci, job.kind, job.actor, canonical_data(job.data))
+    plan.updates.append((job.state, plan.at, seq, unit_id))
+    states[job.uci] = (unit_id, job.state)
     return None
