@@ -39,6 +39,17 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             WHERE hardware_id IS NOT NULL AND state <> 'voided';
         CREATE INDEX units_state ON units (state);
 
+        -- A unit row is made by its `issued` event, inside the same INSERT: the database
+        -- derives it from the journal, and a batch needs one statement, not two.
+        CREATE TRIGGER units_from_issued AFTER INSERT ON events WHEN NEW.kind = 'issued'
+        BEGIN
+            INSERT INTO units (id, uci, product, hardware_id, state, station, created_at,
+                               updated_at, last_seq)
+            VALUES (NEW.unit_id, NEW.uci, json_extract(NEW.data, '$.product'),
+                    json_extract(NEW.data, '$.hardware_id'), 'issued', NEW.station, NEW.at,
+                    NEW.at, NEW.seq);
+        END;
+
         CREATE TABLE idempotency (
             key TEXT PRIMARY KEY,
             fingerprint TEXT NOT NULL,

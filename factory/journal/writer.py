@@ -98,7 +98,6 @@ class _Plan:
     seq: int
     head: str
     last_unit: int
-    units: list[tuple[Any, ...]] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)
     updates: list[tuple[Any, ...]] = field(default_factory=list)
     keys: list[tuple[Any, ...]] = field(default_factory=list)
@@ -210,18 +209,17 @@ class BatchWriter:
                 plan.results.append((job, _plan_step(plan, job, states)))
 
         conn = self._conn
-        if plan.units:
-            await conn.executemany("INSERT INTO units VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                   plan.units)
+        if plan.keys:
+            await conn.executemany("INSERT INTO idempotency VALUES (?, ?, ?, ?)", plan.keys)
+        if plan.events:
+            # Unit rows are made from their `issued` events by a trigger (migrations.py).
+            await conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                   plan.events)
         if plan.updates:
             await conn.executemany(
                 "UPDATE units SET state = ?, updated_at = ?, last_seq = ? WHERE id = ?",
                 plan.updates)
-        if plan.keys:
-            await conn.executemany("INSERT INTO idempotency VALUES (?, ?, ?, ?)", plan.keys)
         if plan.events:
-            await conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                   plan.events)
             await conn.commit()  # returns once the WAL is synced (synchronous=FULL)
         return plan
 
@@ -263,9 +261,7 @@ def _plan_issue(plan: _Plan, req: IssueRequest, by_hardware: dict[tuple[str, str
             while uci in states:  # drawn twice in this batch: draw again
                 uci = new_ucis(1)[0]
             plan.last_unit += 1
-            seq = plan.event(plan.last_unit, uci, "issued", req.actor, text)
-            plan.units.append((plan.last_unit, uci, req.product, req.hardware_id, "issued",
-                               plan.station, plan.at, plan.at, seq))
+            plan.event(plan.last_unit, uci, "issued", req.actor, text)
             states[uci] = (plan.last_unit, "issued")
             ucis.append(uci)
         if hardware is not None:
