@@ -104,7 +104,7 @@ async def test_uniqueness_is_enforced_by_the_journal(config: StationConfig) -> N
     finally:
         await j.close()
     with sqlite3.connect(config.journal) as db, pytest.raises(sqlite3.IntegrityError,
-                                                              match="units.uci"):
+                                                              match=r"units\.uci"):
         db.execute("INSERT INTO units (uci, product, state, station, created_at, updated_at,"
                    " last_seq) SELECT uci, product, state, station, created_at, updated_at,"
                    " last_seq FROM units LIMIT 1")
