@@ -249,3 +249,23 @@ async def test_bad_input_gets_a_problem_body(station: Station, name: str, method
     if status == 401:
         assert resp.headers["WWW-Authenticate"].startswith("Bearer")
     assert (await station.journal.stats()).get("issued", 0) == 0  # nothing was issued
+
+
+async def test_a_full_journal_refuses_with_503_and_the_station_goes_on(station: Station) -> None:
+    """SQLITE_FULL (a real one: the file may not grow) refuses the request, stores nothing."""
+    writer = station.journal._writer_conn
+    async with writer.execute("PRAGMA page_count") as cur:
+        pages = (await cur.fetchone())[0]  # type: ignore[index]
+    await writer.execute(f"PRAGMA max_page_count = {pages}")
+    full = await post(station, "/api/v1/ucis", {"product": PRODUCT, "count": 5000})
+    assert full.status == 503
+    assert full.headers["Retry-After"]
+    problem = await full.json(content_type=PROBLEM)
+    assert "nothing was recorded" in problem["detail"]
+    assert await station.journal.stats() == {}
+
+    await writer.execute("PRAGMA max_page_count = 1073741823")
+    ok = await post(station, "/api/v1/ucis", {"product": PRODUCT, "count": 5000})
+    assert ok.status == 201
+    assert await station.journal.stats() == {"issued": 5000}
+    assert (await station.journal.verify()).ok

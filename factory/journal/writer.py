@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from factory.journal.errors import (
     UnitNotFound,
 )
 from factory.journal.records import IssueRequest, IssueResult
+
+log = logging.getLogger("factory.journal")
 
 MAX_UNITS_PER_BATCH = 20_000
 COLLISION_RETRIES = 5
@@ -151,11 +154,14 @@ class BatchWriter:
                 self._head = None
                 if attempt + 1 < COLLISION_RETRIES:
                     continue
+                log.error("journal refused a batch of %d requests: %s", len(jobs), exc)
                 fail_jobs(jobs, JournalUnavailable(f"journal refused the write: {exc}"))
                 return
             except (sqlite3.Error, OSError) as exc:
                 await _rollback(self._conn)
                 self._head = None
+                log.error("journal write failed, %d requests refused (nothing stored): %s",
+                          len(jobs), exc)
                 fail_jobs(jobs, JournalUnavailable(
                     f"journal write failed, nothing stored: {exc}"))
                 return
