@@ -212,3 +212,20 @@ async def test_a_second_process_appends_to_the_same_chain(config: StationConfig,
     assert len(json.loads(out.stdout)["ucis"]) == 4
     result = await journal.verify()
     assert result.ok and result.checked == 9
+
+
+async def test_verify_while_writing_sees_one_consistent_snapshot(journal: Journal) -> None:
+    """A verify that overlaps new issues must not mistake them for removed events."""
+    await journal.issue(req(count=6000))
+
+    async def keep_issuing() -> None:
+        for _ in range(40):
+            await journal.issue(req(count=50))
+
+    writer = asyncio.create_task(keep_issuing())
+    results = []
+    while not writer.done():
+        results.append(await journal.verify())
+    await writer
+    assert results and all(r.ok for r in results), [r.reason for r in results if not r.ok]
+    assert (await journal.verify()).checked == 8000

@@ -199,32 +199,41 @@ class Journal:
         page = [_unit(r[1:]) for r in rows[:limit]]
         return page, (rows[limit - 1][0] if len(rows) > limit else None)
 
-    async def events(self, batch: int = 5000) -> AsyncIterator[Event]:
-        """Every event in order, read in pages so memory stays flat."""
+    @contextlib.asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A connection of its own holding one read transaction: a consistent view of the
+        whole journal while the station goes on writing (and the shared reader stays live)."""
+        conn = await _connect(self.path)
+        try:
+            await conn.execute("BEGIN")
+            yield conn
+        finally:
+            await conn.close()  # ends the read transaction
+
+    @staticmethod
+    async def _event_rows(conn: aiosqlite.Connection, page: int = 5000) -> AsyncIterator[Any]:
         last = 0
         while True:
-            async with self._reader.execute(
-                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (last, batch)) as cur:
-                rows = list(await cur.fetchall())
+            rows = list(await conn.execute_fetchall(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (last, page)))
             if not rows:
                 return
             for row in rows:
-                yield _event(row)
+                yield row
             last = rows[-1][0]
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event in order, from one snapshot, read in pages so memory stays flat."""
+        async with self._snapshot() as conn:
+            async for row in self._event_rows(conn):
+                yield _event(row)
 
     async def verify(self) -> VerifyResult:
         """Walk the hash chain and name the first event that was altered or removed."""
         expected_prev, expected_seq, checked = GENESIS, 1, 0
-        last = 0
-        while True:
-            async with self._reader.execute(
-                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT 5000",
-                    (last,)) as cur:
-                rows = list(await cur.fetchall())
-            if not rows:
-                break
-            for seq, uci, kind, at, station, actor, data, stored in rows:
+        async with self._snapshot() as conn:
+            async for seq, uci, kind, at, station, actor, data, stored in self._event_rows(conn):
                 if seq != expected_seq:
                     return VerifyResult(False, checked, expected_seq,
                                         f"event {expected_seq} is missing (removed)")
@@ -234,11 +243,9 @@ class Journal:
                                         f"event {seq} was altered (its content does not match "
                                         "its hash and the chain before it)")
                 expected_prev, expected_seq, checked = stored, seq + 1, checked + 1
-            last = rows[-1][0]
-        # Removing the newest events leaves no gap; the units table still remembers them.
-        async with self._reader.execute("SELECT max(last_seq) FROM units") as cur:
-            row = await cur.fetchone()
-        newest = row[0] if row and row[0] is not None else 0
+            # Removing the newest events leaves no gap; the units table still remembers them.
+            rows = list(await conn.execute_fetchall("SELECT max(last_seq) FROM units"))
+        newest = rows[0][0] or 0
         if newest >= expected_seq:
             return VerifyResult(False, checked, expected_seq,
                                 f"events {expected_seq}..{newest} are missing (removed)")
