@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import dataclasses
 import getpass
 import json
 import logging
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from factory import uci as uci_codec
-from factory.config import ConfigError, StationConfig, load
+from factory.config import ConfigError, StationConfig, load, parse_listen
 from factory.issuing import InvalidField
 from factory.journal.errors import JournalError
 from factory.journal.records import ROLES, Unit
@@ -77,16 +78,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _config(args)
     if args.listen:
-        from factory.config import parse_listen
-        host, port = parse_listen(config.source, args.listen)
-        config = _replace(config, host=host, port=port)
+        host, port = parse_listen("--listen", args.listen)
+        config = dataclasses.replace(config, host=host, port=port)
     asyncio.run(serve(config, access_log=not args.no_access_log))
     return 0
-
-
-def _replace(config: StationConfig, **changes: Any) -> StationConfig:
-    import dataclasses
-    return dataclasses.replace(config, **changes)
 
 
 def cmd_issue(args: argparse.Namespace) -> int:

@@ -229,3 +229,19 @@ async def test_verify_while_writing_sees_one_consistent_snapshot(journal: Journa
     await writer
     assert results and all(r.ok for r in results), [r.reason for r in results if not r.ok]
     assert (await journal.verify()).checked == 8000
+
+
+async def test_a_key_that_only_replays_is_still_committed(config: StationConfig) -> None:
+    """A batch that writes only an idempotency key (the hardware id already had its UCI)
+    must commit it before answering, like any other write."""
+    j = await Journal.open(config.journal, config.station_id)
+    first = await j.issue(req(hardware_id="AABBCCDDEEFF"))
+    again = await j.issue(req(hardware_id="AABBCCDDEEFF", idempotency_key="k", fingerprint="f"))
+    assert again.ucis == first.ucis and not again.created
+    await j.close()
+    j = await Journal.open(config.journal, config.station_id)
+    try:
+        with pytest.raises(IdempotencyConflict):
+            await j.issue(req(count=2, idempotency_key="k", fingerprint="other"))
+    finally:
+        await j.close()

@@ -110,9 +110,11 @@ class Journal:
         """Finish queued writes, then close both connections."""
         self._closing = True
         self._wakeup.set()
-        await self._task
-        await self._reader.close()
-        await self._writer_conn.close()
+        try:
+            await self._task
+        finally:
+            await self._reader.close()
+            await self._writer_conn.close()
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -138,8 +140,9 @@ class Journal:
             raise JournalUnavailable("the journal is closing; try again after restart")
         self._pending.append(job)
         self._wakeup.set()
-        # Shielded: a client that hangs up must not take the write down with it half-way.
-        return await asyncio.shield(fut)
+        # A caller cancelled now (its client hung up) does not stop the write: the job is
+        # queued and goes to disk with its batch, so nothing half-done is left behind.
+        return await fut
 
     async def _write_loop(self) -> None:
         while True:
@@ -283,6 +286,13 @@ class Journal:
         async with self._reader.execute(
                 "SELECT name, role, created_at, revoked_at FROM tokens ORDER BY id") as cur:
             return [Token(*r) for r in await cur.fetchall()]
+
+    async def ping(self) -> None:
+        """Raise JournalUnavailable unless the journal answers a query."""
+        try:
+            await self._reader.execute_fetchall("SELECT 1 FROM schema_migrations LIMIT 1")
+        except sqlite3.Error as exc:
+            raise JournalUnavailable(f"journal {self.path} does not answer: {exc}") from exc
 
     async def stats(self) -> dict[str, int]:
         """Unit counts by state."""

@@ -120,8 +120,8 @@ class BatchWriter:
     """Writes batches over the one writer connection, keeping the chain head in memory.
 
     The connection runs with isolation_level IMMEDIATE, so the first INSERT opens the write
-    transaction without a call of its own; a plain batch costs three thread hops (units,
-    events, commit) whatever its size. Lookups run just before, outside the lock: anything
+    transaction without a call of its own; a plain batch costs two thread hops (the events,
+    whose trigger makes the unit rows, and the commit) whatever its size. Lookups run just before, outside the lock: anything
     another process (the CLI) wrote meanwhile makes an insert hit a unique index (event seq,
     UCI, live hardware id), and the batch is re-planned from a fresh head.
     """
@@ -225,7 +225,7 @@ class BatchWriter:
             await conn.executemany(
                 "UPDATE units SET state = ?, updated_at = ?, last_seq = ? WHERE id = ?",
                 plan.updates)
-        if plan.events:
+        if plan.events or plan.keys or plan.updates:
             await conn.commit()  # returns once the WAL is synced (synchronous=FULL)
         return plan
 

@@ -22,7 +22,7 @@ MAX_REASON = 500
 
 async def healthz(request: web.Request) -> web.Response:
     """Liveness and the journal's reachability (no token: for load balancers and systemd)."""
-    await request.app[JOURNAL].stats()
+    await request.app[JOURNAL].ping()
     return web.json_response({"status": "ok", "station": request.app[CONFIG].station_id})
 
 
