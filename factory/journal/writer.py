@@ -121,9 +121,10 @@ class BatchWriter:
 
     The connection runs with isolation_level IMMEDIATE, so the first INSERT opens the write
     transaction without a call of its own; a plain batch costs two thread hops (the events,
-    whose trigger makes the unit rows, and the commit) whatever its size. Lookups run just before, outside the lock: anything
-    another process (the CLI) wrote meanwhile makes an insert hit a unique index (event seq,
-    UCI, live hardware id), and the batch is re-planned from a fresh head.
+    whose trigger makes the unit rows, and the commit) whatever its size. Lookups run just
+    before, outside the lock: anything another process (the CLI) wrote meanwhile makes an
+    insert hit a unique index (event seq, UCI, live hardware id), and the batch is re-planned
+    from a fresh head.
     """
 
     def __init__(self, conn: aiosqlite.Connection, station: str,
