@@ -1,0 +1,1 @@
+"""Talking to units on the line: serial ports, the unit drivers, and the provisioning pipeline."""

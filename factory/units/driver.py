@@ -1,0 +1,44 @@
+"""What every unit driver offers the pipeline. Drivers know bytes and their protocol; the
+pipeline (pipeline.py) knows units and steps, and never looks inside a driver."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a unit says about itself."""
+
+    hardware_id: str  # as the unit reports it; the station normalises it
+    model: str = ""
+    firmware: str = ""
+
+
+@dataclass(frozen=True)
+class Verification:
+    """How a written file was checked on the unit."""
+
+    algorithm: str  # "sha256", "md5", "cksum", "readback"
+    digest: str  # hex (or the CRC's decimal for cksum), as computed on the unit
+    size: int
+
+
+class UnitDriver(Protocol):
+    """One unit on one open port. Every method raises a UnitError on failure."""
+
+    async def wake(self) -> None:
+        """Get the unit's attention (console prompt, HELLO) after it was plugged in."""
+
+    async def identify(self) -> Identity:
+        """The unit's hardware identity (MAC, chip serial), model and firmware."""
+
+    async def write_file(self, path: str, data: bytes) -> None:
+        """Store `data` at `path` on the unit, atomically, with mode 0600."""
+
+    async def verify_file(self, path: str, data: bytes) -> Verification:
+        """Check the unit holds exactly `data` at `path`; VerifyMismatch if not."""
+
+    async def present(self) -> bool:
+        """Whether a unit answers on the port now (used to wait for it to leave)."""

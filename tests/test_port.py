@@ -1,0 +1,84 @@
+"""Serial ports over real pseudo-terminals: reads with deadlines, exclusivity, unplugging."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+
+from factory.sim.pty import Misbehaviour, SimPty
+from factory.units.errors import PortBusy, PortMissing, ProtocolError, UnitGone, UnitTimeout
+from factory.units.port import open_port
+
+
+async def _echo(sim: SimPty) -> None:
+    try:
+        while True:
+            data = await sim.read()
+            await sim.write(data.upper())
+    except Exception:  # noqa: BLE001 - the sim ends when unplugged
+        return
+
+
+async def test_write_and_read_back() -> None:
+    sim = SimPty()
+    task = asyncio.create_task(_echo(sim))
+    port = await open_port(sim.path, 115200)
+    try:
+        await port.write(b"hello\nworld\n")
+        assert await port.read_until(re.compile(rb"\n"), 2) == b"HELLO\n"
+        assert await port.read_exactly(6, 2) == b"WORLD\n"
+        assert port.bytes_out == 12 and port.bytes_in == 12
+    finally:
+        await port.close()
+        sim.hangup()
+        await task
+
+
+async def test_silence_times_out_and_garbage_is_bounded() -> None:
+    sim = SimPty(misbehaviour=Misbehaviour(silent=True))
+    port = await open_port(sim.path, 115200)
+    try:
+        with pytest.raises(UnitTimeout, match="did not send"):
+            await port.read_until(re.compile(rb"OK"), 0.2)
+    finally:
+        await port.close()
+        sim.hangup()
+
+    sim = SimPty()
+    port = await open_port(sim.path, 115200)
+    try:
+        await sim.write(b"x" * 5000)
+        with pytest.raises(ProtocolError, match="without the expected answer"):
+            await port.read_until(re.compile(rb"OK"), 2, limit=1000)
+    finally:
+        await port.close()
+        sim.hangup()
+
+
+async def test_unplugged_unit_raises_unit_gone() -> None:
+    sim = SimPty()
+    port = await open_port(sim.path, 115200)
+    try:
+        sim.hangup()
+        with pytest.raises(UnitGone):
+            await port.read_exactly(1, 2)
+    finally:
+        await port.close()
+
+
+async def test_port_is_exclusive_and_missing_ports_say_so(tmp_path: Path) -> None:
+    sim = SimPty()
+    port = await open_port(sim.path, 115200)
+    try:
+        with pytest.raises(PortBusy, match="held by another program"):
+            await open_port(sim.path, 115200)
+    finally:
+        await port.close()
+        sim.hangup()
+    with pytest.raises(PortMissing, match="does not exist"):
+        await open_port(str(tmp_path / "ttyUSB9"), 115200)
+    with pytest.raises(PortMissing, match="only device paths and socket://"):
+        await open_port("rfc2217://127.0.0.1:1", 115200)
