@@ -10,12 +10,16 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
+
+from factory.units.settings import ConsoleSettings, FramedSettings
 
 ClaimMode = Literal["user", "preclaim"]
+DriverName = Literal["console", "framed"]
+DRIVERS: tuple[DriverName, ...] = ("console", "framed")
 CLAIM_MODES: tuple[ClaimMode, ...] = ("user", "preclaim")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -47,6 +51,21 @@ class Product:
 
 
 @dataclass(frozen=True)
+class Fixture:
+    """One serial port on the line where units are plugged in."""
+
+    name: str
+    port: str  # device path (/dev/ttyUSB0, /dev/serial/by-id/…) or socket://HOST:PORT
+    driver: DriverName
+    product: str
+    baud: int = 115200
+    device_path: str = "config/device.json5"  # where device.json5 goes on the unit
+    poll_interval: float = 0.5  # seconds between looks for a unit arriving or leaving
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    framed: FramedSettings = field(default_factory=FramedSettings)
+
+
+@dataclass(frozen=True)
 class StationConfig:
     source: Path
     station_id: str
@@ -56,6 +75,7 @@ class StationConfig:
     max_body_bytes: int
     ioto_networks: tuple[Network, ...]
     products: tuple[Product, ...]
+    fixtures: tuple[Fixture, ...] = ()
 
     def product(self, product_id: str) -> Product | None:
         """The configured product with this id, or None."""
@@ -153,16 +173,86 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
 
     products_raw = root.get("products", list, [], what="an array of tables ([[products]])")
     products = tuple(_product(source, i, p) for i, p in enumerate(products_raw))
-    seen: set[str] = set()
+    seen: set[str] = set()  # product ids
     for i, product in enumerate(products):
         if product.id in seen:
             raise ConfigError(source, f"products[{i}].id", f"{product.id!r} is defined twice")
         seen.add(product.id)
+    fixtures_raw = root.get("fixtures", list, [], what="an array of tables ([[fixtures]])")
+    fixtures = tuple(_fixture(source, i, f, seen) for i, f in enumerate(fixtures_raw))
+    for key in ("name", "port"):
+        values = [getattr(f, key) for f in fixtures]
+        for i, value in enumerate(values):
+            if value in values[:i]:
+                raise ConfigError(source, f"fixtures[{i}].{key}", f"{value!r} is used twice")
     root.finish()
     return StationConfig(
         source=source, station_id=station_id, host=host, port=port, journal=journal,
-        max_body_bytes=max_body, ioto_networks=networks, products=products,
+        max_body_bytes=max_body, ioto_networks=networks, products=products, fixtures=fixtures,
     )
+
+
+def _fixture(source: Path, index: int, value: Any, products: set[str]) -> Fixture:
+    if not isinstance(value, dict):
+        raise ConfigError(source, f"fixtures[{index}]", "must be a table ([[fixtures]])")
+    table = _Table(source, f"fixtures[{index}]", value)
+    name = table.get("name", str)
+    if not _ID.match(name):
+        raise table.error("name", "must be 1-64 letters, digits, '.', '_' or '-'")
+    port = table.get("port", str)
+    if not (port.startswith("/") or re.match(r"^socket://[^/:]+:\d+$", port)):
+        raise table.error("port", "must be a device path (/dev/ttyUSB0, /dev/serial/by-id/...)"
+                                  f" or socket://HOST:PORT, got {port!r}")
+    driver = table.get("driver", str)
+    if driver not in DRIVERS:
+        raise table.error("driver", f"must be one of {', '.join(DRIVERS)}, got {driver!r}")
+    product = table.get("product", str)
+    if product not in products:
+        raise table.error("product", f"{product!r} is not one of the [[products]] ids")
+    baud = table.get("baud", int, 115200)
+    if not 50 <= baud <= 4_000_000:
+        raise table.error("baud", f"must be between 50 and 4000000, got {baud}")
+    device_path = table.get("device_path", str, "config/device.json5")
+    if not device_path or "\0" in device_path or "\n" in device_path:
+        raise table.error("device_path", "must be a file path on the unit")
+    poll = _seconds(table, "poll_interval", 0.5)
+    console = _settings(table.table("console"), ConsoleSettings())
+    try:
+        re.compile(console.prompt)
+    except re.error as exc:
+        raise table.error("console.prompt", f"is not a regular expression: {exc}") from exc
+    framed = _settings(table.table("framed"), FramedSettings())
+    table.finish()
+    return Fixture(name=name, port=port, driver=cast(DriverName, driver), product=product,
+                   baud=baud, device_path=device_path, poll_interval=poll, console=console,
+                   framed=framed)
+
+
+def _seconds(table: _Table, name: str, default: float) -> float:
+    value = float(table.get(name, (int, float), default))
+    if not 0 < value <= 3600:
+        raise table.error(name, f"must be a number of seconds above 0, got {value:g}")
+    return value
+
+
+_S = TypeVar("_S", ConsoleSettings, FramedSettings)
+
+
+def _settings(table: _Table, defaults: _S) -> _S:
+    """A driver's settings table: each key typed like its default."""
+    changes: dict[str, Any] = {}
+    for f in fields(defaults):
+        default = getattr(defaults, f.name)
+        if isinstance(default, float):
+            changes[f.name] = _seconds(table, f.name, default)
+        elif isinstance(default, int):
+            changes[f.name] = table.get(f.name, int, default)
+            if changes[f.name] < 1:
+                raise table.error(f.name, "must be at least 1")
+        else:
+            changes[f.name] = table.get(f.name, str, default)
+    table.finish()
+    return replace(defaults, **changes)
 
 
 def _listen(table: _Table, text: str) -> tuple[str, int]:

@@ -38,6 +38,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE UNIQUE INDEX units_hardware ON units (product, hardware_id)
             WHERE hardware_id IS NOT NULL AND state <> 'voided';
         CREATE INDEX units_state ON units (state);
+        CREATE INDEX units_hardware_any ON units (hardware_id) WHERE hardware_id IS NOT NULL;
 
         -- A unit row is made by its `issued` event, inside the same INSERT: the database
         -- derives it from the journal, and a batch needs one statement, not two.

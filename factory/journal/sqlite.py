@@ -125,10 +125,27 @@ class Journal:
 
     async def void(self, uci: str, reason: str, actor: str) -> None:
         """Mark a unit voided; its UCI stays taken forever."""
+        await self.record(uci, "voided", actor, {"reason": reason}, state="voided")
+
+    async def record(self, uci: str, kind: str, actor: str, data: dict[str, Any],
+                     state: str | None = None) -> None:
+        """Journal one step of a unit (durable on return); a voided unit takes no steps."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        job = StepJob(uci=uci, kind="voided", state="voided", actor=actor,
-                      data={"reason": reason}, future=fut, refuse_from=frozenset({"voided"}))
+        job = StepJob(uci=uci, kind=kind, state=state, actor=actor, data=data, future=fut,
+                      refuse_from=frozenset({"voided"}))
         await self._submit(job, fut)
+
+    async def note(self, kind: str, actor: str, data: dict[str, Any]) -> None:
+        """Journal an event of the station itself (no unit), e.g. a fixture's failure before
+        the unit had a UCI."""
+        await self.record("", kind, actor, data)
+
+    async def live_units_for_hardware(self, hardware_id: str) -> list[Unit]:
+        """Units not voided that carry this hardware id, in any product."""
+        rows = await self._reader.execute_fetchall(
+            f"SELECT {_UNIT_COLUMNS} FROM units WHERE hardware_id = ? AND state <> 'voided'",
+            (hardware_id,))
+        return [_unit(r) for r in rows]
 
     @property
     def commits(self) -> int:

@@ -53,11 +53,12 @@ class IssueJob:
 
 @dataclass
 class StepJob:
-    """Record a step of an existing unit (voided now; written, verified, … later)."""
+    """Record a step of an existing unit (written, verified, failed, voided, …); with no
+    UCI, an event of the station itself. `state` None keeps the unit's state."""
 
     uci: str
     kind: str
-    state: str
+    state: str | None
     actor: str
     data: dict[str, Any]
     future: asyncio.Future[None]
@@ -282,13 +283,18 @@ def _plan_issue(plan: _Plan, req: IssueRequest, by_hardware: dict[tuple[str, str
 
 def _plan_step(plan: _Plan, job: StepJob,
                states: dict[str, tuple[int, str]]) -> JournalError | None:
+    text = canonical_data(job.data)
+    if not job.uci:  # a station event (a fixture's failure before any UCI): unit 0
+        plan.event(0, "", job.kind, job.actor, text)
+        return None
     if job.uci not in states:
         return UnitNotFound(job.uci)
     unit_id, state = states[job.uci]
     if state in job.refuse_from:
         return AlreadyVoided(job.uci) if state == "voided" else JournalError(
             f"unit {job.uci} is {state}; {job.kind} is not allowed now")
-    seq = plan.event(unit_id, job.uci, job.kind, job.actor, canonical_data(job.data))
-    plan.updates.append((job.state, plan.at, seq, unit_id))
-    states[job.uci] = (unit_id, job.state)
+    seq = plan.event(unit_id, job.uci, job.kind, job.actor, text)
+    new_state = job.state or state
+    plan.updates.append((new_state, plan.at, seq, unit_id))
+    states[job.uci] = (unit_id, new_state)
     return None

@@ -1,0 +1,165 @@
+"""The unit pipeline: identify → issue → render → write → verify, each step journaled before
+the next starts. Pure station logic: it sees a driver (bytes are the driver's business) and a
+ledger (the journal), and knows nothing of ports, SQL or HTTP.
+
+Steps are objects in a list, so later steps (label, register) are appended without touching
+the drivers or the steps before them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from factory.config import Product
+from factory.hardware import HardwareIdError, normalise
+from factory.journal.records import IssueRequest, IssueResult, Unit
+from factory.units.device_file import render
+from factory.units.driver import Identity, UnitDriver, Verification
+from factory.units.errors import IdentityConflict, ProtocolError, UnitError
+
+# A unit in one of these states has a verified device file; re-plugging it only re-checks.
+DONE_STATES = frozenset({"verified", "labelled", "printed", "registered", "claimed"})
+
+
+class Ledger(Protocol):
+    """What the pipeline needs of the journal."""
+
+    async def issue(self, request: IssueRequest) -> IssueResult: ...
+    async def unit(self, uci: str) -> Unit: ...
+    async def record(self, uci: str, kind: str, actor: str, data: dict[str, Any],
+                     state: str | None = None) -> None: ...
+    async def note(self, kind: str, actor: str, data: dict[str, Any]) -> None: ...
+    async def live_units_for_hardware(self, hardware_id: str) -> list[Unit]: ...
+
+
+@dataclass
+class UnitRun:
+    """One unit's trip through the pipeline, as far as it got."""
+
+    fixture: str
+    product: Product
+    device_path: str
+    step: str = "waiting"
+    identity: Identity | None = None
+    hardware_id: str | None = None
+    uci: str | None = None
+    created: bool = False
+    already_done: bool = False
+    payload: bytes = b""
+    verification: Verification | None = None
+    error: UnitError | None = None
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def actor(self) -> str:
+        return f"fixture:{self.fixture}"
+
+
+class Step(Protocol):
+    name: str  # what the fixture shows while the step runs: identifying, writing, ...
+
+    async def run(self, run: UnitRun, driver: UnitDriver, ledger: Ledger) -> None: ...
+
+
+class Identify:
+    name = "identifying"
+
+    async def run(self, run: UnitRun, driver: UnitDriver, ledger: Ledger) -> None:
+        await driver.wake()
+        run.identity = await driver.identify()
+        try:
+            run.hardware_id = normalise(run.identity.hardware_id)
+        except HardwareIdError as exc:
+            raise ProtocolError(f"the unit's identity is unusable: {exc}") from exc
+        for unit in await ledger.live_units_for_hardware(run.hardware_id):
+            if unit.product != run.product.id:
+                raise IdentityConflict(
+                    f"hardware id {run.hardware_id} already belongs to unit {unit.uci} of "
+                    f"product {unit.product}, not {run.product.id}")
+        run.log.append(f"identified {run.hardware_id}"
+                       + (f" ({run.identity.model})" if run.identity.model else ""))
+
+
+class Issue:
+    name = "issuing"
+
+    async def run(self, run: UnitRun, driver: UnitDriver, ledger: Ledger) -> None:
+        assert run.hardware_id is not None
+        result = await ledger.issue(IssueRequest(product=run.product.id, actor=run.actor,
+                                                 hardware_id=run.hardware_id))
+        run.uci, run.created = result.ucis[0], result.created
+        if not run.created:
+            run.already_done = (await ledger.unit(run.uci)).state in DONE_STATES
+        run.log.append(f"{'issued' if run.created else 'already has'} UCI {run.uci}")
+
+
+class Write:
+    name = "writing"
+
+    async def run(self, run: UnitRun, driver: UnitDriver, ledger: Ledger) -> None:
+        assert run.uci is not None
+        run.payload = render(run.product, run.uci)
+        if run.already_done:
+            return  # Verify checks the file; a mismatch there sends the unit round again
+        await driver.write_file(run.device_path, run.payload)
+        await ledger.record(run.uci, "written", run.actor, {
+            "path": run.device_path, "bytes": len(run.payload),
+            "sha256": hashlib.sha256(run.payload).hexdigest()}, state="written")
+        run.log.append(f"wrote {run.device_path} ({len(run.payload)} bytes)")
+
+
+class Verify:
+    name = "verifying"
+
+    async def run(self, run: UnitRun, driver: UnitDriver, ledger: Ledger) -> None:
+        assert run.uci is not None
+        run.verification = await driver.verify_file(run.device_path, run.payload)
+        data = {"path": run.device_path, "algorithm": run.verification.algorithm,
+                "digest": run.verification.digest, "bytes": run.verification.size}
+        if run.already_done:
+            run.log.append(f"already provisioned; {run.device_path} still verifies "
+                           f"({run.verification.algorithm})")
+            return
+        await ledger.record(run.uci, "verified", run.actor, data, state="verified")
+        run.log.append(f"verified {run.device_path} by {run.verification.algorithm}")
+
+
+DEFAULT_STEPS: tuple[Step, ...] = (Identify(), Issue(), Write(), Verify())
+
+
+class Pipeline:
+    """Runs the steps for one unit; a failure is journaled, then raised to the fixture."""
+
+    def __init__(self, ledger: Ledger, steps: Sequence[Step] = DEFAULT_STEPS,
+                 on_step: Callable[[UnitRun], None] | None = None) -> None:
+        self._ledger, self._steps, self._on_step = ledger, tuple(steps), on_step
+
+    async def provision(self, run: UnitRun, driver: UnitDriver) -> UnitRun:
+        """Take one unit through every step; raises the UnitError that stopped it."""
+        for step in self._steps:
+            run.step = step.name
+            if self._on_step:
+                self._on_step(run)
+            try:
+                await step.run(run, driver, self._ledger)
+            except UnitError as exc:
+                run.error = exc
+                await self._journal_failure(run, exc)
+                raise
+        run.step = "done"
+        if self._on_step:
+            self._on_step(run)
+        return run
+
+    async def _journal_failure(self, run: UnitRun, exc: UnitError) -> None:
+        data = {"step": run.step, "code": exc.code, "reason": exc.reason,
+                "action": exc.action}
+        if run.uci is not None:
+            await self._ledger.record(run.uci, "failed", run.actor, data, state="failed")
+        else:
+            await self._ledger.note("fixture_failed", run.actor,
+                                    {**data, "hardware_id": run.hardware_id})
+        run.log.append(f"FAILED while {run.step}: {exc.reason} -> {exc.action}")
