@@ -10,6 +10,7 @@ from aiohttp import web
 
 from factory.config import StationConfig
 from factory.journal.sqlite import Journal
+from factory.units.fixture import FixtureRunner
 from factory.web.app import make_app
 
 log = logging.getLogger("factory.station")
@@ -28,12 +29,29 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         for host, port in (a[:2] for a in runner.addresses):
             log.info("station %s listening on http://%s:%d/ (journal %s)",
                      config.station_id, host, port, config.journal)
+        fixtures = start_fixtures(config, journal)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("stopping: finishing queued journal writes")
+        for task in fixtures:
+            task.cancel()
+        await asyncio.gather(*fixtures, return_exceptions=True)
     finally:
         await runner.cleanup()
         await journal.close()
+
+
+def start_fixtures(config: StationConfig, journal: Journal) -> list[asyncio.Task[None]]:
+    """One task per configured fixture; each keeps going whatever its units do."""
+    tasks = []
+    for fixture in config.fixtures:
+        product = config.product(fixture.product)
+        assert product is not None  # the config checked it
+        runner = FixtureRunner(fixture, product, journal)
+        log.info("fixture %s: %s driver on %s at %d baud, product %s", fixture.name,
+                 fixture.driver, fixture.port, fixture.baud, fixture.product)
+        tasks.append(asyncio.create_task(runner.run_forever(), name=f"fixture-{fixture.name}"))
+    return tasks

@@ -75,6 +75,77 @@ def test_bad_config_names_file_key_and_reason(tmp_path: Path, text: str, key: st
     assert str(path) in str(info.value)
 
 
+FIXTURE = f"""
+[[fixtures]]
+name = "f1"
+port = "/dev/ttyUSB0"
+driver = "console"
+product = "{PRODUCT}"
+"""
+
+
+def test_fixtures_are_parsed_with_their_driver_settings(tmp_path: Path) -> None:
+    config = load(write_config(tmp_path, CONFIG_TEXT + FIXTURE + """
+[fixtures.console]
+prompt = '\\$ $'
+timeout = 2
+login_user = "root"
+
+[[fixtures]]
+name = "f2"
+port = "socket://127.0.0.1:7000"
+driver = "framed"
+product = "01H4R15D3Q7K9M2X8Z5V6W4T0P"
+baud = 9600
+[fixtures.framed]
+retries = 5
+"""))
+    first, second = config.fixtures
+    assert (first.name, first.baud, first.device_path) == ("f1", 115200, "config/device.json5")
+    assert first.console.prompt == "\\$ $" and first.console.timeout == 2.0
+    assert first.console.login_user == "root" and first.console.chunk_size == 768
+    assert (second.driver, second.baud, second.framed.retries) == ("framed", 9600, 5)
+
+
+def _fixture(old: str, new: str) -> str:
+    assert old in FIXTURE
+    return CONFIG_TEXT + FIXTURE.replace(old, new, 1)
+
+
+BAD_FIXTURES = [
+    (_fixture('driver = "console"', 'driver = "modbus"'), "fixtures[0].driver",
+     "must be one of console, framed"),
+    (_fixture('port = "/dev/ttyUSB0"', 'port = "COM3"'), "fixtures[0].port",
+     "device path"),
+    (_fixture('port = "/dev/ttyUSB0"', 'port = "rfc2217://h:1"'), "fixtures[0].port",
+     "socket://HOST:PORT"),
+    (_fixture(f'product = "{PRODUCT}"', 'product = "X"'), "fixtures[0].product",
+     "not one of the [[products]] ids"),
+    (_fixture('name = "f1"', 'name = "f1"\nbaud = 0'), "fixtures[0].baud", "between 50"),
+    (_fixture('name = "f1"', 'name = "f1"\npoll_interval = -1'), "fixtures[0].poll_interval",
+     "above 0"),
+    (CONFIG_TEXT + FIXTURE + "[fixtures.console]\nprompt = '(['\n",
+     "fixtures[0].console.prompt", "not a regular expression"),
+    (CONFIG_TEXT + FIXTURE + "[fixtures.console]\ntimeout = 'soon'\n",
+     "fixtures[0].console.timeout", "must be an integer or a number"),
+    (CONFIG_TEXT + FIXTURE + "[fixtures.console]\npromt = '#'\n",
+     "fixtures[0].console.promt", "not a known setting"),
+    (CONFIG_TEXT + FIXTURE + FIXTURE.replace('"/dev/ttyUSB0"', '"/dev/ttyUSB1"'),
+     "fixtures[1].name", "'f1' is used twice"),
+    (CONFIG_TEXT + FIXTURE + FIXTURE.replace('"f1"', '"f2"'),
+     "fixtures[1].port", "'/dev/ttyUSB0' is used twice"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "reason"), BAD_FIXTURES)
+def test_bad_fixture_names_key_and_reason(tmp_path: Path, text: str, key: str,
+                                          reason: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(write_config(tmp_path, text))
+    assert info.value.key == key
+    assert reason in info.value.reason
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot be read"):
         load(tmp_path / "nope.toml")

@@ -1,0 +1,159 @@
+"""A fixture: one port on the line. It waits for a unit, provisions it, waits for it to
+leave (or for another unit to appear), and starts again, for as long as the station runs.
+Whatever happens on its port fails at most that unit, never another fixture or the station.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from factory.config import Fixture, Product
+from factory.hardware import HardwareIdError, normalise
+from factory.journal.errors import JournalError
+from factory.units.driver import UnitDriver
+from factory.units.errors import PortBusy, PortMissing, UnitError, UnitGone
+from factory.units.pipeline import Ledger, Pipeline, UnitRun
+from factory.units.port import Port, open_port
+
+log = logging.getLogger("factory.fixture")
+MAX_PORT_RETRY = 5.0  # seconds between tries to open a port that is busy or missing
+
+
+def make_driver(fixture: Fixture, port: Port) -> UnitDriver:
+    """The fixture's configured driver on an open port."""
+    if fixture.driver == "console":
+        from factory.units.console import ConsoleDriver
+        return ConsoleDriver(port, fixture.console)
+    from factory.units.framed import FramedDriver
+    return FramedDriver(port, fixture.framed)
+
+
+@dataclass
+class FixtureStatus:
+    """What the status page and the logs show for one fixture."""
+
+    name: str
+    port: str
+    state: str = "starting"  # waiting, identifying, issuing, writing, verifying, done, failed,
+    reason: str = ""         # port-error
+    action: str = ""
+    uci: str | None = None
+    since: float = field(default_factory=time.time)
+    done: int = 0
+    failed: int = 0
+
+    def set(self, state: str, reason: str = "", action: str = "",
+            uci: str | None = None) -> None:
+        self.state, self.reason, self.action, self.uci = state, reason, action, uci
+        self.since = time.time()
+
+
+class FixtureRunner:
+    """Runs one fixture until cancelled."""
+
+    def __init__(self, fixture: Fixture, product: Product, ledger: Ledger,
+                 pipeline: Pipeline | None = None) -> None:
+        self.fixture, self.product, self._ledger = fixture, product, ledger
+        self._pipeline = pipeline or Pipeline(ledger, on_step=self._on_step)
+        self.status = FixtureStatus(fixture.name, fixture.port)
+        self._port_problem = ""
+
+    def _on_step(self, run: UnitRun) -> None:
+        self.status.set(run.step, uci=run.uci)
+
+    async def run_forever(self) -> None:
+        """Open the port (retrying while it is busy or missing) and serve units on it."""
+        delay = self.fixture.poll_interval
+        while True:
+            try:
+                port = await open_port(self.fixture.port, self.fixture.baud)
+            except (PortBusy, PortMissing) as exc:
+                await self._port_error(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_PORT_RETRY)
+                continue
+            delay = self.fixture.poll_interval
+            if self._port_problem:
+                log.info("fixture %s: port %s is open again", self.fixture.name, port.url)
+                self._port_problem = ""
+            try:
+                await self._serve(make_driver(self.fixture, port))
+            except UnitGone:
+                pass  # the unit was unplugged: the port goes with it (a pty, a USB adapter)
+            except Exception as exc:  # a bug must cost this fixture a retry, not its life
+                log.exception("fixture %s: unexpected error; reopening the port",
+                              self.fixture.name)
+                self.status.set("failed", f"unexpected error: {exc}",
+                                "call an engineer; the fixture retries by itself")
+                await asyncio.sleep(MAX_PORT_RETRY)
+            finally:
+                await port.close()
+
+    async def _port_error(self, exc: UnitError) -> None:
+        self.status.set("port-error", exc.reason, exc.action)
+        if exc.reason == self._port_problem:
+            return  # said once per episode, not every retry
+        self._port_problem = exc.reason
+        log.warning("fixture %s: %s -> %s (retrying)", self.fixture.name, exc.reason,
+                    exc.action)
+        try:
+            await self._ledger.note("fixture_port_error", f"fixture:{self.fixture.name}",
+                                    {"port": self.fixture.port, "code": exc.code,
+                                     "reason": exc.reason})
+        except JournalError:
+            log.exception("fixture %s: cannot journal the port error", self.fixture.name)
+
+    async def _serve(self, driver: UnitDriver) -> None:
+        while True:
+            self.status.set("waiting")
+            # A serial unit does not announce itself: look for one every poll_interval.
+            while True:
+                if await driver.present():
+                    break
+                await asyncio.sleep(self.fixture.poll_interval)
+            run = UnitRun(fixture=self.fixture.name, product=self.product,
+                          device_path=self.fixture.device_path)
+            try:
+                await self._pipeline.provision(run, driver)
+            except UnitGone as exc:
+                self._failed(run, exc)
+                raise
+            except UnitError as exc:
+                self._failed(run, exc)
+            except JournalError as exc:
+                log.error("fixture %s: journal refused the unit's step: %s",
+                          self.fixture.name, exc)
+                self.status.set("failed", f"the journal refused the step: {exc}",
+                                "call an engineer: the station cannot record units", run.uci)
+                self.status.failed += 1
+            else:
+                self.status.done += 1
+                self.status.set("done", uci=run.uci)
+                log.info("fixture %s: unit %s done (%s)", self.fixture.name, run.uci,
+                         "; ".join(run.log))
+            await self._wait_for_change(driver, run.hardware_id)
+
+    def _failed(self, run: UnitRun, exc: UnitError) -> None:
+        self.status.failed += 1
+        self.status.set("failed", exc.reason, exc.action, run.uci)
+        log.warning("fixture %s: unit %s failed while %s: %s -> %s", self.fixture.name,
+                    run.uci or run.hardware_id or "(unidentified)", run.step, exc.reason,
+                    exc.action)
+
+    async def _wait_for_change(self, driver: UnitDriver, hardware_id: str | None) -> None:
+        """Until the unit leaves, or a unit with another identity answers."""
+        while True:
+            await asyncio.sleep(self.fixture.poll_interval)
+            try:
+                if not await driver.present():
+                    return
+                seen = normalise((await driver.identify()).hardware_id)
+            except UnitGone:
+                raise
+            except (UnitError, HardwareIdError):
+                return  # not the unit we finished with any more
+            if seen != hardware_id:
+                return
