@@ -128,11 +128,11 @@ async def test_a_done_unit_replugged_is_only_checked(config: StationConfig,
     pipeline = Pipeline(journal)
     unit = MemoryUnit()
     run = await pipeline.provision(_run(config), unit)
+    assert run.uci is not None
     again = await pipeline.provision(_run(config), unit)
     assert again.uci == run.uci and again.already_done
     assert await _kinds(journal, run.uci) == ["issued", "written", "verified"]
 
-    assert run.uci is not None
     unit.files["config/device.json5"] = b"{}"  # someone changed it on the unit
     with pytest.raises(VerifyMismatch):
         await pipeline.provision(_run(config), unit)
@@ -152,5 +152,5 @@ async def test_steps_can_be_added_without_touching_the_drivers(config: StationCo
 
     run = await Pipeline(journal, [*DEFAULT_STEPS, Labelled()]).provision(_run(config),
                                                                           MemoryUnit())
-    assert run.uci is not None
+    assert run.uci is not None, "the pipeline must have issued a UCI"
     assert await _kinds(journal, run.uci) == ["issued", "written", "verified", "labelled"]

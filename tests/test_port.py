@@ -18,7 +18,7 @@ async def _echo(sim: SimPty) -> None:
         while True:
             data = await sim.read()
             await sim.write(data.upper())
-    except Exception:  # noqa: BLE001 - the sim ends when unplugged
+    except Exception:  # the sim ends when unplugged
         return
 
 

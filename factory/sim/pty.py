@@ -99,7 +99,8 @@ class SimPty:
         if m.drop_rate:
             data = bytes(b for b in data if m.rng.random() >= m.drop_rate)
         started = asyncio.get_running_loop().time()
-        step = max(1, (self.baud or 0) // 100) if self.baud else len(data) or 1
+        # Slices of about 1 ms of line time, each sent when the wire would have carried it.
+        step = max(1, self.baud // 10_000) if self.baud else max(1, len(data))
         for offset in range(0, len(data), step):
             piece = data[offset:offset + step]
             while piece:
@@ -112,7 +113,9 @@ class SimPty:
                     raise Unplugged(f"the station's side is gone ({exc})") from exc
                 piece = piece[written:]
                 self.sent += written
-            await asyncio.sleep(self._pace(offset + step, started))
+            delay = self._pace(min(offset + step, len(data)), started)
+            if delay:
+                await asyncio.sleep(delay)
 
     def hangup(self) -> None:
         """Unplug: close both ends, so the station's reads fail like a pulled cable."""

@@ -41,4 +41,6 @@ class UnitDriver(Protocol):
         """Check the unit holds exactly `data` at `path`; VerifyMismatch if not."""
 
     async def present(self) -> bool:
-        """Whether a unit answers on the port now (used to wait for it to leave)."""
+        """Whether a unit answers on the port now (used to wait for one to arrive and to
+        leave). False for silence; UnitGone when the port itself went away (unplugged), so
+        the fixture reopens it."""

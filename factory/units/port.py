@@ -30,6 +30,7 @@ class Port:
         self._buffer = bytearray()
         self.bytes_out = 0
         self.bytes_in = 0
+        self.writes = 0  # each command sent is one write: the round trips, for benchmarks
 
     async def write(self, data: bytes) -> None:
         """Send bytes and wait until the OS has taken them."""
@@ -39,6 +40,7 @@ class Port:
         except (OSError, serial.SerialException, ConnectionError) as exc:
             raise UnitGone(f"the unit went away while we were writing ({exc})") from exc
         self.bytes_out += len(data)
+        self.writes += 1
 
     async def _fill(self, deadline: float, what: str) -> None:
         remaining = deadline - asyncio.get_running_loop().time()

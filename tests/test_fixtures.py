@@ -1,0 +1,208 @@
+"""Fixtures end to end: simulated units on real pseudo-terminals, the real journal, files on
+disk. Units come and go; one fixture's trouble never stops another."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import stat
+import subprocess
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import json5
+import pytest
+
+from factory.config import Fixture, StationConfig
+from factory.journal.sqlite import Journal
+from factory.sim.framed import run_framed_unit
+from factory.sim.pty import Misbehaviour, SimPty
+from factory.units.driver import Identity
+from factory.units.fixture import FixtureRunner
+from factory.units.port import open_port
+from tests.conftest import FACTORY, PRODUCT, ROOT
+
+pytestmark = pytest.mark.slow
+DEVICE = "config/device.json5"
+
+
+@dataclasses.dataclass
+class Unit:
+    sim: SimPty
+    root: Path
+    task: asyncio.Task[None]
+
+
+@contextlib.asynccontextmanager
+async def plugged(link: Path, root: Path, mac: str,
+                  misbehaviour: Misbehaviour | None = None) -> AsyncIterator[Unit]:
+    """A simulated framed unit on a new pty, reachable at `link` while plugged in."""
+    sim = SimPty(baud=None, misbehaviour=misbehaviour)
+    with contextlib.suppress(FileNotFoundError):
+        link.unlink()
+    link.symlink_to(sim.path)
+    task = asyncio.create_task(run_framed_unit(sim, root, Identity(hardware_id=mac,
+                                                                   model="SIM-1")))
+    try:
+        yield Unit(sim, root, task)
+    finally:
+        sim.hangup()
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+        await asyncio.wait_for(task, 5)
+
+
+@contextlib.asynccontextmanager
+async def running(config: StationConfig, journal: Journal, name: str,
+                  port: Path) -> AsyncIterator[FixtureRunner]:
+    """A fixture on `port` running in the background, as `factory serve` runs it."""
+    spec = Fixture(name=name, port=str(port), driver="framed", product=PRODUCT,
+                   device_path=DEVICE, poll_interval=0.05)
+    product = config.product(PRODUCT)
+    assert product is not None
+    runner = FixtureRunner(spec, product, journal)
+    task = asyncio.create_task(runner.run_forever())
+    try:
+        yield runner
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def until(check: Callable[[], Coroutine[Any, Any, bool]], seconds: float = 10) -> None:
+    async with asyncio.timeout(seconds):
+        while not await check():
+            await asyncio.sleep(0.02)
+
+
+def read_device(root: Path) -> dict[str, Any]:
+    path = root / DEVICE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    return json5.loads(path.read_text())
+
+
+async def verified(journal: Journal) -> dict[str, str]:
+    units, _ = await journal.units(state="verified", limit=1000)
+    return {u.hardware_id or "": u.uci for u in units}
+
+
+async def test_units_come_and_go_on_one_fixture(tmp_path: Path, config: StationConfig,
+                                                journal: Journal) -> None:
+    link = tmp_path / "ttyFIX1"
+    async with running(config, journal, "f1", link) as runner:
+        for mac in ("02:00:00:00:00:01", "02:00:00:00:00:02"):
+            root = tmp_path / mac.replace(":", "")
+            async with plugged(link, root, mac):
+                await until(lambda m=mac: has_verified(journal, m))  # type: ignore[misc]
+            device = read_device(root)
+            assert device["id"] == (await verified(journal))[hw(mac)]
+            assert device["product"] == PRODUCT
+        assert runner.status.done == 2
+    assert (await journal.verify()).ok
+
+
+def hw(mac: str) -> str:
+    return mac.replace(":", "").upper()
+
+
+async def has_verified(journal: Journal, mac: str) -> bool:
+    return hw(mac) in await verified(journal)
+
+
+async def test_a_failed_unit_replugged_completes_with_the_same_uci(
+        tmp_path: Path, config: StationConfig, journal: Journal) -> None:
+    link = tmp_path / "ttyFIX1"
+    mac = "02:00:00:00:00:07"
+    async with running(config, journal, "f1", link) as runner:
+        # Unplugged mid-write: the unit got its UCI, then the line went dead.
+        async with plugged(link, tmp_path / "u", mac, Misbehaviour(hangup_after_bytes=120)):
+            await until(lambda: _state(journal, "failed"))
+        assert runner.status.failed == 1
+        failed, _ = await journal.units(state="failed")
+        async with plugged(link, tmp_path / "u", mac):
+            await until(lambda: has_verified(journal, mac))
+    assert (await verified(journal))[hw(mac)] == failed[0].uci
+    events = [e.kind for e in (await journal.unit(failed[0].uci)).events]
+    assert events[0] == "issued" and "failed" in events and events[-1] == "verified"
+    assert read_device(tmp_path / "u")["id"] == failed[0].uci
+
+
+async def _state(journal: Journal, state: str) -> bool:
+    return bool((await journal.units(state=state))[0])
+
+
+async def test_a_busy_port_is_reported_once_and_retried(tmp_path: Path, config: StationConfig,
+                                                        journal: Journal) -> None:
+    link = tmp_path / "ttyFIX1"
+    mac = "02:00:00:00:00:08"
+    async with plugged(link, tmp_path / "u", mac):
+        other = await open_port(str(link), 115200)  # another program holds the port
+        async with running(config, journal, "f1", link) as runner:
+            await until(lambda: _noted(journal, "fixture_port_error"))
+            await asyncio.sleep(0.3)  # several retries happen meanwhile
+            assert runner.status.state == "port-error"
+            assert "held by another program" in runner.status.reason
+            notes = [e async for e in journal.events() if e.kind == "fixture_port_error"]
+            assert len(notes) == 1 and notes[0].actor == "fixture:f1"
+            await other.close()
+            await until(lambda: has_verified(journal, mac))
+
+
+async def _noted(journal: Journal, kind: str) -> bool:
+    return any([e async for e in journal.events() if e.kind == kind])
+
+
+async def test_eight_fixtures_at_once_and_a_bad_one_stops_none(
+        tmp_path: Path, config: StationConfig, journal: Journal) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        runners = []
+        for i in range(8):
+            link = tmp_path / f"ttyFIX{i}"
+            bad = Misbehaviour(silent=True) if i == 3 else None
+            await stack.enter_async_context(
+                plugged(link, tmp_path / f"u{i}", f"02:00:00:00:01:{i:02x}", bad))
+            runners.append(await stack.enter_async_context(
+                running(config, journal, f"f{i}", link)))
+        good = [f"02:00:00:00:01:{i:02x}" for i in range(8) if i != 3]
+        await until(lambda: _all_verified(journal, good), 20)
+        assert runners[3].status.state == "waiting"  # a silent unit is never taken for one
+        assert all(r.status.done == 1 for i, r in enumerate(runners) if i != 3)
+    assert len(await verified(journal)) == 7
+
+
+async def _all_verified(journal: Journal, macs: list[str]) -> bool:
+    done = await verified(journal)
+    return all(hw(m) in done for m in macs)
+
+
+def test_provision_command_with_a_simulated_unit(tmp_path: Path, config_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    link = tmp_path / "ttySIM"
+    with subprocess.Popen([*FACTORY, "sim-unit", "--driver", "framed", "--root",
+                           str(tmp_path / "unit"), "--link", str(link), "--baud", "0",
+                           "--hardware-id", "02:00:00:00:00:99"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                          env=env) as sim:
+        try:
+            assert sim.stdout is not None
+            first = sim.stdout.readline()
+            assert first.startswith("/dev/pts/") and str(link) in first
+            result = subprocess.run([*FACTORY, "-c", str(config_path), "provision", "--port",
+                                     str(link), "--driver", "framed", "--product", PRODUCT],
+                                    capture_output=True, text=True, env=env, timeout=60,
+                                    check=False)
+        finally:
+            sim.terminate()
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for step in ("identifying", "issuing", "writing", "verifying", "done: unit"):
+        assert step in out
+    device = read_device(tmp_path / "unit")
+    assert device["id"] in out
+    shown = subprocess.run([*FACTORY, "-c", str(config_path), "unit", device["id"], "--json"],
+                           capture_output=True, text=True, env=env, check=True)
+    assert json.loads(shown.stdout)["state"] == "verified"
