@@ -200,9 +200,14 @@ def _fixture(source: Path, index: int, value: Any, products: set[str]) -> Fixtur
     if not _ID.match(name):
         raise table.error("name", "must be 1-64 letters, digits, '.', '_' or '-'")
     port = table.get("port", str)
-    if not (port.startswith("/") or re.match(r"^socket://[^/:]+:\d+$", port)):
-        raise table.error("port", "must be a device path (/dev/ttyUSB0, /dev/serial/by-id/...)"
-                                  f" or socket://HOST:PORT, got {port!r}")
+    if "://" in port:
+        if not re.match(r"^socket://[^/:]+:\d+$", port):
+            raise table.error("port", "must be a device path (/dev/ttyUSB0, "
+                                      f"/dev/serial/by-id/...) or socket://HOST:PORT, got {port!r}")
+    elif not port:
+        raise table.error("port", "must name the fixture's serial port")
+    elif not port.startswith("/"):
+        port = os.path.normpath(source.parent / port)  # e.g. a simulated unit's link
     driver = table.get("driver", str)
     if driver not in DRIVERS:
         raise table.error("driver", f"must be one of {', '.join(DRIVERS)}, got {driver!r}")

@@ -101,6 +101,9 @@ baud = 9600
 retries = 5
 """))
     first, second = config.fixtures
+    relative = load(write_config(tmp_path, CONFIG_TEXT + FIXTURE.replace(
+        '"/dev/ttyUSB0"', '"../sim/unit0.tty"'))).fixtures[0]
+    assert relative.port == str(tmp_path.parent / "sim" / "unit0.tty")
     assert (first.name, first.baud, first.device_path) == ("f1", 115200, "config/device.json5")
     assert first.console.prompt == "\\$ $" and first.console.timeout == 2.0
     assert first.console.login_user == "root" and first.console.chunk_size == 768
@@ -115,8 +118,8 @@ def _fixture(old: str, new: str) -> str:
 BAD_FIXTURES = [
     (_fixture('driver = "console"', 'driver = "modbus"'), "fixtures[0].driver",
      "must be one of console, framed"),
-    (_fixture('port = "/dev/ttyUSB0"', 'port = "COM3"'), "fixtures[0].port",
-     "device path"),
+    (_fixture('port = "/dev/ttyUSB0"', 'port = ""'), "fixtures[0].port",
+     "must name the fixture's serial port"),
     (_fixture('port = "/dev/ttyUSB0"', 'port = "rfc2217://h:1"'), "fixtures[0].port",
      "socket://HOST:PORT"),
     (_fixture(f'product = "{PRODUCT}"', 'product = "X"'), "fixtures[0].product",
