@@ -72,6 +72,7 @@ class SimPty:
 
     async def read(self, limit: int = 4096) -> bytes:
         """The next bytes from the station, delivered at the wire's pace."""
+        idle = not self._inbox
         while not self._inbox:
             if self._closed:
                 raise Unplugged("the simulated unit is unplugged")
@@ -80,7 +81,9 @@ class SimPty:
         chunk = bytes(self._inbox[:limit])
         del self._inbox[:limit]
         loop = asyncio.get_running_loop()
-        if self._read_clock is None or self._read_clock < loop.time():
+        # The wire's clock restarts only after a pause; bytes that were already waiting
+        # follow on from the previous ones (a late wake-up must not stretch the line).
+        if self._read_clock is None or (idle and self._read_clock < loop.time()):
             self._read_clock = loop.time()
         self._read_clock += len(chunk) * 10 / self.baud if self.baud else 0.0
         await asyncio.sleep(max(0.0, self._read_clock - loop.time()))

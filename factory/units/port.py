@@ -84,11 +84,15 @@ class Port:
                                     "expected answer (garbage on the line?)")
             await self._fill(deadline, f"an answer matching {pattern.pattern!r}")
 
-    async def drain_input(self, quiet: float = 0.05) -> bytes:
-        """Discard what is buffered and whatever the unit sends until it is quiet."""
+    async def drain_input(self, quiet: float = 0.05, limit: float = 2.0) -> bytes:
+        """Discard what is buffered and whatever the unit sends until it is quiet (for at
+        most `limit` seconds: a unit that never stops talking is garbled)."""
         junk = bytes(self._buffer)
         self._buffer.clear()
+        give_up = asyncio.get_running_loop().time() + limit
         while True:
+            if asyncio.get_running_loop().time() > give_up:
+                raise ProtocolError("the unit does not stop sending (garbage on the line?)")
             try:
                 await self._fill(asyncio.get_running_loop().time() + quiet, "anything")
             except UnitTimeout:

@@ -1,0 +1,324 @@
+"""The `console` driver: a unit whose serial console is a POSIX shell (embedded Linux).
+
+Each command travels on one line between two markers whose echo differs from their output:
+the line `echo @FS''42@;CMD;echo @FS''42@$?` is echoed by the tty as typed, but the shell
+prints `@FS42@` and `@FS42@<status>`, so what lies between those two is the command's output,
+whatever the echo looked like; a silent unit is a UnitTimeout, one that answers without our
+markers a ProtocolError, a non-zero status a UnitRefused.
+
+A file travels as base64 (no byte of it ever reaches the shell as syntax), several
+single-quoted lines per command line, appended to a temporary file next to the target (made
+mode 0600 before any byte is in it); the last command checks that file's size, decodes it and
+moves it into place with `mv -f` (atomic: the old file or the new one, never half of it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import itertools
+import posixpath
+import re
+import secrets
+import shlex
+
+from factory.units.driver import Identity, Verification
+from factory.units.errors import (
+    ProtocolError,
+    UnitError,
+    UnitGone,
+    UnitRefused,
+    UnitTimeout,
+    VerifyMismatch,
+)
+from factory.units.port import Port
+from factory.units.settings import ConsoleSettings
+
+MAX_LINE = 4000  # characters per command line; a tty's canonical line holds at most 4095
+WAKE_TRIES = 3  # newlines sent (the later ones after Ctrl-C) before giving up
+PRESENT_TIMEOUT = 1.0  # seconds a present unit takes at most to answer a newline
+LOGIN_QUIET = 0.1  # seconds without output before we trust a login prompt is the last one
+_LOGIN = re.compile(rb"(?i:login): ?$")
+_PASSWORD = re.compile(rb"(?i:password): ?$")
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def marked(tag: int, command: str) -> str:
+    """`command` as one line between the begin and end markers of `tag`."""
+    return f"echo @FS''{tag}@;{command};echo @FS''{tag}@$?\n"
+
+
+def write_commands(path: str, data: bytes, chunk_size: int,
+                   max_line: int = MAX_LINE) -> list[str]:
+    """The commands that store `data` at `path` atomically with mode 0600, each short enough
+    to be `marked` into a line of at most `max_line` characters."""
+    _check_path(path)
+    folder = posixpath.dirname(path) or "."
+    tmp = shlex.quote(posixpath.join(folder, ".fs.b64"))
+    new = shlex.quote(posixpath.join(folder, ".fs.new"))
+    # Both files exist with mode 0600 before any byte of the payload is in them.
+    first = f"mkdir -p {shlex.quote(folder)}&&:>{tmp}&&:>{new}&&chmod 600 {tmp} {new}"
+    budget = max_line - _size(marked(10**9, ""))
+    size = max(4, min(chunk_size, budget - _size(first) - _size(tmp) - 24) // 4 * 4)
+    text = base64.b64encode(data).decode("ascii")
+    chunks = [text[i:i + size] for i in range(0, len(text), size)]
+    # Nothing moves into place unless every line arrived (an append that failed, a line the
+    # tty cut short): the base64 file must be exactly as long as what we sent.
+    last = (f"[ $(wc -c<{tmp}) -eq {len(text) + len(chunks)} ]&&base64 -d {tmp}>{new}"
+            f"&&mv -f {new} {shlex.quote(path)}&&rm -f {tmp}")
+
+    def printf(group: list[str]) -> str:  # base64 needs no quoting; quoted all the same
+        return "printf '%s\\n' " + " ".join(f"'{c}'" for c in group) + f">>{tmp}"
+
+    commands: list[str] = []
+    parts: list[str] = [first]
+    group: list[str] = []
+    for chunk in chunks:
+        if _size("&&".join([*parts, printf([*group, chunk])])) > budget:
+            commands.append("&&".join([*parts, printf(group)] if group else parts))
+            parts, group = [], []
+        group.append(chunk)
+    tail = [*parts, printf(group)] if group else parts
+    if _size("&&".join([*tail, last])) <= budget:
+        commands.append("&&".join([*tail, last]))
+    else:
+        commands += ["&&".join(tail), last]
+    if max(map(_size, commands)) > budget:
+        raise UnitRefused(f"the file path {path!r} is too long for the unit's command line")
+    return commands
+
+
+def verify_command(path: str) -> str:
+    """Print the best digest the unit has (sha256sum, md5sum, cksum) after its name."""
+    _check_path(path)
+    return ("if command -v sha256sum>/dev/null;then echo sha256;sha256sum;"
+            "elif command -v md5sum>/dev/null;then echo md5;md5sum;"
+            f"else echo cksum;cksum;fi<{shlex.quote(path)}")
+
+
+def check_digest(path: str, data: bytes, output: str) -> Verification:
+    """The unit's answer to `verify_command` against our own digest of `data`."""
+    words = output.split()
+    if len(words) < 2 or words[0] not in ("sha256", "md5", "cksum"):
+        raise ProtocolError(f"the unit's checksum of {path} makes no sense: {output!r}")
+    algorithm, theirs = words[0], words[1].lower()
+    if algorithm == "cksum":
+        ours = str(posix_cksum(data))
+        if not theirs.isdigit():
+            raise ProtocolError(f"the unit's cksum of {path} is not a number: {output!r}")
+    else:
+        ours = hashlib.new(algorithm, data, usedforsecurity=False).hexdigest()
+        if not _HEX.fullmatch(theirs) or len(theirs) != len(ours):
+            raise ProtocolError(f"the unit's {algorithm} of {path} is not one: {output!r}")
+    if theirs != ours:
+        raise VerifyMismatch(f"{path} on the unit has {algorithm} {theirs}, but the "
+                             f"{len(data)} bytes we wrote have {algorithm} {ours}")
+    return Verification(algorithm=algorithm, digest=theirs, size=len(data))
+
+
+def posix_cksum(data: bytes) -> int:
+    """The CRC that POSIX `cksum` prints: CRC-32 (0x04C11DB7, MSB first) over the data and
+    then its length, complemented."""
+    crc = 0
+    length = len(data)
+    tail = bytearray()
+    while length:
+        tail.append(length & 0xFF)
+        length >>= 8
+    for byte in itertools.chain(data, tail):
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _CRC_TABLE[(crc >> 24) ^ byte]
+    return crc ^ 0xFFFFFFFF
+
+
+def _crc_table() -> tuple[int, ...]:
+    table = []
+    for i in range(256):
+        crc = i << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7 if crc & 0x80000000 else crc << 1) & 0xFFFFFFFF
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC_TABLE = _crc_table()
+
+
+def _check_path(path: str) -> None:
+    if not path or path.endswith("/") or any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise UnitRefused(f"the file path {path!r} is not a file name, or holds control "
+                          "characters; fix the configured path")
+
+
+def _size(text: str) -> int:
+    """Bytes on the wire (a tty counts bytes, and paths may not be ASCII)."""
+    return len(text.encode())
+
+
+class ConsoleDriver:
+    """One unit's shell on one open port."""
+
+    def __init__(self, port: Port, settings: ConsoleSettings) -> None:
+        self._port, self._settings = port, settings
+        self._prompt = re.compile(settings.prompt.encode())
+        self._attention = re.compile(b"|".join(
+            b"(?:" + p.pattern + b")" for p in (_LOGIN, _PASSWORD, self._prompt)))
+        # A random start keeps a new driver from taking an old command's markers for its own.
+        self._tags = itertools.count(secrets.randbelow(90_000) + 10_000)
+
+    async def wake(self) -> None:
+        """Newlines until the shell prompts (Ctrl-U first, then Ctrl-C); log in if asked."""
+        budget = self._settings.timeout / WAKE_TRIES
+        heard = self._port.bytes_in
+        for attempt in range(WAKE_TRIES):
+            await self._port.write(b"\x15\n" if attempt == 0 else b"\x03\n")
+            try:
+                seen = await self._port.read_until(self._attention, budget)
+            except UnitTimeout:
+                continue
+            if self._kind(seen) != "prompt":
+                await self._login(self._kind(seen))
+            return
+        if self._port.bytes_in > heard:
+            raise ProtocolError("the unit answers, but not with a shell prompt matching "
+                                f"{self._settings.prompt!r} (wrong baud rate or prompt?)")
+        raise UnitTimeout(f"the unit's console did not answer {WAKE_TRIES} newlines within "
+                          f"{self._settings.timeout:g} s")
+
+    async def identify(self) -> Identity:
+        """The trimmed output of the configured identify command is the hardware id."""
+        # eval: a comment or a trailing `&` in the configured command cannot eat our marker
+        output = await self._run(f"eval {shlex.quote(self._settings.identify_command)}",
+                                 "identify itself")
+        if not output.strip():
+            raise UnitRefused(f"`{self._settings.identify_command}` printed nothing on the "
+                              "unit; check the console's identify_command")
+        return Identity(hardware_id=output.strip())
+
+    async def write_file(self, path: str, data: bytes) -> None:
+        """Store `data` at `path`: base64 lines into a temporary file, decoded, moved."""
+        commands = write_commands(path, data, self._settings.chunk_size)
+        for number, command in enumerate(commands, 1):
+            step = ": check its size, decode, move into place" if number == len(commands) else ""
+            await self._run(command,
+                            f"store {path} (command {number} of {len(commands)}{step})")
+
+    async def verify_file(self, path: str, data: bytes) -> Verification:
+        """The unit's own digest of `path` (sha256, else md5, else cksum) against ours."""
+        output = await self._run(verify_command(path), f"checksum {path}")
+        return check_digest(path, data, output)
+
+    async def present(self) -> bool:
+        """Whether anything answers a newline now (a prompt, or even garbage)."""
+        heard = self._port.bytes_in
+        try:
+            await self._quiet(0.01)
+            await self._port.write(b"\n")
+            await self._port.read_until(self._attention, min(PRESENT_TIMEOUT,
+                                                             self._settings.timeout))
+        except UnitGone:
+            return False
+        except UnitTimeout:
+            return self._port.bytes_in > heard
+        except ProtocolError:
+            return True
+        return True
+
+    async def _run(self, command: str, what: str) -> str:
+        """Run one command line; its output (newlines as "\\n"), or the UnitError. One line
+        at a time: the tty has room for one line only while the shell is busy."""
+        tag = next(self._tags)
+        line = marked(tag, command).encode()
+        if len(line) > MAX_LINE or b"\n" in line[:-1] or b"\r" in line:
+            raise UnitRefused(f"the command to {what} does not fit in one line of the unit's "
+                              f"console ({MAX_LINE} characters, no line breaks)")
+        heard = self._port.bytes_in
+        await self._port.write(line)
+        try:
+            await self._expect(re.compile(rb"@FS%d@\r?\n" % tag))
+        except UnitTimeout as exc:
+            if self._port.bytes_in == heard:
+                raise UnitTimeout(f"the unit did not answer when asked to {what} "
+                                  f"within {self._settings.timeout:g} s") from exc
+            raise ProtocolError(f"the unit did not run the command to {what}: it answered, "
+                                "but its shell never printed our marker (garbled line, or "
+                                "not a shell?)") from exc
+        end = re.compile(rb"@FS%d@(\d+)\r?\n" % tag)
+        try:
+            body = await self._expect(end)
+            await self._expect(self._prompt)
+        except UnitTimeout as exc:
+            raise UnitTimeout(f"the unit did not finish when asked to {what} "
+                              f"within {self._settings.timeout:g} s") from exc
+        found = end.search(body)
+        assert found is not None  # _expect returned through this very pattern
+        output = body[:found.start()].replace(b"\r\n", b"\n").decode(errors="replace")
+        status = int(found.group(1))
+        if status:
+            raise UnitRefused(f"the unit could not {what}: exit status {status}: "
+                              f"{output.strip()[-300:] or 'no message'}")
+        return output
+
+    async def _expect(self, pattern: re.Pattern[bytes]) -> bytes:
+        """Read up to `pattern`, for as long as the unit keeps sending within the timeout
+        (a long line's echo at a low baud rate takes longer than one timeout)."""
+        while True:
+            heard = self._port.bytes_in
+            try:
+                return await self._port.read_until(pattern, self._settings.timeout)
+            except UnitTimeout:
+                if self._port.bytes_in == heard:
+                    raise
+
+    def _kind(self, seen: bytes) -> str:
+        for kind, pattern in (("password", _PASSWORD), ("login", _LOGIN),
+                              ("prompt", self._prompt)):
+            if pattern.search(seen):
+                return kind
+        return ""
+
+    async def _login(self, kind: str) -> None:
+        """Answer login prompts with the configured user and password until a shell prompt."""
+        user, password = self._settings.login_user, self._settings.login_password
+        if not user:
+            raise UnitRefused("the unit asks for a login, but the fixture's console settings "
+                              "have no login_user")
+        sent_user = sent_password = False
+        try:
+            while kind != "prompt":
+                kind = await self._last_prompt(kind)
+                if (kind == "login" and sent_user) or (kind == "password" and sent_password):
+                    raise UnitRefused(f"the unit refused the login as {user!r}; check the "
+                                      "console's login_user and login_password")
+                if kind == "login":
+                    await self._port.write(user.encode() + b"\n")
+                    sent_user = True
+                elif kind == "password" and sent_user:
+                    await self._port.write(password.encode() + b"\n")
+                    sent_password = True
+                elif kind == "password":  # a stale prompt: fail it to get `login:` back
+                    await self._port.write(b"\n")
+                if kind != "prompt":
+                    kind = self._kind(await self._expect(self._attention))
+        except UnitError as exc:
+            if password and password in exc.reason:
+                raise type(exc)(exc.reason.replace(password, "***")) from None
+            raise
+
+    async def _last_prompt(self, kind: str) -> str:
+        """Login programs repeat prompts (one per newline we sent): act on the last one."""
+        while kind != "prompt":
+            more = await self._quiet(LOGIN_QUIET)
+            if not more:
+                break
+            kind = self._kind(more) or self._kind(await self._expect(self._attention))
+        return kind
+
+    async def _quiet(self, quiet: float) -> bytes:
+        """What the unit says until it is quiet for `quiet` seconds (Port.drain_input, with
+        a deadline: a unit that never stops talking is garbled)."""
+        try:
+            async with asyncio.timeout(self._settings.timeout):
+                return await self._port.drain_input(quiet)
+        except TimeoutError as exc:
+            raise ProtocolError("the unit does not stop talking (wrong baud rate?)") from exc
