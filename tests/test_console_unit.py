@@ -246,3 +246,26 @@ async def test_a_path_the_unit_cannot_write_is_refused(tmp_path: Path) -> None:
             await unit.driver.verify_file("missing/device.json5", HOSTILE)
         assert (await unit.driver.identify()).hardware_id == MAC  # still in step
         assert (tmp_path / "somefile").read_text() == "a regular file, not a directory\n"
+
+
+# Printable ASCII that a shell would love to interpret, with lines longer than a chunk and no
+# newline at the very end: it travels as quoted text, not base64.
+PLAIN = (b"{\n  note: \"it's $(touch pwned-dollar) and `touch pwned-tick` ${HOME} '\\''\",\n"
+         b"  bang: '!$?*[]~#;&|<>\\\\',\n  long: '" + b"ab'c%s%d\\n" * 300 + b"',\n\n\n}")
+
+
+async def test_printable_text_travels_as_itself(tmp_path: Path) -> None:
+    async with plugged(tmp_path, baud=921_600) as unit:
+        await unit.driver.wake()
+        sent = unit.port.bytes_out
+        await unit.driver.write_file(DEVICE, PLAIN)
+        wire = unit.port.bytes_out - sent
+        stored = tmp_path / DEVICE
+        assert stored.read_bytes() == PLAIN
+        assert stored.stat().st_mode & 0o777 == 0o600
+        assert not list(tmp_path.rglob("pwned*"))
+        assert sorted(p.name for p in stored.parent.iterdir()) == ["device.json5"]
+        assert (await unit.driver.verify_file(DEVICE, PLAIN)).size == len(PLAIN)
+        # Quotes cost four bytes each; everything else is itself (base64 would be 4/3).
+        assert wire < len(PLAIN) + 4 * PLAIN.count(b"'") + 400
+        assert all("base64" not in c for c in write_commands(DEVICE, PLAIN, 768))

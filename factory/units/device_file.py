@@ -25,5 +25,8 @@ def device_section(product: Product, uci: str) -> dict[str, Any]:
 
 def render(product: Product, uci: str) -> bytes:
     """device.json5 as the bytes written to the unit (UTF-8, newline at the end)."""
+    # UTF-8 as is: \uXXXX escapes would be JSON5 too, but characters beyond the BMP become
+    # surrogate pairs that JSON5 readers (the json5 package, found by the property test) do
+    # not join again. An all-ASCII file goes to console units as text, others as base64.
     text = json.dumps(device_section(product, uci), indent=4, ensure_ascii=False)
     return (text + "\n").encode()
