@@ -9,18 +9,21 @@ Run from the repository root:  .venv/bin/python scripts/bench_serial.py [--baud 
    (8N1). Also the bytes that crossed the wire per payload byte, and the round trips. The
    plain baseline in the same run: the payload pushed raw through the same paced pty.
 2. Eight fixtures at once against one: units per minute through one fixture in a row, and
-   through eight fixtures side by side (target: at least 7x).
+   through eight fixtures side by side (target: at least 7x). The simulated units run in
+   processes of their own (`--farm`), as real units are devices of their own.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import json
+import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import MappingProxyType
 
@@ -37,6 +40,13 @@ from factory.units.port import Port, open_port
 from factory.units.settings import ConsoleSettings
 
 DEVICE = "config/device.json5"
+_MACS = itertools.count(1)
+
+
+def new_mac() -> str:
+    """A hardware id never used before in this run (a re-used one is only re-checked)."""
+    n = next(_MACS)
+    return "02:00:00:" + ":".join(f"{(n >> s) & 0xFF:02x}" for s in (16, 8, 0))
 IDENTIFY = "cat sys/class/net/eth0/address"  # the console sim's root holds the MAC there
 
 
@@ -80,6 +90,72 @@ async def provision_one(journal: Journal, driver: str, work: Path, mac: str, bau
     return elapsed, port, run
 
 
+async def provision_at(journal: Journal, driver: str, path: str, baud: int,
+                       prod: Product) -> None:
+    """Provision the unit waiting on `path` (a unit of a farm process)."""
+    port = await open_port(path, baud)
+    fixture = Fixture(name="bench", port=path, driver=driver,  # type: ignore[arg-type]
+                      product=prod.id, baud=baud, device_path=DEVICE,
+                      console=ConsoleSettings(identify_command=IDENTIFY, timeout=10))
+    try:
+        await Pipeline(journal).provision(
+            UnitRun(fixture=fixture.name, product=prod, device_path=DEVICE),
+            make_driver(fixture, port))
+    finally:
+        await port.close()
+
+
+async def farm(driver: str, count: int, baud: int, root: Path) -> int:
+    """`--farm`: `count` simulated units in this process, one pty each; prints their paths
+    as one JSON line, serves them until stdin closes. Units run apart from the station, as
+    real ones do, so the station's own scaling is what is measured."""
+    units = []
+    for _ in range(count):
+        mac = f"02:{os.getpid() & 0xFF:02x}:{new_mac()[6:]}"
+        units.append(await start_unit(driver, root / mac.replace(":", ""), mac, baud))
+    print(json.dumps([sim.path for sim, _ in units]), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for sim, task in units:
+        sim.hangup()
+        await asyncio.gather(task, return_exceptions=True)
+    return 0
+
+
+async def start_farm(driver: str, count: int, baud: int,
+                     root: Path) -> tuple[asyncio.subprocess.Process, list[str]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--farm", str(count), "--driver", driver, "--baud",
+        str(baud), "--root", str(root), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    paths: list[str] = json.loads(await proc.stdout.readline())
+    return proc, paths
+
+
+async def stop_farm(proc: asyncio.subprocess.Process) -> None:
+    assert proc.stdin is not None
+    proc.stdin.close()
+    await proc.wait()
+
+
+async def fixtures_per_minute(journal: Journal, driver: str, fixtures: int, units: int,
+                              baud: int, prod: Product, root: Path) -> float:
+    """Units per minute through `fixtures` fixtures side by side, `units` each in a row."""
+    farms = [await start_farm(driver, units, baud, root / f"farm{i}") for i in range(fixtures)]
+    try:
+        started = time.perf_counter()
+
+        async def line(paths: list[str]) -> None:
+            for path in paths:
+                await provision_at(journal, driver, path, baud, prod)
+
+        await asyncio.gather(*(line(paths) for _, paths in farms))
+        return fixtures * units / (time.perf_counter() - started) * 60
+    finally:
+        for proc, _ in farms:
+            await stop_farm(proc)
+
+
 async def raw_transfer(payload: bytes, baud: int) -> float:
     """The plain baseline: the payload bytes alone through the same paced pty."""
     sim = SimPty(baud=baud)
@@ -96,15 +172,6 @@ async def raw_transfer(payload: bytes, baud: int) -> float:
         sim.hangup()
 
 
-async def timed(rounds: int, job: Callable[[int], Awaitable[object]]) -> list[float]:
-    times = []
-    for i in range(rounds):
-        started = time.perf_counter()
-        await job(i)
-        times.append(time.perf_counter() - started)
-    return times
-
-
 async def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-serial-") as tmp:
         work = Path(tmp)
@@ -114,7 +181,6 @@ async def main(args: argparse.Namespace) -> int:
                   f"{args.rounds} units per figure\n")
             print(f"{'driver':<8} {'payload':>8} {'limit ms':>9} {'raw ms':>7} "
                   f"{'pipeline ms':>12} {'ratio':>6} {'wire/payload':>13} {'round trips':>12}")
-            n = 0
             for extra in (0, 4000):
                 prod = product(extra)
                 payload = len(render(prod, "0" * 16))
@@ -124,10 +190,8 @@ async def main(args: argparse.Namespace) -> int:
                 for driver in ("framed", "console"):
                     results = []
                     for _ in range(args.rounds):
-                        n += 1
                         results.append(await provision_one(
-                            journal, driver, work, f"02:00:00:00:{n // 256:02x}:{n % 256:02x}",
-                            args.baud, prod))
+                            journal, driver, work, new_mac(), args.baud, prod))
                     elapsed = statistics.median(r[0] for r in results)
                     port = results[-1][1]
                     wire = (port.bytes_in + port.bytes_out) / payload
@@ -138,27 +202,14 @@ async def main(args: argparse.Namespace) -> int:
                   "wire/payload: bytes both ways / payload bytes)\n")
 
             prod = product(0)
+            units = args.fixture_units
             for driver in ("framed", "console"):
-                units = args.fixture_units
-
-                async def one_fixture(i: int, driver: str = driver, units: int = units) -> None:
-                    for k in range(units):
-                        await provision_one(journal, driver, work,
-                                            f"02:00:00:01:{i:02x}:{k:02x}", args.baud, prod)
-
-                async def eight(i: int, driver: str = driver, units: int = units) -> None:
-                    await asyncio.gather(*(
-                        provision_one(journal, driver, work, f"02:00:00:{2 + i:02x}:{f:02x}:"
-                                      f"{k:02x}", args.baud, prod)
-                        for f in range(8) for k in range(units)))
-
-                single = statistics.median(await timed(1, one_fixture))
-                parallel = statistics.median(await timed(1, eight))
-                per_min_1 = units / single * 60
-                per_min_8 = 8 * units / parallel * 60
-                print(f"{driver}: 1 fixture {per_min_1:,.0f} units/min; 8 fixtures "
-                      f"{per_min_8:,.0f} units/min = {per_min_8 / per_min_1:.2f}x "
-                      "(target >= 7x)")
+                one = await fixtures_per_minute(journal, driver, 1, units, args.baud, prod,
+                                                work / f"{driver}-1")
+                eight = await fixtures_per_minute(journal, driver, 8, units, args.baud, prod,
+                                                  work / f"{driver}-8")
+                print(f"{driver}: 1 fixture {one:,.0f} units/min; 8 fixtures {eight:,.0f} "
+                      f"units/min = {eight / one:.2f}x (target >= 7x)")
             result = await journal.verify()
             print(f"\njournal: {result.checked} events, chain "
                   f"{'intact' if result.ok else 'BROKEN: ' + result.reason}")
@@ -169,8 +220,14 @@ async def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--farm", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--driver", help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--baud", type=int, default=115200)
     parser.add_argument("--rounds", type=int, default=5, help="units per single-unit figure")
     parser.add_argument("--fixture-units", type=int, default=4,
                         help="units per fixture in the 1-vs-8 comparison")
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    parsed = parser.parse_args()
+    if parsed.farm:
+        sys.exit(asyncio.run(farm(parsed.driver, parsed.farm, parsed.baud, parsed.root)))
+    sys.exit(asyncio.run(main(parsed)))
