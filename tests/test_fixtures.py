@@ -206,3 +206,43 @@ def test_provision_command_with_a_simulated_unit(tmp_path: Path, config_path: Pa
     shown = subprocess.run([*FACTORY, "-c", str(config_path), "unit", device["id"], "--json"],
                            capture_output=True, text=True, env=env, check=True)
     assert json.loads(shown.stdout)["state"] == "verified"
+
+
+async def test_serve_runs_the_configured_fixtures(tmp_path: Path) -> None:
+    """`factory serve` with a [[fixtures]] table provisions the unit plugged into it."""
+    from tests.conftest import CONFIG_TEXT, run_cli, write_config
+    from tests.test_durability import station_process
+
+    link = tmp_path / "unit.tty"
+    config = write_config(tmp_path, CONFIG_TEXT + f"""
+[[fixtures]]
+name = "line-1"
+port = "{link.name}"
+driver = "console"
+product = "{PRODUCT}"
+
+[fixtures.console]
+identify_command = "cat sys/class/net/eth0/address"
+""")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    sim = await asyncio.create_subprocess_exec(
+        *FACTORY, "sim-unit", "--driver", "console", "--root", str(tmp_path / "unit"),
+        "--link", str(link), "--hardware-id", "02:00:00:00:00:42", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        assert sim.stdout is not None
+        assert (await sim.stdout.readline()).startswith(b"/dev/pts/")
+        async with station_process(config):
+            async with asyncio.timeout(20):
+                while not (tmp_path / "unit" / DEVICE).exists():
+                    await asyncio.sleep(0.05)
+            uci = read_device(tmp_path / "unit")["id"]
+            async with asyncio.timeout(20):
+                while '"verified"' not in run_cli(config, "unit", uci, "--json").stdout:
+                    await asyncio.sleep(0.1)
+    finally:
+        sim.terminate()
+        await sim.wait()
+    shown = json.loads(run_cli(config, "unit", uci, "--json").stdout)
+    assert [e["kind"] for e in shown["events"]] == ["issued", "written", "verified"]
+    assert shown["events"][0]["actor"] == "fixture:line-1"
