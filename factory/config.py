@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import string
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -43,11 +44,30 @@ class Product:
     name: str
     model: str = ""
     description: str = ""
-    label: str = ""
+    label: str = ""  # label template name in the labels folder, without .toml
     claim: ClaimMode = "user"
     fields: Mapping[str, str | int | float | bool] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    qr: str = "{uci}"  # what the label's QR code holds; placeholders in QR_PLACEHOLDERS
+
+
+QR_PLACEHOLDERS = frozenset({"uci", "human", "product", "model", "name"})
+
+
+@dataclass(frozen=True)
+class Printer:
+    """Where labels go: a CUPS queue, or none (PDFs are kept in `keep` either way)."""
+
+    queue: str = "none"
+    server: str = ""  # CUPS server HOST:PORT; empty: the system's default
+    copies: int = 1
+    options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    keep: Path = Path("labels")
+
+    @property
+    def enabled(self) -> bool:
+        return self.queue != "none"
 
 
 @dataclass(frozen=True)
@@ -76,6 +96,8 @@ class StationConfig:
     ioto_networks: tuple[Network, ...]
     products: tuple[Product, ...]
     fixtures: tuple[Fixture, ...] = ()
+    labels_dir: Path = Path("labels")  # label templates
+    printer: Printer = field(default_factory=Printer)
 
     def product(self, product_id: str) -> Product | None:
         """The configured product with this id, or None."""
@@ -162,6 +184,7 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
     journal = Path(journal_text)
     if not journal.is_absolute():
         journal = Path(os.path.normpath(source.parent / journal))
+    labels_dir = _path(source, station.get("labels", str, "../labels"))
     max_body = station.get("max_body_bytes", int, 1024 * 1024)
     if not 1024 <= max_body <= 64 * 1024 * 1024:
         raise station.error("max_body_bytes", "must be between 1024 and 67108864")
@@ -178,6 +201,7 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
         if product.id in seen:
             raise ConfigError(source, f"products[{i}].id", f"{product.id!r} is defined twice")
         seen.add(product.id)
+    printer = _printer(root.table("printer"), journal.parent)
     fixtures_raw = root.get("fixtures", list, [], what="an array of tables ([[fixtures]])")
     fixtures = tuple(_fixture(source, i, f, seen) for i, f in enumerate(fixtures_raw))
     for key in ("name", "port"):
@@ -189,7 +213,37 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
     return StationConfig(
         source=source, station_id=station_id, host=host, port=port, journal=journal,
         max_body_bytes=max_body, ioto_networks=networks, products=products, fixtures=fixtures,
+        labels_dir=labels_dir, printer=printer,
     )
+
+
+def _path(source: Path, text: str) -> Path:
+    path = Path(text)
+    return path if path.is_absolute() else Path(os.path.normpath(source.parent / path))
+
+
+def _printer(table: _Table, state_dir: Path) -> Printer:
+    queue = table.get("queue", str, "none")
+    if not re.match(r"^[A-Za-z0-9_.-]{1,127}$", queue):
+        raise table.error("queue", "must be a CUPS queue name (letters, digits, '_', '.', '-')"
+                                   " or \"none\"")
+    server = table.get("server", str, "")
+    if server and not re.match(r"^[A-Za-z0-9_.\[\]:-]+$", server):
+        raise table.error("server", f"must be HOST or HOST:PORT, got {server!r}")
+    copies = table.get("copies", int, 1)
+    if not 1 <= copies <= 10:
+        raise table.error("copies", f"must be 1 to 10, got {copies}")
+    options_table = table.table("options")
+    options: dict[str, str] = {}
+    for key, value in options_table.data.items():
+        if not re.match(r"^[A-Za-z0-9_-]{1,64}$", key) or not isinstance(value, str):
+            raise options_table.error(key, "an option is name = \"value\" (lp -o name=value)")
+        options[key] = value
+    keep = table.get("keep", str, "")
+    table.finish()
+    return Printer(queue=queue, server=server, copies=copies,
+                   options=MappingProxyType(options),
+                   keep=_path(table.source, keep) if keep else state_dir / "labels")
 
 
 def _fixture(source: Path, index: int, value: Any, products: set[str]) -> Fixture:
@@ -293,6 +347,17 @@ def _product(source: Path, index: int, value: Any) -> Product:
     model = table.get("model", str, "")
     description = table.get("description", str, "")
     label = table.get("label", str, "")
+    if label and not _ID.match(label):
+        raise table.error("label", "must be a template name in the labels folder, e.g. "
+                                   "'thermal-50x30'")
+    qr = table.get("qr", str, "{uci}")
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(qr) if name is not None}
+    except ValueError as exc:
+        raise table.error("qr", f"is not a format string: {exc}") from exc
+    if names - QR_PLACEHOLDERS:
+        raise table.error("qr", f"unknown placeholder {{{sorted(names - QR_PLACEHOLDERS)[0]}}};"
+                                f" use {', '.join('{' + n + '}' for n in sorted(QR_PLACEHOLDERS))}")
     claim = table.get("claim", str, "user")
     if claim not in CLAIM_MODES:
         raise table.error("claim", f"must be one of {', '.join(CLAIM_MODES)}, got {claim!r}")
@@ -309,5 +374,5 @@ def _product(source: Path, index: int, value: Any) -> Product:
     table.finish()
     return Product(
         id=product_id, name=name, model=model, description=description, label=label,
-        claim=cast(ClaimMode, claim), fields=MappingProxyType(fields),
+        claim=cast(ClaimMode, claim), fields=MappingProxyType(fields), qr=qr,
     )

@@ -59,7 +59,17 @@ BAD = [
      "set by the station"),
     (CONFIG_TEXT + "\n[products.fields]\nlist = [1]\n", "products[1].fields.list",
      "string, number or true/false"),
-    (CONFIG_TEXT + "\n[printer]\nqueue = \"x\"\n", "printer", "not a known setting"),
+    (CONFIG_TEXT + "\n[printer]\ncopies = 0\n", "printer.copies", "must be 1 to 10"),
+    (CONFIG_TEXT + "\n[printer]\nqueue = \"a b\"\n", "printer.queue", "CUPS queue name"),
+    (CONFIG_TEXT + "\n[printer]\nqueue = \"q\"\n[printer.options]\nmedia = 5\n",
+     "printer.options.media", "name = \"value\""),
+    (CONFIG_TEXT + "\n[scanner]\nx = 1\n", "scanner", "not a known setting"),
+    (_replace('claim = "preclaim"', 'claim = "preclaim"\nqr = "https://c.example/{serial}"'),
+     "products[1].qr", "unknown placeholder {serial}"),
+    (_replace('claim = "preclaim"', 'claim = "preclaim"\nqr = "https://c.example/{uci"'),
+     "products[1].qr", "is not a format string"),
+    (_replace('claim = "preclaim"', 'claim = "preclaim"\nlabel = "../etc/passwd"'),
+     "products[1].label", "template name"),
 ]
 
 
@@ -147,6 +157,28 @@ def test_bad_fixture_names_key_and_reason(tmp_path: Path, text: str, key: str,
         load(write_config(tmp_path, text))
     assert info.value.key == key
     assert reason in info.value.reason
+
+
+def test_printer_and_labels(tmp_path: Path) -> None:
+    plain = load(write_config(tmp_path))
+    assert not plain.printer.enabled
+    assert plain.printer.keep == tmp_path / "labels"  # beside the journal
+    assert plain.labels_dir == tmp_path.parent / "labels"
+    config = load(write_config(tmp_path, CONFIG_TEXT.replace(
+        'claim = "preclaim"', 'claim = "preclaim"\nqr = "https://c.example/c/{uci}"') + """
+[printer]
+queue = "zebra-1"
+server = "127.0.0.1:6310"
+copies = 2
+keep = "pdfs"
+[printer.options]
+media = "Custom.50x30mm"
+"""))
+    assert config.printer.enabled and config.printer.queue == "zebra-1"
+    assert dict(config.printer.options) == {"media": "Custom.50x30mm"}
+    assert config.printer.keep == tmp_path / "pdfs"
+    assert config.products[1].qr == "https://c.example/c/{uci}"
+    assert config.products[0].qr == "{uci}"
 
 
 def test_missing_file(tmp_path: Path) -> None:
