@@ -17,13 +17,15 @@ from typing import Any
 import json5
 import pytest
 
-from factory.config import Fixture, StationConfig
+from factory.config import DriverName, Fixture, StationConfig
 from factory.journal.sqlite import Journal
+from factory.sim.console import run_console_unit
 from factory.sim.framed import run_framed_unit
 from factory.sim.pty import Misbehaviour, SimPty
 from factory.units.driver import Identity
 from factory.units.fixture import FixtureRunner
 from factory.units.port import open_port
+from factory.units.settings import ConsoleSettings
 from tests.conftest import FACTORY, PRODUCT, ROOT
 
 pytestmark = pytest.mark.slow
@@ -38,15 +40,18 @@ class Unit:
 
 
 @contextlib.asynccontextmanager
-async def plugged(link: Path, root: Path, mac: str,
-                  misbehaviour: Misbehaviour | None = None) -> AsyncIterator[Unit]:
-    """A simulated framed unit on a new pty, reachable at `link` while plugged in."""
+async def plugged(link: Path, root: Path, mac: str, misbehaviour: Misbehaviour | None = None,
+                  driver: str = "framed") -> AsyncIterator[Unit]:
+    """A simulated unit on a new pty, reachable at `link` while plugged in."""
     sim = SimPty(baud=None, misbehaviour=misbehaviour)
     with contextlib.suppress(FileNotFoundError):
         link.unlink()
     link.symlink_to(sim.path)
-    task = asyncio.create_task(run_framed_unit(sim, root, Identity(hardware_id=mac,
-                                                                   model="SIM-1")))
+    if driver == "framed":
+        unit = run_framed_unit(sim, root, Identity(hardware_id=mac, model="SIM-1"))
+    else:
+        unit = run_console_unit(sim, root, mac)
+    task = asyncio.create_task(unit)
     try:
         yield Unit(sim, root, task)
     finally:
@@ -57,11 +62,12 @@ async def plugged(link: Path, root: Path, mac: str,
 
 
 @contextlib.asynccontextmanager
-async def running(config: StationConfig, journal: Journal, name: str,
-                  port: Path) -> AsyncIterator[FixtureRunner]:
+async def running(config: StationConfig, journal: Journal, name: str, port: Path,
+                  driver: DriverName = "framed") -> AsyncIterator[FixtureRunner]:
     """A fixture on `port` running in the background, as `factory serve` runs it."""
-    spec = Fixture(name=name, port=str(port), driver="framed", product=PRODUCT,
-                   device_path=DEVICE, poll_interval=0.05)
+    spec = Fixture(name=name, port=str(port), driver=driver, product=PRODUCT,
+                   device_path=DEVICE, poll_interval=0.05,
+                   console=ConsoleSettings(identify_command="cat sys/class/net/eth0/address"))
     product = config.product(PRODUCT)
     assert product is not None
     runner = FixtureRunner(spec, product, journal)
@@ -90,13 +96,14 @@ async def verified(journal: Journal) -> dict[str, str]:
     return {u.hardware_id or "": u.uci for u in units}
 
 
+@pytest.mark.parametrize("driver", ["framed", "console"])
 async def test_units_come_and_go_on_one_fixture(tmp_path: Path, config: StationConfig,
-                                                journal: Journal) -> None:
+                                                journal: Journal, driver: DriverName) -> None:
     link = tmp_path / "ttyFIX1"
-    async with running(config, journal, "f1", link) as runner:
+    async with running(config, journal, "f1", link, driver) as runner:
         for mac in ("02:00:00:00:00:01", "02:00:00:00:00:02"):
             root = tmp_path / mac.replace(":", "")
-            async with plugged(link, root, mac):
+            async with plugged(link, root, mac, driver=driver):
                 await until(lambda m=mac: has_verified(journal, m))  # type: ignore[misc]
             device = read_device(root)
             assert device["id"] == (await verified(journal))[hw(mac)]

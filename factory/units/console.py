@@ -271,15 +271,14 @@ class ConsoleDriver:
         return check_digest(path, data, output)
 
     async def present(self) -> bool:
-        """Whether anything answers a newline now (a prompt, or even garbage)."""
+        """Whether anything answers a newline now (a prompt, or even garbage); UnitGone when
+        the port itself went away, so the fixture reopens it."""
         heard = self._port.bytes_in
         try:
             await self._quiet(0.01)
             await self._port.write(b"\n")
             await self._port.read_until(self._attention, min(PRESENT_TIMEOUT,
                                                              self._settings.timeout))
-        except UnitGone:
-            return False
         except UnitTimeout:
             return self._port.bytes_in > heard
         except ProtocolError:
