@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import csv
 import dataclasses
+import datetime
 import getpass
 import json
 import logging
@@ -21,6 +22,7 @@ from factory.issuing import InvalidField
 from factory.journal.errors import JournalError
 from factory.journal.records import ROLES, Unit
 from factory.journal.sqlite import Journal
+from factory.labels.errors import LabelError
 from factory.tokens import new_token, token_hash, valid_name
 
 EXPORT_FIELDS = ("seq", "uci", "kind", "at", "station", "actor", "data", "hash")
@@ -39,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except (CliError, ConfigError, InvalidField, JournalError, uci_codec.UciError) as exc:
+    except (CliError, ConfigError, InvalidField, JournalError, LabelError,
+            uci_codec.UciError) as exc:
         print(f"factory: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -293,6 +296,86 @@ def cmd_sim_unit(args: argparse.Namespace) -> int:
     return asyncio.run(run_sim_unit(args))
 
 
+def cmd_label_render(args: argparse.Namespace) -> int:
+    from factory.labels.layout import LabelData
+    from factory.labels.render import render_labels
+    from factory.labels.service import Labels
+
+    async def work(journal: Journal, config: StationConfig) -> int:
+        labels = Labels(config, journal)
+        data, template = [], None
+        for text in args.ucis:
+            unit = await journal.unit(uci_codec.parse(text))
+            product = config.product(unit.product)
+            if product is None or not product.label:
+                raise CliError(f"unit {unit.uci}'s product {unit.product} has no label "
+                               "template in this config")
+            if template is not None and labels.template(product) != template:
+                raise CliError("these units use different label templates; render them apart")
+            template = labels.template(product)
+            data.append(LabelData.for_product(product, unit.uci, date=datetime.date.today()))
+        assert template is not None
+        pages = await asyncio.to_thread(render_labels, template, data, args.output)
+        print(f"{args.output}: {pages} label(s), template {template.name}")
+        return 0
+
+    return _with_journal(args, work)
+
+
+def cmd_label_sheet(args: argparse.Namespace) -> int:
+    from factory.issuing import issue_request
+    from factory.labels.layout import LabelData
+    from factory.labels.render import render_sheet
+    from factory.labels.sheet import load_sheet
+
+    async def work(journal: Journal, config: StationConfig) -> int:
+        product = config.product(args.product)
+        if product is None:
+            raise CliError(f"{args.product!r} is not a product of {config.source}")
+        sheet = load_sheet(config.labels_dir / f"{args.sheet}.toml")
+        sheet = dataclasses.replace(sheet, label=sheet.label.with_qr_content(product.qr))
+        body, _ = issue_request({"product": product.id, "count": args.count}, config,
+                                _actor())
+        ucis = (await journal.issue(body)).ucis
+        today = datetime.date.today()
+        pages = await asyncio.to_thread(
+            render_sheet, sheet, [LabelData.for_product(product, u, date=today) for u in ucis],
+            args.output)
+        # Labelled before any write: the line flashes these UCIs later (by hardware id).
+        await asyncio.gather(*(
+            journal.record(u, "labelled", _actor(), {"sheet": str(args.output),
+                                                     "page": i // sheet.cells + 1,
+                                                     "cell": i % sheet.cells + 1},
+                           state="labelled")
+            for i, u in enumerate(ucis)))
+        print(f"{args.output}: {len(ucis)} new UCIs on {pages} sheet(s) of {sheet.cells}")
+        return 0
+
+    return _with_journal(args, work)
+
+
+def cmd_label_reprint(args: argparse.Namespace) -> int:
+    from factory.labels.service import Labels
+
+    async def work(journal: Journal, config: StationConfig) -> int:
+        if not args.reason.strip():
+            raise CliError("--reason must say why the label is printed again")
+        unit = await journal.unit(uci_codec.parse(args.uci))
+        product = config.product(unit.product)
+        if product is None or not product.label:
+            raise CliError(f"unit {unit.uci}'s product has no label template in this config")
+        if unit.state == "voided":
+            raise CliError(f"unit {unit.uci} is voided; its label must not be printed again")
+        pdf = await Labels(config, journal).make(unit.uci, product, _actor(),
+                                                 reason=args.reason.strip())
+        where = (f"the station prints it on {config.printer.queue}" if config.printer.enabled
+                 else "no printer is configured: print the PDF by hand")
+        print(f"reprint of {uci_codec.human(unit.uci)} journaled; {pdf}; {where}")
+        return 0
+
+    return _with_journal(args, work)
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = load(args.file)
     print(f"{args.file}: OK (station {config.station_id}, {len(config.products)} products, "
@@ -387,6 +470,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hangup-after", type=int, help="misbehave: unplug after N bytes in")
     p.add_argument("--corrupt-storage", action="store_true",
                    help="misbehave: store a file that differs from what was sent")
+
+    label = command("label", lambda a: _usage(label), "Render, sheet and reprint labels.")
+    label_sub = label.add_subparsers(required=True, metavar="ACTION")
+    p = command("render", cmd_label_render, "Render the labels of existing units to a PDF.",
+                label_sub)
+    p.add_argument("ucis", nargs="+", metavar="UCI")
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p = command("sheet", cmd_label_sheet,
+                "Issue N new UCIs and lay their labels out on sheets (labelled before any "
+                "write; the line flashes them later).", label_sub)
+    p.add_argument("--product", required=True)
+    p.add_argument("--count", required=True, type=int)
+    p.add_argument("--sheet", default="a4-3x8", help="sheet template in the labels folder")
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p = command("reprint", cmd_label_reprint,
+                "Print a unit's label again; the reason and the copy number are journaled.",
+                label_sub)
+    p.add_argument("uci")
+    p.add_argument("--reason", required=True)
 
     config = command("config", lambda a: _usage(config), "Station config files.")
     config_sub = config.add_subparsers(required=True, metavar="ACTION")

@@ -181,9 +181,7 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
     journal_text = station.get("journal", str)
     if not journal_text:
         raise station.error("journal", "must name a file")
-    journal = Path(journal_text)
-    if not journal.is_absolute():
-        journal = Path(os.path.normpath(source.parent / journal))
+    journal = _path(source, journal_text)
     labels_dir = _path(source, station.get("labels", str, "../labels"))
     max_body = station.get("max_body_bytes", int, 1024 * 1024)
     if not 1024 <= max_body <= 64 * 1024 * 1024:
@@ -218,8 +216,9 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
 
 
 def _path(source: Path, text: str) -> Path:
+    """A path from the config: relative ones are taken from the config file's folder."""
     path = Path(text)
-    return path if path.is_absolute() else Path(os.path.normpath(source.parent / path))
+    return path if path.is_absolute() else Path(os.path.abspath(source.parent / path))
 
 
 def _printer(table: _Table, state_dir: Path) -> Printer:
@@ -261,7 +260,7 @@ def _fixture(source: Path, index: int, value: Any, products: set[str]) -> Fixtur
     elif not port:
         raise table.error("port", "must name the fixture's serial port")
     elif not port.startswith("/"):
-        port = os.path.normpath(source.parent / port)  # e.g. a simulated unit's link
+        port = str(_path(source, port))  # e.g. a simulated unit's link
     driver = table.get("driver", str)
     if driver not in DRIVERS:
         raise table.error("driver", f"must be one of {', '.join(DRIVERS)}, got {driver!r}")

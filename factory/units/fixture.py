@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from factory.config import Fixture, Product
@@ -15,7 +16,7 @@ from factory.hardware import HardwareIdError, normalise
 from factory.journal.errors import JournalError
 from factory.units.driver import UnitDriver
 from factory.units.errors import PortBusy, PortMissing, UnitError, UnitGone
-from factory.units.pipeline import Ledger, Pipeline, UnitRun
+from factory.units.pipeline import DEFAULT_STEPS, Ledger, Pipeline, Step, UnitRun
 from factory.units.port import Port, open_port
 
 log = logging.getLogger("factory.fixture")
@@ -55,9 +56,9 @@ class FixtureRunner:
     """Runs one fixture until cancelled."""
 
     def __init__(self, fixture: Fixture, product: Product, ledger: Ledger,
-                 pipeline: Pipeline | None = None) -> None:
+                 steps: Sequence[Step] = DEFAULT_STEPS) -> None:
         self.fixture, self.product, self._ledger = fixture, product, ledger
-        self._pipeline = pipeline or Pipeline(ledger, on_step=self._on_step)
+        self._pipeline = Pipeline(ledger, steps, on_step=self._on_step)
         self.status = FixtureStatus(fixture.name, fixture.port)
         self._port_problem = ""
 

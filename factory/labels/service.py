@@ -1,0 +1,195 @@
+"""Labels in the running station: a verified unit's label is rendered into the keep folder,
+journaled (`labelled`), and printed by a queue worker that outlives a stopped printer and a
+restarted station without printing a label twice.
+
+A label's life in the journal: `labelled` {pdf, sha256, copy} (state labelled: waiting for the
+printer) → `print_submitted` {job} → `printed` {job} (state printed). A reprint is another
+`labelled` with the next copy number and the reason. Each CUPS job is titled
+"label <UCI> <copy>", so after a crash between `lp` and the journal the worker finds the job it
+already submitted instead of printing the label again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from factory.config import Product, StationConfig
+from factory.journal.records import Event
+from factory.journal.sqlite import Journal
+from factory.labels.errors import LabelError
+from factory.labels.layout import LabelData
+from factory.labels.printer import (
+    PrinterUnavailable,
+    PrintRejected,
+    find_jobs,
+    submit,
+    wait_printed,
+)
+from factory.labels.render import render_labels
+from factory.labels.template import Template, load_template
+from factory.units.driver import UnitDriver
+from factory.units.errors import UnitError
+from factory.units.pipeline import Ledger, UnitRun
+
+log = logging.getLogger("factory.labels")
+PRINT_TIMEOUT = 60.0  # seconds a job may take before the printer counts as unavailable
+RETRY_MAX = 30.0  # seconds between tries while the printer is unavailable
+
+
+class Labels:
+    """Renders, journals and prints the labels of one station."""
+
+    def __init__(self, config: StationConfig, journal: Journal) -> None:
+        self._config, self._journal = config, journal
+        self._templates: dict[str, Template] = {}
+        self._wakeup = asyncio.Event()
+        self.printer_state = "idle" if config.printer.enabled else "none"
+        self.printer_reason = ""
+
+    def template(self, product: Product) -> Template:
+        """The product's template with the product's QR content (loaded once)."""
+        if product.id not in self._templates:
+            path = self._config.labels_dir / f"{product.label}.toml"
+            self._templates[product.id] = load_template(path).with_qr_content(product.qr)
+        return self._templates[product.id]
+
+    def check(self) -> None:
+        """Load every product's template now, so a bad one stops the station at start."""
+        for product in self._config.products:
+            if product.label:
+                self.template(product)
+
+    async def make(self, uci: str, product: Product, actor: str,
+                   reason: str | None = None) -> Path:
+        """Render the unit's label, keep the PDF, journal `labelled`; the worker prints it."""
+        unit = await self._journal.unit(uci)
+        copy = 1 + sum(1 for e in unit.events if e.kind == "labelled")
+        keep = self._config.printer.keep
+        pdf = keep / f"{uci}-{copy}.pdf"
+        data = LabelData.for_product(product, uci, date=datetime.date.today())
+        digest = await asyncio.to_thread(_render, self.template(product), data, pdf)
+        event: dict[str, object] = {"pdf": str(pdf), "sha256": digest, "copy": copy,
+                                    "template": product.label}
+        if reason is not None:
+            event["reason"] = reason
+        await self._journal.record(uci, "labelled", actor, event, state="labelled")
+        self._wakeup.set()
+        return pdf
+
+    async def run_forever(self) -> None:
+        """Print every unit waiting in state `labelled`, oldest first, for as long as the
+        station runs; a printer that is down is retried, the rest of the station goes on."""
+        printer = self._config.printer
+        delay = 1.0
+        while True:
+            if printer.enabled:
+                try:
+                    await self._print_waiting()
+                    delay = 1.0
+                    self.printer_state, self.printer_reason = "idle", ""
+                except PrinterUnavailable as exc:
+                    if self.printer_reason != exc.reason:
+                        log.warning("printer %s: %s -> %s (retrying)", printer.queue,
+                                    exc.reason, exc.action)
+                    self.printer_state, self.printer_reason = "unavailable", exc.reason
+                    delay = min(delay * 2, RETRY_MAX)
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+
+    async def _print_waiting(self) -> None:
+        units, _ = await self._journal.units(state="labelled", limit=200)
+        for unit in reversed(units):
+            await self.print_unit(unit.uci)
+
+    async def print_unit(self, uci: str) -> None:
+        """Print the unit's newest label, once: adopt a job already submitted for it."""
+        printer = self._config.printer
+        server = printer.server or None
+        events = (await self._journal.unit(uci)).events
+        labelled = _last(events, "labelled")
+        if labelled is None:
+            return
+        copy = labelled.data["copy"]
+        actor = f"printer:{printer.queue}"
+        after = [e for e in events if e.seq > labelled.seq]
+        submitted = _last(after, "print_submitted")
+        if submitted is not None:
+            job = str(submitted.data["job"])
+        else:
+            title = f"label {uci} {copy}"
+            found = await find_jobs(title, printer.queue, server)
+            if found:
+                job = found[-1]
+            else:
+                job = await submit(Path(labelled.data["pdf"]), printer.queue, title=title,
+                                   copies=printer.copies, options=printer.options,
+                                   server=server)
+            await self._journal.record(uci, "print_submitted", actor,
+                                       {"job": job, "queue": printer.queue, "copy": copy,
+                                        "adopted": bool(found)})
+        try:
+            await wait_printed(job, PRINT_TIMEOUT, server)
+        except PrintRejected as exc:
+            # Canceled or aborted in CUPS: the label is still owed; a new job next round.
+            await self._journal.record(uci, "print_failed", actor,
+                                       {"job": job, "reason": exc.reason, "copy": copy})
+            await self._journal.record(uci, "labelled", actor,
+                                       {**labelled.data, "retry_of": job}, state="labelled")
+            return
+        await self._journal.record(uci, "printed", actor,
+                                   {"job": job, "copy": copy, "copies": printer.copies},
+                                   state="printed")
+        log.info("printed the label of %s (copy %d, job %s)", uci, copy, job)
+
+
+class Label:
+    """The pipeline step after `verified`: a label only for a unit whose file verified, so a
+    label always matches its device."""
+
+    name = "labelling"
+
+    def __init__(self, labels: Labels) -> None:
+        self._labels = labels
+
+    async def run(self, run: UnitRun, driver: UnitDriver, ledger: Ledger) -> None:
+        if run.already_done or not run.product.label or run.uci is None:
+            return
+        try:
+            pdf = await self._labels.make(run.uci, run.product, run.actor)
+        except (LabelError, OSError) as exc:
+            raise LabelFailed(f"the label could not be made: {exc}") from exc
+        run.log.append(f"label {pdf.name} queued for the printer")
+
+
+class LabelFailed(UnitError):
+    """The unit is fine but its label could not be rendered or kept."""
+
+    code = "label-failed"
+    action = "check the product's label template and the label folder; plug the unit in again"
+
+
+def _render(template: Template, data: LabelData, pdf: Path) -> str:
+    """Write the label PDF (0600 in a 0700 folder: it carries the claim ID) and hash it."""
+    pdf.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = pdf.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "wb") as out:
+        render_labels(template, [data], out)
+    os.replace(tmp, pdf)
+    return hashlib.sha256(pdf.read_bytes()).hexdigest()
+
+
+def _last(events: list[Event], kind: str) -> Event | None:
+    for event in reversed(events):
+        if event.kind == kind:
+            return event
+    return None
