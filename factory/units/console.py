@@ -31,7 +31,6 @@ from factory.units.driver import Identity, Verification
 from factory.units.errors import (
     ProtocolError,
     UnitError,
-    UnitGone,
     UnitRefused,
     UnitTimeout,
     VerifyMismatch,
