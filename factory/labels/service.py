@@ -22,7 +22,7 @@ from factory.config import Product, StationConfig
 from factory.journal.records import Event
 from factory.journal.sqlite import Journal
 from factory.labels.errors import LabelError
-from factory.labels.layout import LabelData
+from factory.labels.layout import LabelData, check_product
 from factory.labels.printer import (
     PrinterUnavailable,
     PrintRejected,
@@ -59,10 +59,11 @@ class Labels:
         return self._templates[product.id]
 
     def check(self) -> None:
-        """Load every product's template now, so a bad one stops the station at start."""
+        """Load every product's template and lay out a sample label now, so a bad template
+        or a product name that cannot fit stops the station at start, not after a write."""
         for product in self._config.products:
             if product.label:
-                self.template(product)
+                check_product(self.template(product), product)
 
     async def make(self, uci: str, product: Product, actor: str,
                    reason: str | None = None) -> Path:

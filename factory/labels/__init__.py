@@ -1,0 +1,1 @@
+"""QR labels: templates, layout, PDF rendering and printing."""
