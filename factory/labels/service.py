@@ -51,6 +51,11 @@ class Labels:
         self.printer_state = "idle" if config.printer.enabled else "none"
         self.printer_reason = ""
 
+    @property
+    def printing(self) -> bool:
+        """Whether labels go to a CUPS queue (else the PDFs are only kept)."""
+        return self._config.printer.enabled
+
     def template(self, product: Product) -> Template:
         """The product's template with the product's QR content (loaded once)."""
         if product.id not in self._templates:
@@ -168,7 +173,8 @@ class Label:
             pdf = await self._labels.make(run.uci, run.product, run.actor)
         except (LabelError, OSError) as exc:
             raise LabelFailed(f"the label could not be made: {exc}") from exc
-        run.log.append(f"label {pdf.name} queued for the printer")
+        where = "queued for the printer" if self._labels.printing else "kept (no printer)"
+        run.log.append(f"label {pdf.name} {where}")
 
 
 class LabelFailed(UnitError):
