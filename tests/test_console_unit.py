@@ -19,7 +19,8 @@ import pytest
 
 from factory.sim.console import run_console_unit
 from factory.sim.pty import Misbehaviour, SimPty
-from factory.units.console import ConsoleDriver, posix_cksum, write_commands
+from factory.units.console import ConsoleDriver
+from factory.units.console_commands import posix_cksum, write_commands
 from factory.units.errors import (
     ProtocolError,
     UnitGone,
