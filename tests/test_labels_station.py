@@ -85,8 +85,10 @@ async def test_a_verified_unit_gets_its_label_kept_as_pdf(tmp_path: Path) -> Non
 
 
 @contextlib.asynccontextmanager
-async def printing_station(tmp_path: Path) -> AsyncIterator[tuple[PrivateCups, StationConfig,
-                                                                   Journal, Labels]]:
+async def printing_station(tmp_path: Path, *, worker: bool = True) -> AsyncIterator[
+        tuple[PrivateCups, StationConfig, Journal, Labels]]:
+    """A private cupsd, a config printing to it, the journal and (unless told not to) the
+    print queue worker running."""
     async with private_cups(tmp_path) as cups:
         config = load(station_config(tmp_path, f"""
 [printer]
@@ -95,12 +97,13 @@ server = "{cups.server}"
 """))
         journal = await Journal.open(config.journal, config.station_id)
         labels = Labels(config, journal)
-        worker = asyncio.create_task(labels.run_forever())
+        task = asyncio.create_task(labels.run_forever()) if worker else None
         try:
             yield cups, config, journal, labels
         finally:
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
             await journal.close()
 
 
@@ -135,30 +138,20 @@ async def test_labels_print_once_and_wait_out_a_stopped_printer(tmp_path: Path) 
 
 async def test_a_job_submitted_before_a_crash_is_adopted_not_printed_twice(
         tmp_path: Path) -> None:
-    async with private_cups(tmp_path) as cups:
-        config = load(station_config(tmp_path, f"""
-[printer]
-queue = "{cups.queue}"
-server = "{cups.server}"
-"""))
-        journal = await Journal.open(config.journal, config.station_id)
-        try:
-            labels = Labels(config, journal)
-            uci = await provision(config, journal, labels, "02:00:00:00:00:09")
-            pdf = Path((await journal.unit(uci)).events[-1].data["pdf"])
-            # The station sent the job, then died before journaling it.
-            job = await submit(pdf, cups.queue, title=f"label {uci} 1", server=cups.server)
-            await labels.print_unit(uci)
-            events = (await journal.unit(uci)).events
-            submitted = [e for e in events if e.kind == "print_submitted"]
-            assert [e.data["job"] for e in submitted] == [job]
-            assert submitted[0].data["adopted"] is True
-            assert events[-1].kind == "printed"
-            assert len(await cups.device.wait_jobs(1)) == 1
-            await asyncio.sleep(0.5)
-            assert len(cups.device.jobs) == 1
-        finally:
-            await journal.close()
+    async with printing_station(tmp_path, worker=False) as (cups, config, journal, labels):
+        uci = await provision(config, journal, labels, "02:00:00:00:00:09")
+        pdf = Path((await journal.unit(uci)).events[-1].data["pdf"])
+        # The station sent the job, then died before journaling it.
+        job = await submit(pdf, cups.queue, title=f"label {uci} 1", server=cups.server)
+        await labels.print_unit(uci)
+        events = (await journal.unit(uci)).events
+        submitted = [e for e in events if e.kind == "print_submitted"]
+        assert [e.data["job"] for e in submitted] == [job]
+        assert submitted[0].data["adopted"] is True
+        assert events[-1].kind == "printed"
+        assert len(await cups.device.wait_jobs(1)) == 1
+        await asyncio.sleep(0.5)
+        assert len(cups.device.jobs) == 1
 
 
 async def test_reprint_is_journaled_with_reason_and_copy(tmp_path: Path) -> None:
