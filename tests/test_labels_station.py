@@ -185,3 +185,17 @@ def test_a_bad_template_stops_the_station_at_start(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "thermal-50x30.toml" in result.stderr and "qr" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_sheet_labels_and_bad_jobs_do_not_stop_the_print_queue(tmp_path: Path) -> None:
+    async with printing_station(tmp_path) as (cups, config, journal, labels):
+        sheet = await asyncio.to_thread(
+            run_cli, config.source, "label", "sheet", "--product", PRODUCT, "--count", "3",
+            "-o", str(tmp_path / "sheet.pdf"))
+        assert "3 new UCIs on 1 sheet(s)" in sheet.stdout
+        assert len(qr_codes(tmp_path / "sheet.pdf")) == 3
+        uci = await provision(config, journal, labels, "02:00:00:00:00:0a")
+        await until_state(journal, uci, "printed")  # the sheet's units did not block it
+        assert len(await cups.device.wait_jobs(1)) == 1
+        units, _ = await journal.units(state="labelled")
+        assert len(units) == 3  # the sheet's units wait for their write, not for a printer

@@ -114,7 +114,18 @@ class Labels:
     async def _print_waiting(self) -> None:
         units, _ = await self._journal.units(state="labelled", limit=200)
         for unit in reversed(units):
-            await self.print_unit(unit.uci)
+            try:
+                await self.print_unit(unit.uci)
+            except PrinterUnavailable:
+                raise  # the printer, not this label: wait and retry them all
+            except PrintRejected as exc:
+                # CUPS refuses this job outright: retrying would refuse it again.
+                await self._journal.record(unit.uci, "print_failed", "printer",
+                                           {"reason": exc.reason, "action": exc.action},
+                                           state="failed")
+                log.error("label of %s refused: %s -> %s", unit.uci, exc.reason, exc.action)
+            except Exception:  # one bad label must not stop the others or the worker
+                log.exception("printing the label of %s failed; it is retried", unit.uci)
 
     async def print_unit(self, uci: str) -> None:
         """Print the unit's newest label, once: adopt a job already submitted for it."""
@@ -122,8 +133,8 @@ class Labels:
         server = printer.server or None
         events = (await self._journal.unit(uci)).events
         labelled = _last(events, "labelled")
-        if labelled is None:
-            return
+        if labelled is None or "pdf" not in labelled.data:
+            return  # a sheet run's label: printed with its sheet, not by this queue
         copy = labelled.data["copy"]
         actor = f"printer:{printer.queue}"
         after = [e for e in events if e.seq > labelled.seq]
