@@ -1,0 +1,113 @@
+"""`factory label render|sheet|reprint`: label PDFs for units in the journal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime
+from pathlib import Path
+
+from factory import uci as uci_codec
+from factory.cli.common import CliError, Subcommands, actor, command, group, with_journal
+from factory.config import StationConfig
+from factory.journal.sqlite import Journal
+
+
+def register(sub: Subcommands) -> None:
+    actions = group(sub, "label", "Render, sheet and reprint labels.")
+    p = command(actions, "render", cmd_label_render,
+                "Render the labels of existing units to a PDF.")
+    p.add_argument("ucis", nargs="+", metavar="UCI")
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p = command(actions, "sheet", cmd_label_sheet,
+                "Issue N new UCIs and lay their labels out on sheets (labelled before any "
+                "write; the line flashes them later).")
+    p.add_argument("--product", required=True)
+    p.add_argument("--count", required=True, type=int)
+    p.add_argument("--sheet", default="a4-3x8", help="sheet template in the labels folder")
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p = command(actions, "reprint", cmd_label_reprint,
+                "Print a unit's label again; the reason and the copy number are journaled.")
+    p.add_argument("uci")
+    p.add_argument("--reason", required=True)
+
+
+def cmd_label_render(args: argparse.Namespace) -> int:
+    from factory.labels.layout import LabelData
+    from factory.labels.render import render_labels
+    from factory.labels.service import Labels
+
+    async def work(journal: Journal, config: StationConfig) -> int:
+        labels = Labels(config, journal)
+        data, template = [], None
+        for text in args.ucis:
+            unit = await journal.unit(uci_codec.parse(text))
+            product = config.product(unit.product)
+            if product is None or not product.label:
+                raise CliError(f"unit {unit.uci}'s product {unit.product} has no label "
+                               "template in this config")
+            if template is not None and labels.template(product) != template:
+                raise CliError("these units use different label templates; render them apart")
+            template = labels.template(product)
+            data.append(LabelData.for_product(product, unit.uci, date=datetime.date.today()))
+        assert template is not None
+        pages = await asyncio.to_thread(render_labels, template, data, args.output)
+        print(f"{args.output}: {pages} label(s), template {template.name}")
+        return 0
+
+    return with_journal(args, work)
+
+
+def cmd_label_sheet(args: argparse.Namespace) -> int:
+    from factory.issuing import issue_request
+    from factory.labels.layout import LabelData
+    from factory.labels.render import render_sheet
+    from factory.labels.sheet import load_sheet
+
+    async def work(journal: Journal, config: StationConfig) -> int:
+        product = config.product(args.product)
+        if product is None:
+            raise CliError(f"{args.product!r} is not a product of {config.source}")
+        sheet = load_sheet(config.labels_dir / f"{args.sheet}.toml")
+        sheet = dataclasses.replace(sheet, label=sheet.label.with_qr_content(product.qr))
+        body, _ = issue_request({"product": product.id, "count": args.count}, config,
+                                actor())
+        ucis = (await journal.issue(body)).ucis
+        today = datetime.date.today()
+        pages = await asyncio.to_thread(
+            render_sheet, sheet, [LabelData.for_product(product, u, date=today) for u in ucis],
+            args.output)
+        # Labelled before any write: the line flashes these UCIs later (by hardware id).
+        await asyncio.gather(*(
+            journal.record(u, "labelled", actor(), {"sheet": str(args.output),
+                                                    "page": i // sheet.cells + 1,
+                                                    "cell": i % sheet.cells + 1},
+                           state="labelled")
+            for i, u in enumerate(ucis)))
+        print(f"{args.output}: {len(ucis)} new UCIs on {pages} sheet(s) of {sheet.cells}")
+        return 0
+
+    return with_journal(args, work)
+
+
+def cmd_label_reprint(args: argparse.Namespace) -> int:
+    from factory.labels.service import Labels
+
+    async def work(journal: Journal, config: StationConfig) -> int:
+        if not args.reason.strip():
+            raise CliError("--reason must say why the label is printed again")
+        unit = await journal.unit(uci_codec.parse(args.uci))
+        product = config.product(unit.product)
+        if product is None or not product.label:
+            raise CliError(f"unit {unit.uci}'s product has no label template in this config")
+        if unit.state == "voided":
+            raise CliError(f"unit {unit.uci} is voided; its label must not be printed again")
+        pdf = await Labels(config, journal).make(unit.uci, product, actor(),
+                                                 reason=args.reason.strip())
+        where = (f"the station prints it on {config.printer.queue}" if config.printer.enabled
+                 else "no printer is configured: print the PDF by hand")
+        print(f"reprint of {uci_codec.human(unit.uci)} journaled; {pdf}; {where}")
+        return 0
+
+    return with_journal(args, work)
