@@ -253,3 +253,15 @@ identify_command = "cat sys/class/net/eth0/address"
     shown = json.loads(run_cli(config, "unit", uci, "--json").stdout)
     assert [e["kind"] for e in shown["events"]] == ["issued", "written", "verified"]
     assert shown["events"][0]["actor"] == "fixture:line-1"
+
+
+async def test_a_broken_unit_left_in_the_fixture_is_journaled_once(
+        tmp_path: Path, config: StationConfig, journal: Journal) -> None:
+    link = tmp_path / "ttyFIX1"
+    async with running(config, journal, "f1", link) as runner, \
+            plugged(link, tmp_path / "u", "not a mac; rm -rf /"):
+        await until(lambda: _noted(journal, "fixture_failed"))
+        await asyncio.sleep(1.0)  # twenty polls: the unit is still there, still broken
+        failures = [e async for e in journal.events() if e.kind == "fixture_failed"]
+        assert len(failures) == 1 and runner.status.failed == 1
+        assert "identity is unusable" in failures[0].data["reason"]

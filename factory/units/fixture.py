@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from factory.config import Fixture, Product
-from factory.hardware import HardwareIdError, normalise
 from factory.journal.errors import JournalError
 from factory.units.driver import UnitDriver
 from factory.units.errors import PortBusy, PortMissing, UnitError, UnitGone
@@ -135,7 +134,8 @@ class FixtureRunner:
                 self.status.set("done", uci=run.uci)
                 log.info("fixture %s: unit %s done (%s)", self.fixture.name, run.uci,
                          "; ".join(run.log))
-            await self._wait_for_change(driver, run.hardware_id)
+            await self._wait_for_change(driver, run.identity.hardware_id if run.identity
+                                        else None)
 
     def _failed(self, run: UnitRun, exc: UnitError) -> None:
         self.status.failed += 1
@@ -144,17 +144,19 @@ class FixtureRunner:
                     run.uci or run.hardware_id or "(unidentified)", run.step, exc.reason,
                     exc.action)
 
-    async def _wait_for_change(self, driver: UnitDriver, hardware_id: str | None) -> None:
-        """Until the unit leaves, or a unit with another identity answers."""
+    async def _wait_for_change(self, driver: UnitDriver, identity: str | None) -> None:
+        """Until the unit leaves, or a unit with another identity answers. A unit that stays
+        and still cannot identify itself is waited out, not provisioned (and journaled)
+        again every poll: the operator re-plugs it."""
         while True:
             await asyncio.sleep(self.fixture.poll_interval)
+            if not await driver.present():
+                return
             try:
-                if not await driver.present():
-                    return
-                seen = normalise((await driver.identify()).hardware_id)
+                seen = (await driver.identify()).hardware_id
             except UnitGone:
                 raise
-            except (UnitError, HardwareIdError):
-                return  # not the unit we finished with any more
-            if seen != hardware_id:
+            except UnitError:
+                continue
+            if seen != identity:
                 return
