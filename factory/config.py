@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar, cast
 
+from factory.tomltable import TomlTable
 from factory.units.settings import ConsoleSettings, FramedSettings
 
 ClaimMode = Literal["user", "preclaim"]
@@ -107,51 +108,24 @@ class StationConfig:
         return None
 
 
-class _Table:
-    """Reads one TOML table, remembering its dotted path for error messages."""
+class _Table(TomlTable):
+    """Reads one table of a station config, remembering its dotted path for errors."""
 
     def __init__(self, source: Path, path: str, data: Mapping[str, Any]) -> None:
-        self.source, self.path, self.data = source, path, data
-        self.used: set[str] = set()
+        super().__init__(data)
+        self.source, self.path = source, path
 
     def key(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
 
-    def error(self, name: str, reason: str) -> ConfigError:
-        return ConfigError(self.source, self.key(name), reason)
+    def fail(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(self.source, self.key(key), reason)
 
-    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ..., *,
-            what: str = "") -> Any:
-        self.used.add(name)
-        if name not in self.data:
-            if default is ...:
-                raise self.error(name, "is required")
-            return default
-        value = self.data[name]
-        # bool is an int in Python; a port of `true` is still a mistake.
-        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
-            got = _describe(type(value))
-            raise self.error(name, f"must be {what or _describe(kind)}, got {got}")
-        return value
+    error = fail
 
     def table(self, name: str, *, required: bool = False) -> _Table:
         value = self.get(name, dict, ... if required else {}, what="a table")
         return _Table(self.source, self.key(name), value)
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise self.error(unknown[0], "is not a known setting (a typo?)")
-
-
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def _describe(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             dict: "a table", list: "an array"}
-    return " or ".join(names.get(k, k.__name__) for k in _as_tuple(kind))
 
 
 def load(path: str | Path) -> StationConfig:

@@ -140,7 +140,7 @@ BAD_FIXTURES = [
     (CONFIG_TEXT + FIXTURE + "[fixtures.console]\nprompt = '(['\n",
      "fixtures[0].console.prompt", "not a regular expression"),
     (CONFIG_TEXT + FIXTURE + "[fixtures.console]\ntimeout = 'soon'\n",
-     "fixtures[0].console.timeout", "must be an integer or a number"),
+     "fixtures[0].console.timeout", "must be a number, got a string"),
     (CONFIG_TEXT + FIXTURE + "[fixtures.console]\npromt = '#'\n",
      "fixtures[0].console.promt", "not a known setting"),
     (CONFIG_TEXT + FIXTURE + FIXTURE.replace('"/dev/ttyUSB0"', '"/dev/ttyUSB1"'),
