@@ -11,23 +11,25 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from factory.units.framed_payloads import (
+    Commit,
+    Count,
+    Digest,
+    Get,
+    Hello,
+    PathOnly,
+    PayloadError,
+    Put,
+)
 from factory.units.framed_protocol import (
     HEADER,
     MAGIC,
     MAX_PAYLOAD,
     REPLY,
-    Commit,
     Corrupt,
-    Count,
-    Digest,
     Frame,
     FrameDecoder,
-    Get,
-    Hello,
     Op,
-    PathOnly,
-    PayloadError,
-    Put,
     Status,
     status_words,
 )

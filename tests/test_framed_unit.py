@@ -25,16 +25,18 @@ from factory.units.errors import (
     VerifyMismatch,
 )
 from factory.units.framed import FramedDriver
+from factory.units.framed_payloads import (
+    Commit,
+    Count,
+    Hello,
+    Put,
+)
 from factory.units.framed_protocol import (
     MAGIC,
     REPLY,
-    Commit,
-    Count,
     Frame,
     FrameDecoder,
-    Hello,
     Op,
-    Put,
     Status,
 )
 from factory.units.port import Port, open_port

@@ -18,22 +18,24 @@ from pathlib import Path, PurePosixPath
 
 from factory.sim.pty import Misbehaviour, SimPty, Unplugged
 from factory.units.driver import Identity
+from factory.units.framed_payloads import (
+    Commit,
+    Count,
+    Digest,
+    Get,
+    Hello,
+    PathOnly,
+    PayloadError,
+    Put,
+)
 from factory.units.framed_protocol import (
     HEADER,
     REPLY,
     VERSION,
-    Commit,
     Corrupt,
-    Count,
-    Digest,
     Frame,
     FrameDecoder,
-    Get,
-    Hello,
     Op,
-    PathOnly,
-    PayloadError,
-    Put,
     Status,
 )
 

@@ -21,22 +21,24 @@ from factory.units.errors import (
     UnitTimeout,
     VerifyMismatch,
 )
+from factory.units.framed_payloads import (
+    Commit,
+    Count,
+    Digest,
+    Get,
+    Hello,
+    PathOnly,
+    PayloadError,
+    Put,
+)
 from factory.units.framed_protocol import (
     MAX_CHUNK,
     REPLY,
     VERSION,
-    Commit,
     Corrupt,
-    Count,
-    Digest,
     Frame,
     FrameDecoder,
-    Get,
-    Hello,
     Op,
-    PathOnly,
-    PayloadError,
-    Put,
     Status,
     status_words,
 )
