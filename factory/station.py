@@ -12,6 +12,7 @@ from factory.config import StationConfig
 from factory.journal.sqlite import Journal
 from factory.labels.errors import LabelError
 from factory.labels.service import Label, Labels
+from factory.metrics import Metrics
 from factory.units.fixture import FixtureRunner
 from factory.units.pipeline import DEFAULT_STEPS
 from factory.web.app import make_app
@@ -23,12 +24,13 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
     """Run the station until SIGTERM or SIGINT; queued journal writes finish before exit."""
     journal = await Journal.open(config.journal, config.station_id)
     labels = Labels(config, journal)
+    metrics = Metrics(config.journal)
     try:
         labels.check()
     except LabelError:
         await journal.close()
         raise
-    runner = web.AppRunner(make_app(config, journal),
+    runner = web.AppRunner(make_app(config, journal, metrics),
                            access_log=logging.getLogger("aiohttp.access") if access_log else None,
                            handle_signals=False)
     try:
@@ -38,7 +40,7 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         for host, port in (a[:2] for a in runner.addresses):
             log.info("station %s listening on http://%s:%d/ (journal %s)",
                      config.station_id, host, port, config.journal)
-        fixtures = start_fixtures(config, journal, labels)
+        fixtures = start_fixtures(config, journal, labels, metrics)
         fixtures.append(asyncio.create_task(labels.run_forever(), name="label-printer"))
         if config.printer.enabled:
             log.info("labels print on CUPS queue %s; PDFs kept in %s", config.printer.queue,
@@ -57,15 +59,16 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         await journal.close()
 
 
-def start_fixtures(config: StationConfig, journal: Journal,
-                   labels: Labels) -> list[asyncio.Task[None]]:
+def start_fixtures(config: StationConfig, journal: Journal, labels: Labels,
+                   metrics: Metrics) -> list[asyncio.Task[None]]:
     """One task per configured fixture; each keeps going whatever its units do."""
     tasks = []
     steps = [*DEFAULT_STEPS, Label(labels)]  # a label only after the device file verified
     for fixture in config.fixtures:
         product = config.product(fixture.product)
         assert product is not None  # the config checked it
-        runner = FixtureRunner(fixture, product, journal, steps)
+        runner = FixtureRunner(fixture, product, journal, steps, metrics.observe_step)
+        metrics.watch_fixture(runner.status)
         log.info("fixture %s: %s driver on %s at %d baud, product %s", fixture.name,
                  fixture.driver, fixture.port, fixture.baud, fixture.product)
         tasks.append(asyncio.create_task(runner.run_forever(), name=f"fixture-{fixture.name}"))

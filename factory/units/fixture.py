@@ -15,7 +15,14 @@ from factory.config import Fixture, Product
 from factory.journal.errors import JournalError
 from factory.units.driver import UnitDriver
 from factory.units.errors import PortBusy, PortMissing, UnitError, UnitGone
-from factory.units.pipeline import DEFAULT_STEPS, Ledger, Pipeline, Step, UnitRun
+from factory.units.pipeline import (
+    DEFAULT_STEPS,
+    Ledger,
+    Pipeline,
+    Step,
+    StepObserver,
+    UnitRun,
+)
 from factory.units.port import Port, open_port
 
 log = logging.getLogger("factory.fixture")
@@ -55,9 +62,10 @@ class FixtureRunner:
     """Runs one fixture until cancelled."""
 
     def __init__(self, fixture: Fixture, product: Product, ledger: Ledger,
-                 steps: Sequence[Step] = DEFAULT_STEPS) -> None:
+                 steps: Sequence[Step] = DEFAULT_STEPS,
+                 observe: StepObserver | None = None) -> None:
         self.fixture, self.product, self._ledger = fixture, product, ledger
-        self._pipeline = Pipeline(ledger, steps, on_step=self._on_step)
+        self._pipeline = Pipeline(ledger, steps, on_step=self._on_step, observe=observe)
         self.status = FixtureStatus(fixture.name, fixture.port)
         self._port_problem = ""
 

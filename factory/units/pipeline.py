@@ -9,6 +9,7 @@ the drivers or the steps before them.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -128,14 +129,18 @@ class Verify:
 
 
 DEFAULT_STEPS: tuple[Step, ...] = (Identify(), Issue(), Write(), Verify())
+# Told of every step's outcome ("ok" or the failure's code) and how long it took (metrics).
+StepObserver = Callable[[str, str, float], None]
 
 
 class Pipeline:
     """Runs the steps for one unit; a failure is journaled, then raised to the fixture."""
 
     def __init__(self, ledger: Ledger, steps: Sequence[Step] = DEFAULT_STEPS,
-                 on_step: Callable[[UnitRun], None] | None = None) -> None:
+                 on_step: Callable[[UnitRun], None] | None = None,
+                 observe: StepObserver | None = None) -> None:
         self._ledger, self._steps, self._on_step = ledger, tuple(steps), on_step
+        self._observe = observe
 
     async def provision(self, run: UnitRun, driver: UnitDriver) -> UnitRun:
         """Take one unit through every step; raises the UnitError that stopped it."""
@@ -143,16 +148,23 @@ class Pipeline:
             run.step = step.name
             if self._on_step:
                 self._on_step(run)
+            started = time.perf_counter()
             try:
                 await step.run(run, driver, self._ledger)
             except UnitError as exc:
+                self._observed(step.name, exc.code, started)
                 run.error = exc
                 await self._journal_failure(run, exc)
                 raise
+            self._observed(step.name, "ok", started)
         run.step = "done"
         if self._on_step:
             self._on_step(run)
         return run
+
+    def _observed(self, step: str, outcome: str, started: float) -> None:
+        if self._observe:
+            self._observe(step, outcome, time.perf_counter() - started)
 
     async def _journal_failure(self, run: UnitRun, exc: UnitError) -> None:
         data = {"step": run.step, "code": exc.code, "reason": exc.reason,

@@ -6,8 +6,10 @@ from aiohttp import web
 
 from factory.config import StationConfig
 from factory.journal.sqlite import Journal
+from factory.metrics import Metrics
 from factory.web.auth import TokenCache
 
 CONFIG = web.AppKey("config", StationConfig)
 JOURNAL = web.AppKey("journal", Journal)
 TOKENS = web.AppKey("tokens", TokenCache)
+METRICS = web.AppKey("metrics", Metrics)

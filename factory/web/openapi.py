@@ -75,6 +75,10 @@ DOCUMENT: dict[str, Any] = {
             "summary": "Liveness and journal check", "security": [],
             "responses": {"200": _json({"type": "object"}, "The station is up"),
                           **_errors(503)}}},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (text format)", "security": [],
+            "responses": {"200": {"description": "Counters, histograms and gauges",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/api/v1/openapi.json": {"get": {
             "summary": "This document", "security": [],
             "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1 document")}}},
