@@ -72,6 +72,21 @@ class Printer:
 
 
 @dataclass(frozen=True)
+class Upstream:
+    """The device cloud units are registered with (kind "none": no registration)."""
+
+    kind: Literal["none", "http"] = "none"
+    url: str = ""
+    token_file: Path | None = None  # holds the product token; never the config itself
+    concurrency: int = 4
+    timeout: float = 10.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.kind != "none"
+
+
+@dataclass(frozen=True)
 class Fixture:
     """One serial port on the line where units are plugged in."""
 
@@ -99,6 +114,7 @@ class StationConfig:
     fixtures: tuple[Fixture, ...] = ()
     labels_dir: Path = Path("labels")  # label templates
     printer: Printer = field(default_factory=Printer)
+    upstream: Upstream = field(default_factory=Upstream)
 
     def product(self, product_id: str) -> Product | None:
         """The configured product with this id, or None."""
@@ -174,6 +190,7 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
             raise ConfigError(source, f"products[{i}].id", f"{product.id!r} is defined twice")
         seen.add(product.id)
     printer = _printer(root.table("printer"), journal.parent)
+    upstream = _upstream(root.table("upstream"))
     fixtures_raw = root.get("fixtures", list, [], what="an array of tables ([[fixtures]])")
     fixtures = tuple(_fixture(source, i, f, seen) for i, f in enumerate(fixtures_raw))
     for key in ("name", "port"):
@@ -185,8 +202,28 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
     return StationConfig(
         source=source, station_id=station_id, host=host, port=port, journal=journal,
         max_body_bytes=max_body, ioto_networks=networks, products=products, fixtures=fixtures,
-        labels_dir=labels_dir, printer=printer,
+        labels_dir=labels_dir, printer=printer, upstream=upstream,
     )
+
+
+def _upstream(table: _Table) -> Upstream:
+    kind = table.get("kind", str, "none")
+    if kind not in ("none", "http"):
+        raise table.error("kind", f"must be none or http, got {kind!r}")
+    if kind == "none":
+        table.finish()
+        return Upstream()
+    url = table.get("url", str)
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", url):
+        raise table.error("url", f"must be an http(s) URL, got {url!r}")
+    token_file = _path(table.source, table.get("token_file", str))
+    concurrency = table.get("concurrency", int, 4)
+    if not 1 <= concurrency <= 64:
+        raise table.error("concurrency", f"must be 1 to 64, got {concurrency}")
+    timeout = _seconds(table, "timeout", 10.0)
+    table.finish()
+    return Upstream(kind="http", url=url, token_file=token_file, concurrency=concurrency,
+                    timeout=timeout)
 
 
 def _path(source: Path, text: str) -> Path:

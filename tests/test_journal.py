@@ -17,6 +17,7 @@ import pytest
 
 from factory.config import StationConfig
 from factory.journal.errors import AlreadyVoided, IdempotencyConflict, UnitNotFound
+from factory.journal.migrations import MIGRATIONS
 from factory.journal.records import IssueRequest
 from factory.journal.sqlite import Journal
 from factory.uci import new_uci
@@ -36,7 +37,7 @@ async def test_file_is_private_and_durable(config: StationConfig, journal: Journ
     with sqlite3.connect(config.journal) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         names = [r[0] for r in db.execute("SELECT name FROM schema_migrations")]
-        assert names == ["0001_initial"]
+        assert names == [name for name, _ in MIGRATIONS]
     assert (config.journal.parent / "journal.sqlite-wal").exists()
 
 

@@ -68,4 +68,25 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0002_outbox",
+        """
+        -- Requests for the upstream, written in the same transaction as the step that causes
+        -- them; a worker drains them. `key` (action:UCI) makes each request once per unit.
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            unit_id INTEGER NOT NULL,
+            uci TEXT NOT NULL,
+            action TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            key TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at REAL NOT NULL DEFAULT 0,
+            last_error TEXT,
+            state TEXT NOT NULL DEFAULT 'pending'
+        );
+        CREATE INDEX outbox_due ON outbox (next_at) WHERE state = 'pending';
+        """,
+    ),
 )

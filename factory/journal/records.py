@@ -66,3 +66,23 @@ class VerifyResult:
     checked: int
     bad_seq: int | None = None
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A request for the upstream waiting in the outbox."""
+
+    id: int
+    uci: str
+    action: str
+    payload: dict[str, Any]
+    attempts: int
+    created_at: str
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    pending: int
+    failed: int
+    done: int
+    oldest: str | None  # created_at of the oldest pending entry

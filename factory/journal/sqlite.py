@@ -26,6 +26,8 @@ from factory.journal.records import (
     Event,
     IssueRequest,
     IssueResult,
+    OutboxEntry,
+    OutboxStats,
     Role,
     Token,
     Unit,
@@ -128,12 +130,46 @@ class Journal:
         await self.record(uci, "voided", actor, {"reason": reason}, state="voided")
 
     async def record(self, uci: str, kind: str, actor: str, data: dict[str, Any],
-                     state: str | None = None) -> None:
-        """Journal one step of a unit (durable on return); a voided unit takes no steps."""
+                     state: str | None = None, *,
+                     enqueue: tuple[str, dict[str, Any]] | None = None,
+                     settles: tuple[int, str] | None = None) -> None:
+        """Journal one step of a unit (durable on return); a voided unit takes no steps.
+
+        `enqueue` (action, payload) puts a request for the upstream in the outbox and
+        `settles` (entry, "done" | "failed") closes one, both in the step's transaction.
+        """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         job = StepJob(uci=uci, kind=kind, state=state, actor=actor, data=data, future=fut,
-                      refuse_from=frozenset({"voided"}))
+                      refuse_from=frozenset({"voided"}), enqueue=enqueue, settles=settles)
         await self._submit(job, fut)
+
+    # -- outbox -----------------------------------------------------------------------------
+
+    async def outbox_due(self, now: float, limit: int = 100) -> list[OutboxEntry]:
+        """Pending upstream requests whose time has come, oldest first."""
+        rows = await self._reader.execute_fetchall(
+            "SELECT id, uci, action, payload, attempts, created_at FROM outbox"
+            " WHERE state = 'pending' AND next_at <= ? ORDER BY id LIMIT ?", (now, limit))
+        return [OutboxEntry(i, u, a, json.loads(p), n, c) for i, u, a, p, n, c in rows]
+
+    async def outbox_retry(self, entry: int, attempts: int, next_at: float,
+                           error: str) -> None:
+        """Try this entry again at `next_at` (unix time)."""
+        await self._admin("UPDATE outbox SET attempts = ?, next_at = ?, last_error = ?"
+                          " WHERE id = ?", (attempts, next_at, error, entry))
+
+    async def outbox_close(self, entry: int, outcome: str) -> None:
+        """Close an entry without an event (its unit can take no more steps)."""
+        await self._admin("UPDATE outbox SET state = ? WHERE id = ?", (outcome, entry))
+
+    async def outbox_stats(self) -> OutboxStats:
+        """The backlog: pending and failed entries and the oldest pending one's creation."""
+        rows = await self._reader.execute_fetchall(
+            "SELECT state, count(*), min(created_at) FROM outbox GROUP BY state")
+        by_state = {state: (count, oldest) for state, count, oldest in rows}
+        pending, oldest = by_state.get("pending", (0, None))
+        return OutboxStats(pending=pending, failed=by_state.get("failed", (0, None))[0],
+                           done=by_state.get("done", (0, None))[0], oldest=oldest)
 
     async def note(self, kind: str, actor: str, data: dict[str, Any]) -> None:
         """Journal an event of the station itself (no unit), e.g. a fixture's failure before

@@ -64,6 +64,8 @@ class StepJob:
     future: asyncio.Future[None]
     refuse_from: frozenset[str] = frozenset()
     size: int = 1
+    enqueue: tuple[str, dict[str, Any]] | None = None  # (action, payload) for the outbox
+    settles: tuple[int, str] | None = None  # (outbox entry, "done" or "failed") it answers
 
 
 Job = IssueJob | StepJob
@@ -105,6 +107,8 @@ class _Plan:
     events: list[tuple[Any, ...]] = field(default_factory=list)
     updates: list[tuple[Any, ...]] = field(default_factory=list)
     keys: list[tuple[Any, ...]] = field(default_factory=list)
+    outbox: list[tuple[Any, ...]] = field(default_factory=list)
+    outbox_settled: list[tuple[str, int]] = field(default_factory=list)
     results: list[tuple[Job, Any]] = field(default_factory=list)
 
     def event(self, unit_id: int, uci: str, kind: str, actor: str, text: str) -> int:
@@ -227,7 +231,14 @@ class BatchWriter:
             await conn.executemany(
                 "UPDATE units SET state = ?, updated_at = ?, last_seq = ? WHERE id = ?",
                 plan.updates)
-        if plan.events or plan.keys or plan.updates:
+        if plan.outbox:  # a unit verified twice still asks the upstream once
+            await conn.executemany(
+                "INSERT OR IGNORE INTO outbox (unit_id, uci, action, payload, key, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)", plan.outbox)
+        if plan.outbox_settled:
+            await conn.executemany("UPDATE outbox SET state = ? WHERE id = ?",
+                                   plan.outbox_settled)
+        if plan.events or plan.keys or plan.updates or plan.outbox_settled:
             await conn.commit()  # returns once the WAL is synced (synchronous=FULL)
         return plan
 
@@ -297,4 +308,11 @@ def _plan_step(plan: _Plan, job: StepJob,
     new_state = job.state or state
     plan.updates.append((new_state, plan.at, seq, unit_id))
     states[job.uci] = (unit_id, new_state)
+    if job.enqueue is not None:
+        action, payload = job.enqueue
+        plan.outbox.append((unit_id, job.uci, action, canonical_data(payload),
+                            f"{action}:{job.uci}", plan.at))
+    if job.settles is not None:
+        entry, outcome = job.settles
+        plan.outbox_settled.append((outcome, entry))
     return None

@@ -31,7 +31,8 @@ class Ledger(Protocol):
     async def issue(self, request: IssueRequest) -> IssueResult: ...
     async def unit(self, uci: str) -> Unit: ...
     async def record(self, uci: str, kind: str, actor: str, data: dict[str, Any],
-                     state: str | None = None) -> None: ...
+                     state: str | None = None, *,
+                     enqueue: tuple[str, dict[str, Any]] | None = None) -> None: ...
     async def note(self, kind: str, actor: str, data: dict[str, Any]) -> None: ...
     async def live_units_for_hardware(self, hardware_id: str) -> list[Unit]: ...
 
@@ -57,6 +58,10 @@ class UnitRun:
     @property
     def actor(self) -> str:
         return f"fixture:{self.fixture}"
+
+
+# The outbox request (action, payload) a verified unit causes, if any.
+Enqueue = Callable[[UnitRun], tuple[str, dict[str, Any]] | None]
 
 
 class Step(Protocol):
@@ -113,7 +118,13 @@ class Write:
 
 
 class Verify:
+    """Read back and verify; `enqueue` (given by the wiring when an upstream is configured)
+    names the outbox request that goes in the same transaction as `verified`."""
+
     name = "verifying"
+
+    def __init__(self, enqueue: Enqueue | None = None) -> None:
+        self._enqueue = enqueue
 
     async def run(self, run: UnitRun, driver: UnitDriver, ledger: Ledger) -> None:
         assert run.uci is not None
@@ -124,7 +135,9 @@ class Verify:
             run.log.append(f"already provisioned; {run.device_path} still verifies "
                            f"({run.verification.algorithm})")
             return
-        await ledger.record(run.uci, "verified", run.actor, data, state="verified")
+        request = self._enqueue(run) if self._enqueue else None
+        await ledger.record(run.uci, "verified", run.actor, data, state="verified",
+                            enqueue=request)
         run.log.append(f"verified {run.device_path} by {run.verification.algorithm}")
 
 

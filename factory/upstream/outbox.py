@@ -1,0 +1,116 @@
+"""The outbox worker: drains the journal's outbox to the upstream with bounded concurrency,
+exponential backoff with full jitter and a cap, and the server's Retry-After honoured.
+
+Each answer is journaled in the same transaction that closes its outbox entry, so after a
+kill -9 an entry is either still pending (and is sent again: the upstream's requests are
+idempotent, keyed per unit and action) or closed with its event, never both nor neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from datetime import datetime
+from typing import Any
+
+from factory.journal.errors import JournalError
+from factory.journal.records import OutboxEntry
+from factory.journal.sqlite import Journal
+from factory.upstream import backoff
+from factory.upstream.adapter import (
+    PermanentError,
+    Registration,
+    RetryableError,
+    Upstream,
+    UpstreamError,
+)
+
+log = logging.getLogger("factory.outbox")
+ACTOR = "upstream"
+
+
+def registration_payload(uci: str, product: str, hardware_id: str | None, model: str,
+                         name: str, created: str) -> dict[str, Any]:
+    """What goes in the outbox for a unit to register (plain JSON values)."""
+    return {"uci": uci, "product": product, "hardware_id": hardware_id or "",
+            "model": model, "name": name, "created": created}
+
+
+class OutboxWorker:
+    """Sends what the outbox holds; one instance per station."""
+
+    def __init__(self, journal: Journal, upstream: Upstream, *, concurrency: int = 4,
+                 base: float = 1.0, cap: float = 300.0, poll: float = 1.0,
+                 rng: random.Random | None = None) -> None:
+        self._journal, self._upstream = journal, upstream
+        self._slots = asyncio.Semaphore(concurrency)
+        self._base, self._cap, self._poll = base, cap, poll
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+        self._wakeup = asyncio.Event()
+        self.last_error = ""
+
+    def wake(self) -> None:
+        """Look at the outbox now (something was just queued)."""
+        self._wakeup.set()
+
+    async def run_forever(self) -> None:
+        while True:
+            await self.drain_once()
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(self._poll):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+
+    async def drain_once(self) -> int:
+        """Send every entry that is due now; returns how many were answered for good."""
+        due = await self._journal.outbox_due(time.time())
+        results = await asyncio.gather(*(self._send(entry) for entry in due))
+        return sum(results)
+
+    async def _send(self, entry: OutboxEntry) -> bool:
+        async with self._slots:
+            try:
+                if entry.action != "register":
+                    raise PermanentError(f"unknown outbox action {entry.action!r}", status=0)
+                result = await self._upstream.register(_registration(entry.payload))
+            except RetryableError as exc:
+                wait = backoff.delay(entry.attempts, base=self._base, cap=self._cap,
+                                     rng=self._rng, retry_after=exc.retry_after)
+                self.last_error = exc.reason
+                await self._journal.outbox_retry(entry.id, entry.attempts + 1,
+                                                 time.time() + wait, exc.reason)
+                log.info("upstream: %s for %s, retry %d in %.1f s", exc.reason, entry.uci,
+                         entry.attempts + 1, wait)
+                return False
+            except (PermanentError, UpstreamError, ValueError) as exc:
+                reason = exc.reason if isinstance(exc, UpstreamError) else str(exc)
+                log.error("upstream refused %s of %s: %s", entry.action, entry.uci, reason)
+                await self._settle(entry, "register_failed",
+                                   {"reason": reason, "attempts": entry.attempts + 1},
+                                   "failed", "failed")
+                return True
+            await self._settle(entry, "registered",
+                               {"created": result.created, "attempts": entry.attempts + 1},
+                               "registered", "done")
+            return True
+
+    async def _settle(self, entry: OutboxEntry, kind: str, data: dict[str, Any],
+                      state: str, outcome: str) -> None:
+        try:
+            await self._journal.record(entry.uci, kind, ACTOR, data, state=state,
+                                       settles=(entry.id, outcome))
+        except JournalError as exc:  # e.g. voided meanwhile: close the entry all the same
+            log.warning("outbox entry %d for %s closed without an event: %s", entry.id,
+                        entry.uci, exc)
+            await self._journal.outbox_close(entry.id, outcome)
+
+
+def _registration(payload: dict[str, Any]) -> Registration:
+    return Registration(uci=payload["uci"], product=payload["product"],
+                        hardware_id=payload["hardware_id"], model=payload["model"],
+                        name=payload["name"],
+                        created=datetime.fromisoformat(payload["created"]))
