@@ -74,18 +74,7 @@ class OutboxWorker:
     async def _send(self, entry: OutboxEntry) -> bool:
         async with self._slots:
             try:
-                if entry.action != "register":
-                    raise PermanentError(f"unknown outbox action {entry.action!r}", status=0)
-                result = await self._upstream.register(_registration(entry.payload))
-            except RetryableError as exc:
-                wait = backoff.delay(entry.attempts, base=self._base, cap=self._cap,
-                                     rng=self._rng, retry_after=exc.retry_after)
-                self.last_error = exc.reason
-                await self._journal.outbox_retry(entry.id, entry.attempts + 1,
-                                                 time.time() + wait, exc.reason)
-                log.info("upstream: %s for %s, retry %d in %.1f s", exc.reason, entry.uci,
-                         entry.attempts + 1, wait)
-                return False
+                return await self._try(entry)
             except (PermanentError, UpstreamError, ValueError) as exc:
                 reason = exc.reason if isinstance(exc, UpstreamError) else str(exc)
                 log.error("upstream refused %s of %s: %s", entry.action, entry.uci, reason)
@@ -93,10 +82,39 @@ class OutboxWorker:
                                    {"reason": reason, "attempts": entry.attempts + 1},
                                    "failed", "failed")
                 return True
-            await self._settle(entry, "registered",
-                               {"created": result.created, "attempts": entry.attempts + 1},
-                               "registered", "done")
-            return True
+
+    async def _try(self, entry: OutboxEntry) -> bool:
+        """One attempt; True when the entry is settled, False when it waits for a retry.
+        A refusal meant for this unit is raised to `_send`."""
+        try:
+            if entry.action != "register":
+                raise PermanentError(f"unknown outbox action {entry.action!r}", status=0)
+            result = await self._upstream.register(registration_from(entry.payload))
+        except PermanentError as exc:
+            if exc.status not in (401, 403):
+                raise
+            # The station's own token is refused: every unit would be, alike. Keep them all
+            # queued and say so, rather than set each aside for a person.
+            log.error("upstream refuses the station's token (%d): %s; fix [upstream] "
+                      "token_file", exc.status, exc.reason)
+            await self._retry(entry, self._cap, exc.reason)
+            return False
+        except RetryableError as exc:
+            wait = backoff.delay(entry.attempts, base=self._base, cap=self._cap,
+                                 rng=self._rng, retry_after=exc.retry_after)
+            log.info("upstream: %s for %s, retry %d in %.1f s", exc.reason, entry.uci,
+                     entry.attempts + 1, wait)
+            await self._retry(entry, wait, exc.reason)
+            return False
+        await self._settle(entry, "registered",
+                           {"created": result.created, "attempts": entry.attempts + 1},
+                           "registered", "done")
+        return True
+
+    async def _retry(self, entry: OutboxEntry, wait: float, reason: str) -> None:
+        self.last_error = reason
+        await self._journal.outbox_retry(entry.id, entry.attempts + 1, time.time() + wait,
+                                         reason)
 
     async def _settle(self, entry: OutboxEntry, kind: str, data: dict[str, Any],
                       state: str, outcome: str) -> None:
@@ -109,7 +127,8 @@ class OutboxWorker:
             await self._journal.outbox_close(entry.id, outcome)
 
 
-def _registration(payload: dict[str, Any]) -> Registration:
+def registration_from(payload: dict[str, Any]) -> Registration:
+    """The Registration an outbox payload stands for."""
     return Registration(uci=payload["uci"], product=payload["product"],
                         hardware_id=payload["hardware_id"], model=payload["model"],
                         name=payload["name"],

@@ -1,0 +1,157 @@
+"""Registration through the outbox, against the real reference registry on 127.0.0.1: the line
+goes on while the registry is down, the backlog drains when it is back, and every unit is
+registered exactly once, also when the station died between sending and journaling."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from factory.config import StationConfig
+from factory.journal.sqlite import Journal
+from factory.registry.app import STORE, Settings, make_app
+from factory.station import registration
+from factory.units.pipeline import Identify, Issue, Pipeline, Step, UnitRun, Verify, Write
+from factory.upstream.http import HttpUpstream
+from factory.upstream.outbox import OutboxWorker, registration_from
+from tests.conftest import PRODUCT
+from tests.test_pipeline import MemoryUnit
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Registry:
+    """The reference registry on a fixed port, so it can be stopped and started again."""
+
+    def __init__(self, db: Path) -> None:
+        self.port = free_port()
+        self.settings = Settings(db=db)
+        self.server: TestServer | None = None
+        self.token = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    async def start(self) -> None:
+        self.server = TestServer(make_app(self.settings), host="127.0.0.1", port=self.port)
+        await self.server.start_server()
+        if not self.token:
+            self.token = await self.server.app[STORE].add_token(
+                "product", "line-1", "2026-11-23T00:00:00Z")
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        await self.server.close()
+
+    async def device(self, session: aiohttp.ClientSession, uci: str) -> int:
+        async with session.get(f"{self.url}v1/devices/{uci}",
+                               headers={"Authorization": f"Bearer {self.token}"}) as resp:
+            return resp.status
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def provision(config: StationConfig, journal: Journal, mac: str) -> str:
+    product = config.product(PRODUCT)
+    assert product is not None
+    steps: list[Step] = [Identify(), Issue(), Write(), Verify(registration)]
+    run = await Pipeline(journal, steps).provision(
+        UnitRun("f1", product, "config/device.json5"), MemoryUnit(hardware_id=mac))
+    assert run.uci is not None
+    return run.uci
+
+
+async def test_backlog_grows_while_down_and_drains_once(tmp_path: Path, config: StationConfig,
+                                                        journal: Journal,
+                                                        session: aiohttp.ClientSession) -> None:
+    registry = Registry(tmp_path / "registry.db")
+    await registry.start()
+    await registry.stop()  # the factory network is down
+    worker = OutboxWorker(journal, HttpUpstream(session, registry.url, registry.token,
+                                                timeout=2),
+                          base=0.01, cap=0.05, rng=random.Random(1))
+    ucis = [await provision(config, journal, f"02:00:00:00:01:{i:02x}") for i in range(3)]
+    assert (await journal.outbox_stats()).pending == 3  # the line went on
+    assert await worker.drain_once() == 0
+    stats = await journal.outbox_stats()
+    assert stats.pending == 3 and stats.oldest is not None and worker.last_error
+
+    await registry.start()
+    for _ in range(50):
+        await worker.drain_once()
+        if (await journal.outbox_stats()).pending == 0:
+            break
+        await asyncio.sleep(0.05)
+    stats = await journal.outbox_stats()
+    assert (stats.pending, stats.done, stats.failed) == (0, 3, 0)
+    for uci in ucis:
+        assert await registry.device(session, uci) == 200
+        events = [e.kind for e in (await journal.unit(uci)).events]
+        assert events == ["issued", "written", "verified", "registered"]
+        assert (await journal.unit(uci)).state == "registered"
+    assert await worker.drain_once() == 0  # nothing left, nothing sent twice
+    await registry.stop()
+
+
+async def test_sent_but_not_journaled_is_sent_again_and_counted_once(
+        tmp_path: Path, config: StationConfig, journal: Journal,
+        session: aiohttp.ClientSession) -> None:
+    registry = Registry(tmp_path / "registry.db")
+    await registry.start()
+    upstream = HttpUpstream(session, registry.url, registry.token)
+    uci = await provision(config, journal, "02:00:00:00:02:01")
+    entry, = await journal.outbox_due(now=1e12)
+    # The station sent it, then was killed before the answer reached the journal.
+    first = await upstream.register(registration_from(entry.payload))
+    assert first.created
+    worker = OutboxWorker(journal, upstream)
+    assert await worker.drain_once() == 1
+    registered = (await journal.unit(uci)).events[-1]
+    assert registered.kind == "registered" and registered.data["created"] is False
+    assert (await journal.verify()).ok
+    await registry.stop()
+
+
+async def test_a_refused_unit_is_set_aside_and_a_bad_token_is_not(
+        tmp_path: Path, config: StationConfig, journal: Journal,
+        session: aiohttp.ClientSession) -> None:
+    registry = Registry(tmp_path / "registry.db")
+    await registry.start()
+    uci = await provision(config, journal, "02:00:00:00:03:01")
+    wrong = OutboxWorker(journal, HttpUpstream(session, registry.url, "wrong-token"),
+                         cap=0.01)
+    assert await wrong.drain_once() == 0
+    assert (await journal.unit(uci)).state == "verified"  # not the unit's fault
+    assert (await journal.outbox_stats()).pending == 1
+    # The registry holds this UCI with another body: a conflict only a person can settle.
+    entry, = await journal.outbox_due(now=1e12)
+    clash = registration_from({**entry.payload, "model": "OTHER"})
+    await HttpUpstream(session, registry.url, registry.token).register(clash)
+    right = OutboxWorker(journal, HttpUpstream(session, registry.url, registry.token))
+    await asyncio.sleep(0.02)
+    assert await right.drain_once() == 1
+    unit = await journal.unit(uci)
+    assert unit.state == "failed" and unit.events[-1].kind == "register_failed"
+    assert "model" in unit.events[-1].data["reason"]
+    assert (await journal.outbox_stats()).failed == 1
+    await registry.stop()
+
+
