@@ -56,8 +56,12 @@ class OutboxWorker:
         self._wakeup.set()
 
     async def run_forever(self) -> None:
+        """Drain for as long as the station runs; a bad round is logged, never fatal."""
         while True:
-            await self.drain_once()
+            try:
+                await self.drain_once()
+            except Exception:  # e.g. the journal refused a write: try again next round
+                log.exception("outbox round failed; retrying")
             self._wakeup.clear()
             try:
                 async with asyncio.timeout(self._poll):
