@@ -81,6 +81,21 @@ class OutboxEntry:
 
 
 @dataclass(frozen=True)
+class OutboxRow:
+    """An outbox entry as `factory outbox` and the status page show it (payload left out:
+    it may hold a CSR, which is public but long)."""
+
+    id: int
+    uci: str
+    action: str
+    state: str  # pending, done, failed
+    attempts: int
+    created_at: str
+    next_at: float  # unix time of the next attempt (pending entries)
+    last_error: str | None
+
+
+@dataclass(frozen=True)
 class OutboxStats:
     pending: int
     failed: int

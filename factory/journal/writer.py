@@ -236,8 +236,11 @@ class BatchWriter:
                 "INSERT OR IGNORE INTO outbox (unit_id, uci, action, payload, key, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)", plan.outbox)
         if plan.outbox_settled:
-            await conn.executemany("UPDATE outbox SET state = ? WHERE id = ?",
-                                   plan.outbox_settled)
+            # Back to 'pending' (a person asked for another try) starts the backoff afresh.
+            await conn.executemany(
+                "UPDATE outbox SET state = ?1, attempts = iif(?1 = 'pending', 0, attempts),"
+                " next_at = iif(?1 = 'pending', 0, next_at) WHERE id = ?2",
+                plan.outbox_settled)
         if plan.events or plan.keys or plan.updates or plan.outbox_settled:
             await conn.commit()  # returns once the WAL is synced (synchronous=FULL)
         return plan
