@@ -51,6 +51,13 @@ class Unit:
     updated_at: str
     events: list[Event] = field(default_factory=list)
 
+    def last(self, kind: str, **match: Any) -> Event | None:
+        """The newest event of `kind` whose data holds every `match` item."""
+        for event in reversed(self.events):
+            if event.kind == kind and all(event.data.get(k) == v for k, v in match.items()):
+                return event
+        return None
+
 
 @dataclass(frozen=True)
 class Token:

@@ -313,8 +313,11 @@ def _plan_step(plan: _Plan, job: StepJob,
     states[job.uci] = (unit_id, new_state)
     if job.enqueue is not None:
         action, payload = job.enqueue
-        plan.outbox.append((unit_id, job.uci, action, canonical_data(payload),
-                            f"{action}:{job.uci}", plan.at))
+        # Once per unit and action; a request for a key (pre-claim) once per unit and key, so
+        # a unit given a new key asks again and a unit asked twice for one key does not.
+        key = f"{action}:{job.uci}" + (f":{payload['spki_sha256']}"
+                                       if "spki_sha256" in payload else "")
+        plan.outbox.append((unit_id, job.uci, action, canonical_data(payload), key, plan.at))
     if job.settles is not None:
         entry, outcome = job.settles
         plan.outbox_settled.append((outcome, entry))
