@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from factory.claim_secret import ClaimSecrets
-from factory.journal.errors import JournalError
+from factory.journal.errors import JournalError, OutboxSettled
 from factory.journal.records import OutboxEntry
 from factory.journal.sqlite import Journal
 from factory.upstream import backoff
@@ -164,6 +164,8 @@ class OutboxWorker:
         try:
             await self._journal.record(entry.uci, kind, ACTOR, data, state=state,
                                        settles=(entry.id, outcome))
+        except OutboxSettled as exc:  # another worker on this journal answered it first
+            log.info("outbox entry %d for %s: %s", entry.id, entry.uci, exc)
         except JournalError as exc:  # e.g. voided meanwhile: close the entry all the same
             log.warning("outbox entry %d for %s closed without an event: %s", entry.id,
                         entry.uci, exc)
