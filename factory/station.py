@@ -21,6 +21,7 @@ from factory.metrics import Metrics
 from factory.units.fixture import FixtureRunner
 from factory.units.pipeline import Identify, Issue, Step, UnitRun, Verify, Write
 from factory.units.preclaim import InstallCertificate, MakeKey
+from factory.upstream.adapter import Upstream
 from factory.upstream.http import HttpUpstream
 from factory.upstream.outbox import OutboxWorker, preclaim_payload, registration_payload
 from factory.web.app import make_app
@@ -74,6 +75,14 @@ async def start_upstream(config: StationConfig, journal: Journal,
     upstream = config.upstream
     if not upstream.enabled:
         return None
+    client = await upstream_client(config, stack)
+    log.info("units are registered at %s (%d at a time)", upstream.url, upstream.concurrency)
+    return OutboxWorker(journal, client, concurrency=upstream.concurrency, secrets=secrets)
+
+
+async def upstream_client(config: StationConfig, stack: contextlib.AsyncExitStack) -> Upstream:
+    """The configured upstream's adapter, open until `stack` closes."""
+    upstream = config.upstream
     assert upstream.token_file is not None
     try:
         token = upstream.token_file.read_text().strip()
@@ -81,9 +90,7 @@ async def start_upstream(config: StationConfig, journal: Journal,
         raise ConfigError(config.source, "upstream.token_file",
                           f"cannot be read: {exc.strerror}") from exc
     session = await stack.enter_async_context(aiohttp.ClientSession())
-    client = HttpUpstream(session, upstream.url, token, timeout=upstream.timeout)
-    log.info("units are registered at %s (%d at a time)", upstream.url, upstream.concurrency)
-    return OutboxWorker(journal, client, concurrency=upstream.concurrency, secrets=secrets)
+    return HttpUpstream(session, upstream.url, token, timeout=upstream.timeout)
 
 
 def start_fixtures(config: StationConfig, journal: Journal, labels: Labels,

@@ -83,9 +83,10 @@ class OutboxWorker:
             except TimeoutError:
                 pass
 
-    async def drain_once(self) -> int:
-        """Send every entry that is due now; returns how many were answered for good."""
-        due = await self._journal.outbox_due(time.time())
+    async def drain_once(self, limit: int = 100) -> int:
+        """Send up to `limit` entries that are due now; returns how many were answered for
+        good (settled, either way)."""
+        due = await self._journal.outbox_due(time.time(), limit)
         results = await asyncio.gather(*(self._send(entry) for entry in due))
         return sum(results)
 
