@@ -80,7 +80,17 @@ class Store:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            await self._w.execute("BEGIN IMMEDIATE")
+            # BEGIN runs in aiosqlite's thread even if this request is cancelled meanwhile
+            # (its client hung up): wait for it, and roll back, so no transaction is left
+            # open to refuse every later one.
+            begin = asyncio.ensure_future(self._w.execute("BEGIN IMMEDIATE"))
+            try:
+                await asyncio.shield(begin)
+            except asyncio.CancelledError:
+                await asyncio.wait([begin])
+                if not begin.cancelled() and begin.exception() is None:
+                    await self._w.execute("ROLLBACK")
+                raise
             try:
                 yield self._w
             except BaseException:
