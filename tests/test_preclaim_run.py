@@ -53,7 +53,12 @@ async def preclaim(config: Path, *args: str) -> asyncio.subprocess.Process:
 
 
 async def finished(process: asyncio.subprocess.Process) -> str:
-    out, err = await asyncio.wait_for(process.communicate(), 120)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        if process.returncode is None:  # timed out or cancelled: leave nothing running
+            process.kill()
+            await process.wait()
     assert process.returncode == 0, err.decode()
     return out.decode()
 
