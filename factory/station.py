@@ -12,15 +12,16 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from factory.config import ConfigError, StationConfig
+from factory.config import ConfigError, Product, StationConfig
 from factory.journal.sqlite import Journal
 from factory.labels.service import Label, Labels
 from factory.metrics import Metrics
 from factory.sdnotify import Notifier
 from factory.units.fixture import FixtureRunner
 from factory.units.pipeline import Identify, Issue, Step, UnitRun, Verify, Write
+from factory.units.preclaim import InstallCertificate, MakeKey
 from factory.upstream.http import HttpUpstream
-from factory.upstream.outbox import OutboxWorker, registration_payload
+from factory.upstream.outbox import OutboxWorker, preclaim_payload, registration_payload
 from factory.web.app import make_app
 
 log = logging.getLogger("factory.station")
@@ -62,7 +63,7 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_stop_signal, stop, hurry)
-        fixtures = start_fixtures(config, journal, labels, metrics, outbox is not None)
+        fixtures = start_fixtures(config, journal, labels, metrics, outbox)
         tasks = [asyncio.create_task(labels.run_forever(), name="label-printer"),
                  asyncio.create_task(notifier.feed_watchdog(lambda: journal.writing),
                                      name="watchdog")]
@@ -161,16 +162,15 @@ async def start_upstream(config: StationConfig, journal: Journal,
 
 
 def start_fixtures(config: StationConfig, journal: Journal, labels: Labels,
-                   metrics: Metrics, register: bool = False) -> list[FixtureRunner]:
+                   metrics: Metrics, outbox: OutboxWorker | None = None
+                   ) -> list[FixtureRunner]:
     """One running task per configured fixture; each keeps going whatever its units do."""
     runners = []
-    verify = Verify(registration if register else None)
-    # A label only after the device file verified; registration queued with `verified`.
-    steps: list[Step] = [Identify(), Issue(), Write(), verify, Label(labels)]
     for fixture in config.fixtures:
         product = config.product(fixture.product)
         assert product is not None  # the config checked it
-        runner = FixtureRunner(fixture, product, journal, steps, metrics.observe_step)
+        runner = FixtureRunner(fixture, product, journal, unit_steps(product, labels, outbox),
+                               metrics.observe_step)
         metrics.watch_fixture(runner.status)
         log.info("fixture %s: %s driver on %s at %d baud, product %s", fixture.name,
                  fixture.driver, fixture.port, fixture.baud, fixture.product)
@@ -179,9 +179,31 @@ def start_fixtures(config: StationConfig, journal: Journal, labels: Labels,
     return runners
 
 
+def unit_steps(product: Product, labels: Labels, outbox: OutboxWorker | None) -> list[Step]:
+    """What a fixture does to each unit of `product`. A label only after the device file
+    verified; a user-claimed unit's registration is queued with `verified`, a pre-claimed
+    unit's (registration and pre-claim in one request) with its key."""
+    steps: list[Step] = [Identify(), Issue(), Write()]
+    if product.claim == "pre":
+        assert outbox is not None  # the config checked it
+        return [*steps, Verify(), MakeKey(preclaim_request, outbox.wake), Label(labels),
+                InstallCertificate(wait=product.preclaim_wait)]
+    return [*steps, Verify(registration if outbox else None), Label(labels)]
+
+
 def registration(run: UnitRun) -> tuple[str, dict[str, Any]]:
     """The outbox request a verified unit causes: register it upstream."""
     assert run.uci is not None
-    return "register", registration_payload(
+    return "register", _registration(run)
+
+
+def preclaim_request(run: UnitRun, csr: str, key_id: str) -> tuple[str, dict[str, Any]]:
+    """The outbox request a unit's new key causes: register and pre-claim it."""
+    return "preclaim", preclaim_payload(_registration(run), run.product.account, csr, key_id)
+
+
+def _registration(run: UnitRun) -> dict[str, Any]:
+    assert run.uci is not None
+    return registration_payload(
         run.uci, run.product.id, run.hardware_id, run.product.model, run.product.name,
-        datetime.now(UTC).isoformat(timespec="seconds"))
+        run.issued_at or datetime.now(UTC).isoformat(timespec="seconds"))

@@ -27,6 +27,7 @@ from factory.journal.records import (
     IssueRequest,
     IssueResult,
     OutboxEntry,
+    OutboxRow,
     OutboxStats,
     Role,
     Token,
@@ -175,6 +176,15 @@ class Journal:
         pending, oldest = by_state.get("pending", (0, None))
         return OutboxStats(pending=pending, failed=by_state.get("failed", (0, None))[0],
                            done=by_state.get("done", (0, None))[0], oldest=oldest)
+
+    async def outbox_entries(self, state: str | None = None, uci: str | None = None,
+                             limit: int = 100) -> list[OutboxRow]:
+        """Outbox entries, oldest first, optionally of one state and one unit."""
+        rows = await self._reader.execute_fetchall(
+            "SELECT id, uci, action, state, attempts, created_at, next_at, last_error"
+            " FROM outbox WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR uci = ?2)"
+            " ORDER BY id LIMIT ?3", (state, uci, limit))
+        return [OutboxRow(*row) for row in rows]
 
     async def note(self, kind: str, actor: str, data: dict[str, Any]) -> None:
         """Journal an event of the station itself (no unit), e.g. a fixture's failure before

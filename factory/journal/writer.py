@@ -236,8 +236,11 @@ class BatchWriter:
                 "INSERT OR IGNORE INTO outbox (unit_id, uci, action, payload, key, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)", plan.outbox)
         if plan.outbox_settled:
-            await conn.executemany("UPDATE outbox SET state = ? WHERE id = ?",
-                                   plan.outbox_settled)
+            # Back to 'pending' (a person asked for another try) starts the backoff afresh.
+            await conn.executemany(
+                "UPDATE outbox SET state = ?1, attempts = iif(?1 = 'pending', 0, attempts),"
+                " next_at = iif(?1 = 'pending', 0, next_at) WHERE id = ?2",
+                plan.outbox_settled)
         if plan.events or plan.keys or plan.updates or plan.outbox_settled:
             await conn.commit()  # returns once the WAL is synced (synchronous=FULL)
         return plan
@@ -310,8 +313,11 @@ def _plan_step(plan: _Plan, job: StepJob,
     states[job.uci] = (unit_id, new_state)
     if job.enqueue is not None:
         action, payload = job.enqueue
-        plan.outbox.append((unit_id, job.uci, action, canonical_data(payload),
-                            f"{action}:{job.uci}", plan.at))
+        # Once per unit and action; a request for a key (pre-claim) once per unit and key, so
+        # a unit given a new key asks again and a unit asked twice for one key does not.
+        key = f"{action}:{job.uci}" + (f":{payload['spki_sha256']}"
+                                       if "spki_sha256" in payload else "")
+        plan.outbox.append((unit_id, job.uci, action, canonical_data(payload), key, plan.at))
     if job.settles is not None:
         entry, outcome = job.settles
         plan.outbox_settled.append((outcome, entry))

@@ -38,6 +38,13 @@ def registration_payload(uci: str, product: str, hardware_id: str | None, model:
             "model": model, "name": name, "created": created}
 
 
+def preclaim_payload(registration: dict[str, Any], account: str, csr: str,
+                     spki_sha256: str) -> dict[str, Any]:
+    """What goes in the outbox for a unit to pre-claim: its registration, the account, and
+    the CSR with its key's hash (which keys the request: one per unit and key)."""
+    return {**registration, "account": account, "csr": csr, "spki_sha256": spki_sha256}
+
+
 class OutboxWorker:
     """Sends what the outbox holds; one instance per station."""
 
@@ -88,21 +95,25 @@ class OutboxWorker:
         async with self._slots:
             try:
                 return await self._try(entry)
-            except (PermanentError, UpstreamError, ValueError) as exc:
+            except (PermanentError, UpstreamError, ValueError, KeyError) as exc:
                 reason = exc.reason if isinstance(exc, UpstreamError) else str(exc)
                 log.error("upstream refused %s of %s: %s", entry.action, entry.uci, reason)
-                await self._settle(entry, "register_failed",
-                                   {"reason": reason, "attempts": entry.attempts + 1},
-                                   "failed", "failed")
+                data = {"reason": reason, "attempts": entry.attempts + 1}
+                if "spki_sha256" in entry.payload:  # which key's pre-claim failed
+                    data["spki_sha256"] = entry.payload["spki_sha256"]
+                await self._settle(entry, f"{entry.action}_failed", data, "failed", "failed")
                 return True
 
     async def _try(self, entry: OutboxEntry) -> bool:
         """One attempt; True when the entry is settled, False when it waits for a retry.
         A refusal meant for this unit is raised to `_send`."""
         try:
-            if entry.action != "register":
+            if entry.action == "register":
+                kind, data, state = await self._register(entry.payload)
+            elif entry.action == "preclaim":
+                kind, data, state = await self._preclaim(entry.payload)
+            else:
                 raise PermanentError(f"unknown outbox action {entry.action!r}", status=0)
-            result = await self._upstream.register(registration_from(entry.payload))
         except PermanentError as exc:
             if exc.status not in (401, 403):
                 raise
@@ -119,10 +130,26 @@ class OutboxWorker:
                      entry.attempts + 1, wait)
             await self._retry(entry, wait, exc.reason)
             return False
-        await self._settle(entry, "registered",
-                           {"created": result.created, "attempts": entry.attempts + 1},
-                           "registered", "done")
+        await self._settle(entry, kind, {**data, "attempts": entry.attempts + 1}, state,
+                           "done")
         return True
+
+    async def _register(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+        result = await self._upstream.register(registration_from(payload))
+        return "registered", {"created": result.created}, "registered"
+
+    async def _preclaim(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+        """Register (idempotent, so a retry after a crash is harmless), then pre-claim: the
+        certificate goes in the journal (it is public), for the unit's fixture to write."""
+        await self._upstream.register(registration_from(payload))
+        cert = await self._upstream.preclaim(payload["uci"], payload["account"],
+                                             payload["csr"])
+        return "preclaimed", {
+            "account": cert.account, "spki_sha256": payload["spki_sha256"],
+            "fingerprint": cert.fingerprint,
+            "not_after": cert.not_after.isoformat(timespec="seconds"),
+            "endpoint": cert.endpoint, "certificate": cert.certificate_pem,
+            "ca_chain": list(cert.ca_chain)}, "preclaimed"
 
     async def _retry(self, entry: OutboxEntry, wait: float, reason: str) -> None:
         self.last_error = reason
