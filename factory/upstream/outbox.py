@@ -132,6 +132,7 @@ class OutboxWorker:
             return False
         await self._settle(entry, kind, {**data, "attempts": entry.attempts + 1}, state,
                            "done")
+        log.info("unit %s %s upstream", entry.uci, kind)
         return True
 
     async def _register(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
