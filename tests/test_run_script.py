@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -36,10 +37,13 @@ def registered(journal: Path) -> dict[str, str]:
     """Registered units by the fixture that made them."""
     if not journal.exists():
         return {}
-    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT i.actor, u.uci FROM units AS u JOIN events AS i"
-                          " ON i.uci = u.uci AND i.kind = 'issued'"
-                          " WHERE u.state = 'registered'").fetchall()
+    try:
+        with closing(sqlite3.connect(f"file:{journal}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT i.actor, u.uci FROM units AS u JOIN events AS i"
+                              " ON i.uci = u.uci AND i.kind = 'issued'"
+                              " WHERE u.state = 'registered'").fetchall()
+    except sqlite3.OperationalError:  # made a moment ago, its tables not yet there
+        return {}
     return dict(rows)
 
 
@@ -79,7 +83,8 @@ def test_the_whole_line_runs_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert kinds[:3] == ["issued", "written", "verified"]
         assert {"labelled", "registered"} <= set(kinds)
         assert (var / "labels" / f"{uci}-1.pdf").exists()
-    with sqlite3.connect(f"file:{var / 'registry.sqlite'}?mode=ro", uri=True) as db:
+    with closing(sqlite3.connect(f"file:{var / 'registry.sqlite'}?mode=ro",
+                                 uri=True)) as db:
         at_registry = {uci for (uci,) in db.execute("SELECT id FROM devices")}
     assert set(done.values()) <= at_registry
     assert "chain intact" in factory(config, "journal", "verify")

@@ -10,7 +10,7 @@ import os
 import signal
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 
 import pytest
@@ -57,8 +57,11 @@ def kinds(journal: Path) -> list[str]:
     """The kinds of the journal's events, oldest first (read beside the running station)."""
     if not journal.exists():
         return []
-    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
-        return [kind for (kind,) in db.execute("SELECT kind FROM events ORDER BY seq")]
+    try:
+        with closing(sqlite3.connect(f"file:{journal}?mode=ro", uri=True)) as db:
+            return [kind for (kind,) in db.execute("SELECT kind FROM events ORDER BY seq")]
+    except sqlite3.OperationalError:  # made a moment ago, its tables not yet there
+        return []
 
 
 async def until_kind(journal: Path, kind: str, seconds: float = 30) -> None:
