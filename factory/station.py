@@ -32,6 +32,7 @@ log = logging.getLogger("factory.station")
 HTTP_GRACE = 10.0  # requests in flight
 FIXTURE_GRACE = 10.0  # units in the fixtures
 OUTBOX_GRACE = 5.0  # the upstream round in flight
+STATUS_EVERY = 5.0  # seconds between STATUS= updates to systemd
 
 
 async def serve(config: StationConfig, *, access_log: bool = True) -> None:
@@ -66,15 +67,15 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         fixtures = start_fixtures(config, journal, labels, metrics, outbox)
         tasks = [asyncio.create_task(labels.run_forever(), name="label-printer"),
                  asyncio.create_task(notifier.feed_watchdog(lambda: journal.writing),
-                                     name="watchdog")]
+                                     name="watchdog"),
+                 asyncio.create_task(report_status(notifier, urls, fixtures), name="status")]
         outbox_task = None
         if outbox is not None:
             outbox_task = asyncio.create_task(outbox.run_forever(), name="outbox")
         if config.printer.enabled:
             log.info("labels print on CUPS queue %s; PDFs kept in %s", config.printer.queue,
                      config.printer.keep)
-        notifier.ready(f"serving {' '.join(urls)} with {len(fixtures)} fixtures; "
-                       f"journal {config.journal}")
+        notifier.ready(status_line(urls, fixtures))
         await stop.wait()
         notifier.stopping("stopping: finishing the units in the fixtures and requests "
                           "in flight")
@@ -84,6 +85,23 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def status_line(urls: list[str], fixtures: list[FixtureRunner]) -> str:
+    """One line for `systemctl status`: where it serves, each fixture's state, the counts."""
+    states = ", ".join(f"{f.status.name} {f.status.state}" for f in fixtures)
+    done = sum(f.status.done for f in fixtures)
+    failed = sum(f.status.failed for f in fixtures)
+    return (f"serving {' '.join(urls)}; {len(fixtures)} fixtures{': ' if states else ''}"
+            f"{states}; {done} units done, {failed} failed since start")
+
+
+async def report_status(notifier: Notifier, urls: list[str],
+                        fixtures: list[FixtureRunner]) -> None:
+    """Keep the status line systemd shows current (only under systemd)."""
+    while notifier.enabled:
+        await asyncio.sleep(STATUS_EVERY)
+        notifier.status(status_line(urls, fixtures))
 
 
 def on_stop_signal(stop: asyncio.Event, hurry: asyncio.Event) -> None:
