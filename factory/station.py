@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import logging
 import signal
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from factory import claim_secret
+from factory.claim_secret import ClaimSecrets
 from factory.config import ConfigError, Product, StationConfig
 from factory.journal.sqlite import Journal
 from factory.labels.service import Label, Labels
@@ -20,6 +22,7 @@ from factory.sdnotify import Notifier
 from factory.units.fixture import FixtureRunner
 from factory.units.pipeline import Identify, Issue, Step, UnitRun, Verify, Write
 from factory.units.preclaim import InstallCertificate, MakeKey
+from factory.upstream.adapter import Upstream
 from factory.upstream.http import HttpUpstream
 from factory.upstream.outbox import OutboxWorker, preclaim_payload, registration_payload
 from factory.web.app import make_app
@@ -44,10 +47,11 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         notifier.status("starting: opening the journal")
         journal = await Journal.open(config.journal, config.station_id)
         stack.push_async_callback(journal.close)
-        labels = Labels(config, journal)
+        secrets = claim_secret.for_station(config)
+        labels = Labels(config, journal, secrets)
         labels.check()  # a bad template stops the station here, before any unit
         metrics = Metrics(config.journal)
-        outbox = await start_upstream(config, journal, stack)
+        outbox = await start_upstream(config, journal, stack, secrets)
         runner = web.AppRunner(
             make_app(config, journal, metrics),
             access_log=logging.getLogger("aiohttp.access") if access_log else None,
@@ -162,11 +166,20 @@ async def stop_http(runner: web.AppRunner) -> None:
 
 
 async def start_upstream(config: StationConfig, journal: Journal,
-                         stack: contextlib.AsyncExitStack) -> OutboxWorker | None:
+                         stack: contextlib.AsyncExitStack,
+                         secrets: ClaimSecrets | None = None) -> OutboxWorker | None:
     """The outbox worker for the configured upstream, or None without one."""
     upstream = config.upstream
     if not upstream.enabled:
         return None
+    client = await upstream_client(config, stack)
+    log.info("units are registered at %s (%d at a time)", upstream.url, upstream.concurrency)
+    return OutboxWorker(journal, client, concurrency=upstream.concurrency, secrets=secrets)
+
+
+async def upstream_client(config: StationConfig, stack: contextlib.AsyncExitStack) -> Upstream:
+    """The configured upstream's adapter, open until `stack` closes."""
+    upstream = config.upstream
     assert upstream.token_file is not None
     try:
         token = upstream.token_file.read_text().strip()
@@ -174,9 +187,7 @@ async def start_upstream(config: StationConfig, journal: Journal,
         raise ConfigError(config.source, "upstream.token_file",
                           f"cannot be read: {exc.strerror}") from exc
     session = await stack.enter_async_context(aiohttp.ClientSession())
-    client = HttpUpstream(session, upstream.url, token, timeout=upstream.timeout)
-    log.info("units are registered at %s (%d at a time)", upstream.url, upstream.concurrency)
-    return OutboxWorker(journal, client, concurrency=upstream.concurrency)
+    return HttpUpstream(session, upstream.url, token, timeout=upstream.timeout)
 
 
 def start_fixtures(config: StationConfig, journal: Journal, labels: Labels,
@@ -212,7 +223,11 @@ def unit_steps(product: Product, labels: Labels, outbox: OutboxWorker | None) ->
 def registration(run: UnitRun) -> tuple[str, dict[str, Any]]:
     """The outbox request a verified unit causes: register it upstream."""
     assert run.uci is not None
-    return "register", _registration(run)
+    payload = _registration(run)
+    if run.product.claim_secret_days:  # the label carries the secret; upstream its hash
+        expires = datetime.now(UTC) + timedelta(days=run.product.claim_secret_days)
+        payload["claim_expires"] = expires.isoformat(timespec="seconds")
+    return "register", payload
 
 
 def preclaim_request(run: UnitRun, csr: str, key_id: str) -> tuple[str, dict[str, Any]]:

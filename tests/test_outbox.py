@@ -199,3 +199,23 @@ async def test_backlog_is_shown_by_api_and_cli_and_a_failed_entry_can_be_retried
     assert [e.kind for e in unit.events][-3:] == ["register_failed", "requeued", "registered"]
     assert unit.state == "registered" and await registry.device(session, ucis[0]) == 200
     await registry.stop()
+
+
+async def test_two_workers_on_one_journal_journal_an_answer_once(
+        tmp_path: Path, config: StationConfig, journal: Journal,
+        session: aiohttp.ClientSession) -> None:
+    """A batch run and a station draining the same journal both send an entry (the upstream
+    takes it once, idempotently); only the first answer is journaled."""
+    registry = Registry(tmp_path / "registry.db")
+    await registry.start()
+    ucis = [await provision(config, journal, f"02:00:00:00:07:{i:02x}") for i in range(5)]
+    workers = [OutboxWorker(journal, HttpUpstream(session, registry.url, registry.token))
+               for _ in range(2)]
+    await asyncio.gather(*(w.drain_once() for w in workers))
+    for uci in ucis:
+        kinds = [e.kind for e in (await journal.unit(uci)).events]
+        assert kinds.count("registered") == 1, kinds
+    stats = await journal.outbox_stats()
+    assert (stats.pending, stats.done) == (0, 5)
+    assert (await journal.verify()).ok
+    await registry.stop()

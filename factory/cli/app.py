@@ -13,6 +13,7 @@ from factory.cli import (
     journal,
     labels,
     outbox,
+    preclaim,
     provision,
     registry,
     serve,
@@ -26,8 +27,8 @@ from factory.journal.errors import JournalError
 from factory.labels.errors import LabelError
 
 # Each module adds its commands with `register(sub)`; this order is the order of `--help`.
-COMMAND_MODULES = (serve, units, tokens, journal, outbox, provision, labels, config,
-                   registry)
+COMMAND_MODULES = (serve, units, tokens, journal, outbox, provision, preclaim, labels,
+                   config, registry)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -251,6 +251,28 @@ class Journal:
             (rows[0][0], uci))]
         return _unit(rows[0][1:], events)
 
+    async def many(self, ucis: list[str], kinds: tuple[str, ...],
+                   page: int = 5000) -> dict[str, Unit]:
+        """The units named (those that exist), each with its events of `kinds` only: one
+        query per page of UCIs rather than one per unit (batch runs over thousands)."""
+        found: dict[str, Unit] = {}
+        for start in range(0, len(ucis), page):
+            names = json.dumps(ucis[start:start + page])
+            for row in await self._reader.execute_fetchall(
+                    f"SELECT {_UNIT_COLUMNS} FROM units WHERE uci IN"
+                    " (SELECT value FROM json_each(?))", (names,)):
+                unit = _unit(row, [])
+                found[unit.uci] = unit
+            columns = ", ".join(f"e.{c.strip()}" for c in _EVENT_COLUMNS.split(","))
+            for row in await self._reader.execute_fetchall(
+                    f"SELECT {columns} FROM units AS u JOIN events AS e ON e.unit_id = u.id"
+                    " WHERE u.uci IN (SELECT value FROM json_each(?)) AND e.kind IN"
+                    " (SELECT value FROM json_each(?)) ORDER BY e.seq",
+                    (names, json.dumps(kinds))):
+                event = _event(row)
+                found[event.uci].events.append(event)
+        return found
+
     async def units(self, *, state: str | None = None, product: str | None = None,
                     limit: int = 100, before: int | None = None) -> tuple[list[Unit], int | None]:
         """Units newest first; returns the page and the cursor for the next one (or None)."""

@@ -26,6 +26,7 @@ from factory.journal.errors import (
     IdempotencyConflict,
     JournalError,
     JournalUnavailable,
+    OutboxSettled,
     UnitNotFound,
 )
 from factory.journal.records import IssueRequest, IssueResult
@@ -209,6 +210,11 @@ class BatchWriter:
             "SELECT uci, id, state FROM units WHERE uci IN (SELECT value FROM json_each(?))",
             sorted({j.uci for j in steps}),
         )
+        outbox_rows = await self._lookup(
+            "SELECT id, state FROM outbox WHERE id IN (SELECT value FROM json_each(?))",
+            sorted({j.settles[0] for j in steps if j.settles is not None}),
+        )
+        entries: dict[int, str] = dict(outbox_rows)
         by_hardware: dict[tuple[str, str], str] = {(p, h): u for p, h, u in hw_rows}
         by_key = {k: (f, json.loads(u)) for k, f, u in key_rows}
         states: dict[str, tuple[int, str]] = {u: (i, st) for u, i, st in state_rows}
@@ -218,7 +224,7 @@ class BatchWriter:
                 plan.results.append((job, _plan_issue(plan, job.request, by_hardware, by_key,
                                                       states, self._new_ucis)))
             else:
-                plan.results.append((job, _plan_step(plan, job, states)))
+                plan.results.append((job, _plan_step(plan, job, states, entries)))
 
         conn = self._conn
         if plan.keys:
@@ -295,8 +301,14 @@ def _plan_issue(plan: _Plan, req: IssueRequest, by_hardware: dict[tuple[str, str
     return IssueResult(ucis=ucis, created=created)
 
 
-def _plan_step(plan: _Plan, job: StepJob,
-               states: dict[str, tuple[int, str]]) -> JournalError | None:
+def _plan_step(plan: _Plan, job: StepJob, states: dict[str, tuple[int, str]],
+               entries: dict[int, str]) -> JournalError | None:
+    if job.settles is not None:
+        entry, outcome = job.settles
+        held = entries.get(entry, "pending")
+        if outcome != "pending" and held != "pending":  # another worker answered it first
+            return OutboxSettled(entry, held)
+        entries[entry] = outcome
     text = canonical_data(job.data)
     if not job.uci:  # a station event (a fixture's failure before any UCI): unit 0
         plan.event(0, "", job.kind, job.actor, text)

@@ -145,10 +145,16 @@ class InstallCertificate:
 
 
 def _files(run: UnitRun, granted: dict[str, Any]) -> list[tuple[str, bytes]]:
-    """The files a pre-claimed unit holds, from its `preclaimed` event."""
-    provision = {"id": run.uci, "account": granted["account"], "endpoint": granted["endpoint"],
+    """The files a pre-claimed unit holds, from its `preclaimed` event, with their paths."""
+    assert run.uci is not None
+    return [(unit_file(run, name), data) for name, data in certificate_files(run.uci, granted)]
+
+
+def certificate_files(uci: str, granted: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """Certificate, CA chain and provision.json5 (names and bytes) from a `preclaimed`
+    event's data; the same on a unit and in a batch run's bundle."""
+    provision = {"id": uci, "account": granted["account"], "endpoint": granted["endpoint"],
                  "certificate": CERT_FILE, "key": KEY_FILE, "authority": CA_FILE}
-    return [(unit_file(run, CERT_FILE), granted["certificate"].encode()),
-            (unit_file(run, CA_FILE), "".join(granted["ca_chain"]).encode()),
-            (unit_file(run, PROVISION_FILE),
-             (json.dumps(provision, indent=2) + "\n").encode())]
+    return [(CERT_FILE, granted["certificate"].encode()),
+            (CA_FILE, "".join(granted["ca_chain"]).encode()),
+            (PROVISION_FILE, (json.dumps(provision, indent=2) + "\n").encode())]
