@@ -18,6 +18,7 @@ from factory.config import ConfigError, Product, StationConfig
 from factory.journal.sqlite import Journal
 from factory.labels.service import Label, Labels
 from factory.metrics import Metrics
+from factory.sdnotify import Notifier
 from factory.units.fixture import FixtureRunner
 from factory.units.pipeline import Identify, Issue, Step, UnitRun, Verify, Write
 from factory.units.preclaim import InstallCertificate, MakeKey
@@ -29,9 +30,21 @@ from factory.web.app import make_app
 log = logging.getLogger("factory.station")
 
 
+# Seconds each part gets to finish once the station is told to stop (systemd's
+# TimeoutStopSec= in systemd/ leaves room for them all).
+HTTP_GRACE = 10.0  # requests in flight
+FIXTURE_GRACE = 10.0  # units in the fixtures
+OUTBOX_GRACE = 5.0  # the upstream round in flight
+STATUS_EVERY = 5.0  # seconds between STATUS= updates to systemd
+
+
 async def serve(config: StationConfig, *, access_log: bool = True) -> None:
-    """Run the station until SIGTERM or SIGINT; queued journal writes finish before exit."""
+    """Run the station until SIGTERM or SIGINT, then stop gracefully (`shut_down`); a second
+    signal abandons the units still in the fixtures. Tells systemd when it is ready."""
+    notifier = Notifier.from_environ()
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(notifier.close)
+        notifier.status("starting: opening the journal")
         journal = await Journal.open(config.journal, config.station_id)
         stack.push_async_callback(journal.close)
         secrets = claim_secret.for_station(config)
@@ -42,30 +55,114 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         runner = web.AppRunner(
             make_app(config, journal, metrics),
             access_log=logging.getLogger("aiohttp.access") if access_log else None,
-            handle_signals=False)
+            handle_signals=False, shutdown_timeout=HTTP_GRACE)
         await runner.setup()
-        stack.push_async_callback(runner.cleanup)
+        stack.push_async_callback(stop_http, runner)
         site = web.TCPSite(runner, config.host, config.port, backlog=1024)
         await site.start()
-        for host, port in (a[:2] for a in runner.addresses):
-            log.info("station %s listening on http://%s:%d/ (journal %s)",
-                     config.station_id, host, port, config.journal)
-        tasks = start_fixtures(config, journal, labels, metrics, outbox)
+        urls = [f"http://{host}:{port}/" for host, port in (a[:2] for a in runner.addresses)]
+        for url in urls:
+            log.info("station %s listening on %s (journal %s)", config.station_id, url,
+                     config.journal)
+        stop, hurry = asyncio.Event(), asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_stop_signal, stop, hurry)
+        fixtures = start_fixtures(config, journal, labels, metrics, outbox)
+        tasks = [asyncio.create_task(labels.run_forever(), name="label-printer"),
+                 asyncio.create_task(notifier.feed_watchdog(lambda: journal.writing),
+                                     name="watchdog"),
+                 asyncio.create_task(report_status(notifier, urls, fixtures), name="status")]
+        outbox_task = None
         if outbox is not None:
-            tasks.append(asyncio.create_task(outbox.run_forever(), name="outbox"))
-        tasks.append(asyncio.create_task(labels.run_forever(), name="label-printer"))
+            outbox_task = asyncio.create_task(outbox.run_forever(), name="outbox")
         if config.printer.enabled:
             log.info("labels print on CUPS queue %s; PDFs kept in %s", config.printer.queue,
                      config.printer.keep)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        notifier.ready(status_line(urls, fixtures))
         await stop.wait()
+        notifier.stopping("stopping: finishing the units in the fixtures and requests "
+                          "in flight")
+        await shut_down(runner, fixtures, outbox, outbox_task, hurry)
         log.info("stopping: finishing queued journal writes")
+        notifier.status("stopping: closing the journal")
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def status_line(urls: list[str], fixtures: list[FixtureRunner]) -> str:
+    """One line for `systemctl status`: where it serves, each fixture's state, the counts."""
+    states = ", ".join(f"{f.status.name} {f.status.state}" for f in fixtures)
+    done = sum(f.status.done for f in fixtures)
+    failed = sum(f.status.failed for f in fixtures)
+    return (f"serving {' '.join(urls)}; {len(fixtures)} fixtures{': ' if states else ''}"
+            f"{states}; {done} units done, {failed} failed since start")
+
+
+async def report_status(notifier: Notifier, urls: list[str],
+                        fixtures: list[FixtureRunner]) -> None:
+    """Keep the status line systemd shows current (only under systemd)."""
+    while notifier.enabled:
+        await asyncio.sleep(STATUS_EVERY)
+        notifier.status(status_line(urls, fixtures))
+
+
+def on_stop_signal(stop: asyncio.Event, hurry: asyncio.Event) -> None:
+    """The first SIGTERM/SIGINT stops gracefully; the next one hurries it."""
+    if stop.is_set():
+        log.warning("second stop signal: abandoning the units still in the fixtures")
+        hurry.set()
+    else:
+        log.info("stopping: no new units or requests; finishing those in flight "
+                 "(signal again to abandon them)")
+    stop.set()
+
+
+async def shut_down(runner: web.AppRunner, fixtures: list[FixtureRunner],
+                    outbox: OutboxWorker | None, outbox_task: asyncio.Task[None] | None,
+                    hurry: asyncio.Event) -> None:
+    """Stop listening and take no new unit; requests in flight and units in the fixtures get
+    their grace (`hurry`: none), abandoned units are journaled `interrupted`; then the outbox
+    round in flight is journaled. The journal is closed by the caller."""
+    for fixture in fixtures:
+        fixture.stop()
+
+    async def finish_fixtures() -> None:
+        running = [f.task for f in fixtures if f.task is not None]
+        if await finish(running, FIXTURE_GRACE, hurry):
+            log.warning("stopping: abandoning the units still in the fixtures after %.0f s",
+                        FIXTURE_GRACE)
+            await asyncio.gather(*(f.abandon() for f in fixtures))
+
+    await asyncio.gather(stop_http(runner), finish_fixtures())
+    if outbox is not None and outbox_task is not None:
+        outbox.stop()
+        if await finish([outbox_task], OUTBOX_GRACE, hurry):
+            log.warning("stopping: upstream round still in flight; what it did not journal "
+                        "is sent again after the restart")
+            outbox_task.cancel()
+            await asyncio.gather(outbox_task, return_exceptions=True)
+
+
+async def finish(tasks: list[asyncio.Task[None]], grace: float,
+                 hurry: asyncio.Event) -> list[asyncio.Task[None]]:
+    """Wait up to `grace` seconds (less once `hurry` is set) for `tasks`; returns those
+    still running."""
+    if not tasks:
+        return []
+    everything: asyncio.Future[Any] = asyncio.gather(*tasks, return_exceptions=True)
+    hurried: asyncio.Future[Any] = asyncio.ensure_future(hurry.wait())
+    await asyncio.wait([everything, hurried], timeout=grace,
+                       return_when=asyncio.FIRST_COMPLETED)
+    hurried.cancel()
+    return [t for t in tasks if not t.done()]
+
+
+async def stop_http(runner: web.AppRunner) -> None:
+    """Close the listening sockets and let requests in flight finish (HTTP_GRACE); once."""
+    if runner.server is not None:
+        await runner.cleanup()
 
 
 async def start_upstream(config: StationConfig, journal: Journal,
@@ -95,9 +192,9 @@ async def upstream_client(config: StationConfig, stack: contextlib.AsyncExitStac
 
 def start_fixtures(config: StationConfig, journal: Journal, labels: Labels,
                    metrics: Metrics, outbox: OutboxWorker | None = None
-                   ) -> list[asyncio.Task[None]]:
-    """One task per configured fixture; each keeps going whatever its units do."""
-    tasks = []
+                   ) -> list[FixtureRunner]:
+    """One running task per configured fixture; each keeps going whatever its units do."""
+    runners = []
     for fixture in config.fixtures:
         product = config.product(fixture.product)
         assert product is not None  # the config checked it
@@ -106,8 +203,9 @@ def start_fixtures(config: StationConfig, journal: Journal, labels: Labels,
         metrics.watch_fixture(runner.status)
         log.info("fixture %s: %s driver on %s at %d baud, product %s", fixture.name,
                  fixture.driver, fixture.port, fixture.baud, fixture.product)
-        tasks.append(asyncio.create_task(runner.run_forever(), name=f"fixture-{fixture.name}"))
-    return tasks
+        runner.start()
+        runners.append(runner)
+    return runners
 
 
 def unit_steps(product: Product, labels: Labels, outbox: OutboxWorker | None) -> list[Step]:

@@ -33,6 +33,9 @@ def register(sub: Subcommands) -> None:
                    help="pace bytes like a wire at this rate (0: as fast as the pty goes)")
     p.add_argument("--hardware-id", default="7c:df:a1:00:03:3b", help="the unit's MAC")
     p.add_argument("--model", default="SIM-1")
+    p.add_argument("--arrive-every", type=float, metavar="SECONDS",
+                   help="unplug the unit after SECONDS and plug in a new one (a random MAC, "
+                        "its own folder under --root), again and again: a line in motion")
     p.add_argument("--no-keygen", action="store_true",
                    help="a unit that cannot make its own key pair (no KEYGEN command, no "
                         "openssl in its shell): the station makes it")

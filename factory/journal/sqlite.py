@@ -109,6 +109,11 @@ class Journal:
             raise
         return cls(path, station, writer, reader, new_ucis)
 
+    @property
+    def writing(self) -> bool:
+        """Whether the writer task is alive (the station's watchdog asks)."""
+        return not self._task.done()
+
     async def close(self) -> None:
         """Finish queued writes, then close both connections."""
         self._closing = True

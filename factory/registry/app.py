@@ -15,6 +15,7 @@ from aiohttp import web
 from factory.registry.ca import CertificateAuthority
 from factory.registry.errors import BadRequest, Forbidden, Problem, RegistryUnauthorized
 from factory.registry.store import Store, TokenKind
+from factory.sdnotify import Notifier
 from factory.web.problems import response
 
 log = logging.getLogger("factory.registry")
@@ -126,20 +127,30 @@ def json_response(body: object, status: int = 200,
 
 
 async def serve(settings: Settings) -> None:
-    """Run the registry until SIGTERM or SIGINT, logging where it listens."""
+    """Run the registry until SIGTERM or SIGINT, logging where it listens; tells systemd
+    when it is ready (Type=notify) and feeds its watchdog."""
+    notifier = Notifier.from_environ()
     runner = web.AppRunner(make_app(settings), handle_signals=False)
     await runner.setup()
+    watchdog: asyncio.Task[None] | None = None
     try:
         site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
         await site.start()
-        for host, port in (a[:2] for a in runner.addresses):
-            log.info("registry listening on http://%s:%d/ (db %s, CA %s)", host, port,
-                     settings.db, settings.ca_cert)
+        urls = [f"http://{host}:{port}/" for host, port in (a[:2] for a in runner.addresses)]
+        for url in urls:
+            log.info("registry listening on %s (db %s, CA %s)", url, settings.db,
+                     settings.ca_cert)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        watchdog = asyncio.create_task(notifier.feed_watchdog(), name="watchdog")
+        notifier.ready(f"serving {' '.join(urls)}; db {settings.db}")
         await stop.wait()
         log.info("registry stopping")
+        notifier.stopping("stopping: finishing requests in flight")
     finally:
         await runner.cleanup()
+        if watchdog is not None:
+            watchdog.cancel()
+        notifier.close()

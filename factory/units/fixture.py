@@ -1,6 +1,11 @@
 """A fixture: one port on the line. It waits for a unit, provisions it, waits for it to
 leave (or for another unit to appear), and starts again, for as long as the station runs.
 Whatever happens on its port fails at most that unit, never another fixture or the station.
+
+Stopping (the station shutting down): `stop()` takes no new unit and lets the one in the
+fixture finish; `abandon()` cancels it mid-step, and the pipeline journals the interruption.
+Either way the unit is safe: device.json5 is replaced atomically on the unit, and a restarted
+station gives a unit plugged in again the same UCI and writes it again.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ class FixtureStatus:
 
 
 class FixtureRunner:
-    """Runs one fixture until cancelled."""
+    """Runs one fixture until stopped (finishing its unit) or cancelled (abandoning it)."""
 
     def __init__(self, fixture: Fixture, product: Product, ledger: Ledger,
                  steps: Sequence[Step] = DEFAULT_STEPS,
@@ -68,6 +73,35 @@ class FixtureRunner:
         self._pipeline = Pipeline(ledger, steps, on_step=self._on_step, observe=observe)
         self.status = FixtureStatus(fixture.name, fixture.port)
         self._port_problem = ""
+        self._stopping = asyncio.Event()
+        self._busy = False  # a unit is going through the pipeline
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> asyncio.Task[None]:
+        """Run the fixture in a task of its own (kept as `task`)."""
+        self.task = asyncio.create_task(self.run_forever(), name=f"fixture-{self.fixture.name}")
+        return self.task
+
+    def stop(self) -> None:
+        """Take no new unit; `run_forever` returns once the unit in the fixture is done."""
+        self._stopping.set()
+        if not self._busy:
+            self.status.set("stopped")
+
+    async def abandon(self) -> None:
+        """Cancel the fixture now, with its unit mid-step (the pipeline journals it)."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        self.status.set("stopped")
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake up at once when the fixture is told to stop."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            pass
 
     def _on_step(self, run: UnitRun) -> None:
         self.status.set(run.step, uci=run.uci)
@@ -75,12 +109,12 @@ class FixtureRunner:
     async def run_forever(self) -> None:
         """Open the port (retrying while it is busy or missing) and serve units on it."""
         delay = self.fixture.poll_interval
-        while True:
+        while not self._stopping.is_set():
             try:
                 port = await open_port(self.fixture.port, self.fixture.baud)
             except (PortBusy, PortMissing) as exc:
                 await self._port_error(exc)
-                await asyncio.sleep(delay)
+                await self._pause(delay)
                 delay = min(delay * 2, MAX_PORT_RETRY)
                 continue
             delay = self.fixture.poll_interval
@@ -96,9 +130,10 @@ class FixtureRunner:
                               self.fixture.name)
                 self.status.set("failed", f"unexpected error: {exc}",
                                 "call an engineer; the fixture retries by itself")
-                await asyncio.sleep(MAX_PORT_RETRY)
+                await self._pause(MAX_PORT_RETRY)
             finally:
                 await port.close()
+        self.status.set("stopped")
 
     async def _port_error(self, exc: UnitError) -> None:
         self.status.set("port-error", exc.reason, exc.action)
@@ -115,15 +150,16 @@ class FixtureRunner:
             log.exception("fixture %s: cannot journal the port error", self.fixture.name)
 
     async def _serve(self, driver: UnitDriver) -> None:
-        while True:
+        while not self._stopping.is_set():
             self.status.set("waiting")
             # A serial unit does not announce itself: look for one every poll_interval.
-            while True:
-                if await driver.present():
-                    break
-                await asyncio.sleep(self.fixture.poll_interval)
+            while not self._stopping.is_set() and not await driver.present():
+                await self._pause(self.fixture.poll_interval)
+            if self._stopping.is_set():
+                return  # a unit that just arrived is left for the next start
             run = UnitRun(fixture=self.fixture.name, product=self.product,
                           device_path=self.fixture.device_path)
+            self._busy = True
             try:
                 await self._pipeline.provision(run, driver)
             except UnitGone as exc:
@@ -142,6 +178,10 @@ class FixtureRunner:
                 self.status.set("done", uci=run.uci)
                 log.info("fixture %s: unit %s done (%s)", self.fixture.name, run.uci,
                          "; ".join(run.log))
+            finally:
+                self._busy = False
+            if self._stopping.is_set():
+                return
             await self._wait_for_change(driver, run.identity.hardware_id if run.identity
                                         else None)
 
@@ -156,8 +196,8 @@ class FixtureRunner:
         """Until the unit leaves, or a unit with another identity answers. A unit that stays
         and still cannot identify itself is waited out, not provisioned (and journaled)
         again every poll: the operator re-plugs it."""
-        while True:
-            await asyncio.sleep(self.fixture.poll_interval)
+        while not self._stopping.is_set():
+            await self._pause(self.fixture.poll_interval)
             if not await driver.present():
                 return
             try:

@@ -8,7 +8,9 @@ the drivers or the steps before them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +22,8 @@ from factory.journal.records import IssueRequest, IssueResult, Unit
 from factory.units.device_file import render
 from factory.units.driver import Identity, UnitDriver, Verification
 from factory.units.errors import IdentityConflict, ProtocolError, UnitError
+
+log = logging.getLogger("factory.pipeline")
 
 # A unit in one of these states has a verified device file; re-plugging it only re-checks.
 DONE_STATES = frozenset({"verified", "labelled", "printed", "registered", "claimed",
@@ -172,6 +176,10 @@ class Pipeline:
                 run.error = exc
                 await self._journal_failure(run, exc)
                 raise
+            except asyncio.CancelledError:
+                self._observed(step.name, "interrupted", started)
+                await self._journal_interruption(run)
+                raise
             self._observed(step.name, "ok", started)
         run.step = "done"
         if self._on_step:
@@ -181,6 +189,22 @@ class Pipeline:
     def _observed(self, step: str, outcome: str, started: float) -> None:
         if self._observe:
             self._observe(step, outcome, time.perf_counter() - started)
+
+    async def _journal_interruption(self, run: UnitRun) -> None:
+        """The station stopped mid-step: say so, keeping the unit's state (a restart writes
+        the unit again). Best effort: the journal may be closing too."""
+        data = {"step": run.step, "reason": "the station stopped during this step",
+                "action": "none: the restarted station writes the unit again "
+                          "(plug it in again if it was taken away)"}
+        try:
+            if run.uci is not None:
+                await self._ledger.record(run.uci, "interrupted", run.actor, data)
+            else:
+                await self._ledger.note("fixture_interrupted", run.actor,
+                                        {**data, "hardware_id": run.hardware_id})
+        except Exception as exc:  # the cancellation, not this, is what the caller sees
+            log.warning("%s: could not journal the interruption: %s", run.actor, exc)
+        run.log.append(f"INTERRUPTED while {run.step}")
 
     async def _journal_failure(self, run: UnitRun, exc: UnitError) -> None:
         data = {"step": run.step, "code": exc.code, "reason": exc.reason,

@@ -63,19 +63,28 @@ class OutboxWorker:
         self._base, self._cap, self._poll = base, cap, poll
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
         self._wakeup = asyncio.Event()
+        self._stopping = False
         self.last_error = ""
 
     def wake(self) -> None:
         """Look at the outbox now (something was just queued)."""
         self._wakeup.set()
 
+    def stop(self) -> None:
+        """Finish the round in flight (its answers journaled), then return from
+        `run_forever`; what is still queued is sent after the next start."""
+        self._stopping = True
+        self._wakeup.set()
+
     async def run_forever(self) -> None:
-        """Drain for as long as the station runs; a bad round is logged, never fatal."""
-        while True:
+        """Drain until stopped; a bad round is logged, never fatal."""
+        while not self._stopping:
             try:
                 await self.drain_once()
             except Exception:  # e.g. the journal refused a write: try again next round
                 log.exception("outbox round failed; retrying")
+            if self._stopping:
+                return
             self._wakeup.clear()
             try:
                 async with asyncio.timeout(self._poll):
@@ -131,6 +140,7 @@ class OutboxWorker:
             return False
         await self._settle(entry, kind, {**data, "attempts": entry.attempts + 1}, state,
                            "done")
+        log.info("unit %s %s upstream", entry.uci, kind)
         return True
 
     async def _registration(self, payload: dict[str, Any]) -> Registration:
