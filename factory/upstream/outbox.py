@@ -49,7 +49,8 @@ class OutboxWorker:
         self._base, self._cap, self._poll = base, cap, poll
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
         self._wakeup = asyncio.Event()
-        self.last_error = ""
+        self.last_error = ""  # the newest failed attempt's reason; "" after a success
+        self.refused = ""  # why the upstream refuses the station's own token, while it does
 
     def wake(self) -> None:
         """Look at the outbox now (something was just queued)."""
@@ -101,6 +102,7 @@ class OutboxWorker:
             # queued and say so, rather than set each aside for a person.
             log.error("upstream refuses the station's token (%d): %s; fix [upstream] "
                       "token_file", exc.status, exc.reason)
+            self.refused = exc.reason
             await self._retry(entry, self._cap, exc.reason)
             return False
         except RetryableError as exc:
@@ -110,6 +112,7 @@ class OutboxWorker:
                      entry.attempts + 1, wait)
             await self._retry(entry, wait, exc.reason)
             return False
+        self.last_error = self.refused = ""
         await self._settle(entry, "registered",
                            {"created": result.created, "attempts": entry.attempts + 1},
                            "registered", "done")
