@@ -12,8 +12,7 @@ from factory.status.attention import duration
 COUNTER_WORDS = (("issued", "Issued"), ("verified", "Verified"), ("labelled", "Labelled"),
                  ("registered", "Registered"), ("preclaimed", "Pre-claimed"),
                  ("failed", "Failed"), ("voided", "Voided"))
-PRINTER_WORDS = {"none": "no printer: PDFs kept", "idle": "ready",
-                 "unavailable": "NOT PRINTING"}
+PRINTER_WORDS = {"none": "None", "idle": "Ready", "unavailable": "NOT PRINTING"}
 
 
 def h(tag: str, cls: str = "", *children: str, **attrs: str) -> str:
@@ -61,23 +60,28 @@ def fixtures(snap: dict[str, Any]) -> str:
 
 
 def counts(snap: dict[str, Any]) -> str:
-    head = h("thead", "", h("tr", "", h("th", ""), h("th", "", t(f"Shift {snap['shift']['name']}")),
-                            h("th", "", "Today")))
-    rows = [h("tr", f"count-{key}", h("th", "", t(words)),
-              h("td", "shift", t(snap["counts"]["shift"][key])),
-              h("td", "today", t(snap["counts"]["today"][key])))
-            for key, words in COUNTER_WORDS]
+    shift = t(f"Shift from {snap['shift']['name']}")
+    head = h("thead", "", h("tr", "", h("th", ""), h("th", "", shift), h("th", "", "Today")))
+    rows = []
+    for key, words in COUNTER_WORDS:
+        cells = [h("th", "", t(words))]
+        for window in ("shift", "today"):
+            n = snap["counts"][window][key]
+            cells.append(h("td", f"{window} warn" if key == "failed" and n else window, t(n)))
+        rows.append(h("tr", f"count-{key}", *cells))
     return head + h("tbody", "", *rows)
 
 
 def tiles(snap: dict[str, Any]) -> str:
-    rate = h("div", "tile", h("p", "big", t(snap["units_per_hour"])),
-             h("p", "", "units in the last hour"))
+    rate = h("div", "tile", h("h2", "", "Units per hour"),
+             h("p", "big", t(snap["units_per_hour"])), h("p", "", "verified in the last hour"))
     up = snap["upstream"]
     if not up["enabled"]:
-        upstream = h("div", "tile", h("p", "big", "–"), h("p", "", "no upstream configured"))
+        upstream = h("div", "tile", h("h2", "", "Upstream"), h("p", "big", "None"),
+                     h("p", "", "units are not registered"))
     else:
-        lines = [h("p", "big", t(up["pending"])), h("p", "", "waiting to register")]
+        lines = [h("h2", "", "Upstream backlog"), h("p", "big", t(up["pending"])),
+                 h("p", "", "waiting to register")]
         if up["oldest_age_seconds"] is not None:
             lines.append(h("p", "", t(f"oldest {duration(up['oldest_age_seconds'])}")))
         if up["failed"]:
@@ -87,8 +91,10 @@ def tiles(snap: dict[str, Any]) -> str:
         tone = "stop" if up["refused"] else "idle"
         upstream = h("div", f"tile tone-{tone}", *lines)
     pr = snap["printer"]
-    printer_lines = [h("p", "big", t(PRINTER_WORDS.get(pr["state"], pr["state"]))),
-                     h("p", "", t(f"printer {pr['queue']}" if pr["enabled"] else "labels"))]
+    printer_lines = [h("h2", "", "Printer"),
+                     h("p", "big", t(PRINTER_WORDS.get(pr["state"], pr["state"]))),
+                     h("p", "", t(f"queue {pr['queue']}" if pr["enabled"]
+                                  else "labels are kept as PDF"))]
     if pr["reason"]:
         printer_lines.append(h("p", "detail", t(pr["reason"])))
     tone = "stop" if pr["state"] == "unavailable" else "idle"
@@ -121,9 +127,14 @@ def render(snap: dict[str, Any]) -> str:
 <body>
 <header>
 <h1>Station <b id="station">{station}</b></h1>
-<p id="link" class="link" role="status">Connecting…</p>
+<p id="link" class="link">Connecting…</p>
 <p class="updated">Updated <time id="updated">{clock(snap["now"])}</time></p>
 </header>
+<section id="lost" class="lost" role="alert" hidden>
+<p class="what">STATION UNREACHABLE since <time id="lost-since"></time></p>
+<p class="action">This screen shows the last known state. Check the station PC and its network;
+the page reconnects by itself.</p>
+</section>
 <section id="attention" class="attention tone-{tone}" aria-live="assertive">
 {attention(snap)}</section>
 <main>
@@ -135,7 +146,7 @@ def render(snap: dict[str, Any]) -> str:
 </div>
 </div>
 <section class="units" aria-label="Last units">
-<h2 id="units-title">Last {len(snap["units"])} units</h2>
+<h2>Last units</h2>
 <table><tbody id="units">{units(snap)}</tbody></table>
 </section>
 </main>

@@ -7,7 +7,7 @@
   var COUNTERS = [["issued", "Issued"], ["verified", "Verified"], ["labelled", "Labelled"],
     ["registered", "Registered"], ["preclaimed", "Pre-claimed"], ["failed", "Failed"],
     ["voided", "Voided"]];
-  var PRINTER = {none: "no printer: PDFs kept", idle: "ready", unavailable: "NOT PRINTING"};
+  var PRINTER = {none: "None", idle: "Ready", unavailable: "NOT PRINTING"};
   var source = null, watchdog = null, lostSince = null;
 
   function h(tag, cls) {
@@ -57,30 +57,37 @@
     });
   }
   function counts(snap) {
-    var head = h("thead", "", h("tr", "", h("th", ""), h("th", "", "Shift " + snap.shift.name),
+    var head = h("thead", "", h("tr", "", h("th", ""), h("th", "", "Shift from " + snap.shift.name),
       h("th", "", "Today")));
     var body = h("tbody", "");
     COUNTERS.forEach(function (pair) {
-      body.appendChild(h("tr", "count-" + pair[0], h("th", "", pair[1]),
-        h("td", "shift", snap.counts.shift[pair[0]]), h("td", "today", snap.counts.today[pair[0]])));
+      var row = h("tr", "count-" + pair[0], h("th", "", pair[1]));
+      ["shift", "today"].forEach(function (window) {
+        var n = snap.counts[window][pair[0]];
+        row.appendChild(h("td", pair[0] === "failed" && n ? window + " warn" : window, n));
+      });
+      body.appendChild(row);
     });
     return [head, body];
   }
   function tiles(snap) {
-    var rate = h("div", "tile", h("p", "big", snap.units_per_hour), h("p", "", "units in the last hour"));
+    var rate = h("div", "tile", h("h2", "", "Units per hour"), h("p", "big", snap.units_per_hour),
+      h("p", "", "verified in the last hour"));
     var up = snap.upstream, upstream;
     if (!up.enabled) {
-      upstream = h("div", "tile", h("p", "big", "–"), h("p", "", "no upstream configured"));
+      upstream = h("div", "tile", h("h2", "", "Upstream"), h("p", "big", "None"),
+        h("p", "", "units are not registered"));
     } else {
-      upstream = h("div", "tile tone-" + (up.refused ? "stop" : "idle"),
+      upstream = h("div", "tile tone-" + (up.refused ? "stop" : "idle"), h("h2", "", "Upstream backlog"),
         h("p", "big", up.pending), h("p", "", "waiting to register"));
       if (up.oldest_age_seconds !== null) upstream.appendChild(h("p", "", "oldest " + duration(up.oldest_age_seconds)));
       if (up.failed) upstream.appendChild(h("p", "", up.failed + " refused, set aside"));
       if (up.last_error) upstream.appendChild(h("p", "detail", up.last_error));
     }
     var pr = snap.printer;
-    var printer = h("div", "tile tone-" + (pr.state === "unavailable" ? "stop" : "idle"),
-      h("p", "big", PRINTER[pr.state] || pr.state), h("p", "", pr.enabled ? "printer " + pr.queue : "labels"));
+    var printer = h("div", "tile tone-" + (pr.state === "unavailable" ? "stop" : "idle"), h("h2", "", "Printer"),
+      h("p", "big", PRINTER[pr.state] || pr.state),
+      h("p", "", pr.enabled ? "queue " + pr.queue : "labels are kept as PDF"));
     if (pr.reason) printer.appendChild(h("p", "detail", pr.reason));
     return [rate, upstream, printer];
   }
@@ -100,12 +107,12 @@
     fill("counts", counts(snap));
     fill("tiles", tiles(snap));
     fill("units", units(snap));
-    document.getElementById("units-title").textContent = "Last " + snap.units.length + " units";
   }
 
   function live() {
     lostSince = null;
     document.body.classList.remove("offline");
+    document.getElementById("lost").hidden = true;
     var link = document.getElementById("link");
     link.textContent = "Live";
     link.className = "link live";
@@ -115,9 +122,10 @@
   function lost() {
     if (lostSince === null) lostSince = new Date();
     document.body.classList.add("offline");
+    document.getElementById("lost-since").textContent = clock(lostSince.toISOString());
+    document.getElementById("lost").hidden = false;
     var link = document.getElementById("link");
-    link.textContent = "STATION UNREACHABLE since " + clock(lostSince.toISOString()) +
-      ": showing the last known state";
+    link.textContent = "Not connected";
     link.className = "link lost";
   }
 
