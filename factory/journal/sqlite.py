@@ -88,6 +88,8 @@ class Journal:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._listeners: list[Callable[[], None]] = []
+        self._side: aiosqlite.Connection | None = None  # the status page's reader
+        self._side_lock = asyncio.Lock()
         self._task = asyncio.create_task(self._write_loop(), name="journal-writer")
 
     @classmethod
@@ -117,6 +119,8 @@ class Journal:
         try:
             await self._task
         finally:
+            if self._side is not None:
+                await self._side.close()
             await self._reader.close()
             await self._writer_conn.close()
 
@@ -366,7 +370,15 @@ class Journal:
     async def count_events(self, counters: Mapping[str, str],
                            since: Mapping[str, str]) -> dict[str, dict[str, int]]:
         """Units with events of the mapped kinds per counter and time window (activity.py)."""
-        return await activity.count_events(self._reader, counters, since)
+        return await activity.count_events(await self._side_reader(), counters, since)
+
+    async def _side_reader(self) -> aiosqlite.Connection:
+        """A reader of its own for the status page's counts (a day of events), so the
+        station's quick reads (tokens, units) never queue behind them."""
+        async with self._side_lock:
+            if self._side is None:
+                self._side = await _connect(self.path)
+            return self._side
 
     async def recent_units(self, limit: int = 20) -> list[Unit]:
         """The units with the newest events, newest first, each with all its events."""
