@@ -5,6 +5,7 @@ the token cookie, and events pushed on journal and fixture changes."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,7 +123,9 @@ async def test_without_a_token_the_page_and_api_answer_401_problems(station: Sta
     assert (await station.client.get("/static/../station.toml")).status == 404
 
 
-async def test_a_token_given_once_is_kept_in_a_cookie(station: Station) -> None:
+async def test_a_token_given_once_is_kept_in_a_cookie(station: Station,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
     client = station.client
     bad = await client.get("/?token=fst_not-a-token", allow_redirects=False)
     assert bad.status == 401 and "factory_status_token" not in bad.cookies
@@ -137,6 +140,9 @@ async def test_a_token_given_once_is_kept_in_a_cookie(station: Station) -> None:
     assert (await client.get("/api/v1/status")).status == 200
     device = await client.get(f"/?token={station.tokens['device']}", allow_redirects=False)
     assert device.status == 403
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "aiohttp.access")
+    assert "GET /?token=(hidden)" in logged  # never the token itself
+    assert station.tokens["viewer"] not in caplog.text
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 from collections.abc import AsyncIterable, AsyncIterator
 from importlib import resources
 
@@ -27,6 +29,22 @@ COOKIE = "factory_status_token"
 COOKIE_MAX_AGE = 400 * 24 * 3600  # the longest a browser keeps a cookie: a kiosk stays in
 ASSETS = {"status.css": "text/css", "status.js": "text/javascript"}
 RETRY_MS = 2000  # how soon a page's EventSource reconnects after losing the station
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s\"]+")
+
+
+class _HideTokens(logging.Filter):
+    """Access log lines never carry a token given as /?token=..."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = _TOKEN_IN_QUERY.sub(r"\1(hidden)", record.msg)
+            line = getattr(record, "first_request_line", None)
+            if isinstance(line, str):
+                record.first_request_line = _TOKEN_IN_QUERY.sub(r"\1(hidden)", line)
+        return True
+
+
+_HIDE_TOKENS = _HideTokens()
 
 
 async def allow(request: web.Request) -> None:
@@ -118,6 +136,9 @@ async def asset(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """The page's routes, its feed (started and stopped with the app) and the journal hook."""
     config, journal, live = app[CONFIG], app[JOURNAL], app[LIVE]
+    access_log = logging.getLogger("aiohttp.access")
+    if _HIDE_TOKENS not in access_log.filters:
+        access_log.addFilter(_HIDE_TOKENS)
 
     async def build() -> Snapshot:
         return await snapshot.build(config, journal, live)
