@@ -1,6 +1,7 @@
 """The status page in a real headless Chromium (Debian's, driven by Playwright): a real
 station process with a simulated unit on a pseudo-terminal. The page changes as the unit is
-provisioned, without a reload, and says so when the station goes away. Screenshots go to
+provisioned, without a reload, says so when the station goes away and picks up again when it
+is back. Screenshots go to
 test-artifacts/ for people to look at; the test reads text, never pixels."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -58,10 +60,18 @@ async def sim_unit(root: Path, link: Path, mac: str) -> AsyncIterator[None]:
         await proc.wait()
 
 
+def free_port() -> int:
+    """A port for the station to come back on (the page reconnects to the same address)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 async def test_the_page_follows_a_unit_live_and_says_when_the_station_is_gone(
         tmp_path: Path) -> None:
     link = tmp_path / "unit.tty"
-    config = write_config(tmp_path, CONFIG_TEXT + f"""
+    text = CONFIG_TEXT.replace("127.0.0.1:0", f"127.0.0.1:{free_port()}")
+    config = write_config(tmp_path, text + f"""
 [[fixtures]]
 name = "line-1"
 port = "{link.name}"
@@ -112,5 +122,11 @@ identify_command = "cat sys/class/net/eth0/address"
             await expect(page.locator("#attention")).to_be_hidden()  # no "Line OK" now
             await expect(page.locator("#units")).to_contain_text(human)  # the last state
             await page.screenshot(path=ARTIFACTS / "status-page-unreachable.png")
+
+            async with station_process(config):  # back again: the page reconnects itself
+                await expect(page.locator("#link")).to_have_text("Live", timeout=WAIT_MS)
+                await expect(lost).to_be_hidden()
+                await expect(page.locator("#counts .count-verified .today")).to_have_text("1")
+                assert await page.evaluate("window.sameDocument") is True
     print(f"screenshots in {ARTIFACTS}: status-page-attention.png, status-page.png, "
           "status-page-unreachable.png")
