@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from factory.journal.records import OutboxStats
 from factory.units.fixture import FixtureStatus
 
 FIXTURE_STATES = ("starting", "waiting", "identifying", "issuing", "writing", "verifying",
@@ -73,15 +71,11 @@ class Metrics:
         """The fixtures being watched (the status page shows them too)."""
         return tuple(self._fixtures)
 
-    def observe_outbox(self, stats: OutboxStats) -> None:
+    def observe_outbox(self, pending: int, failed: int, oldest_age: float | None) -> None:
         """Set the outbox gauges (read from the journal just before a scrape)."""
-        self.outbox.labels("pending").set(stats.pending)
-        self.outbox.labels("failed").set(stats.failed)
-        age = 0.0
-        if stats.oldest is not None:
-            oldest = datetime.fromisoformat(stats.oldest)
-            age = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
-        self.outbox_oldest.set(age)
+        self.outbox.labels("pending").set(pending)
+        self.outbox.labels("failed").set(failed)
+        self.outbox_oldest.set(oldest_age or 0.0)
 
     def observe_step(self, step: str, outcome: str, seconds: float) -> None:
         self.steps.labels(step, outcome).inc()

@@ -26,15 +26,16 @@ STEP_WORDS: dict[str, str] = {
     "issued": "issued", "written": "written", "verified": "verified",
     "labelled": "labelled", "printed": "printed", "print_failed": "print failed",
     "registered": "registered", "register_failed": "registration refused",
-    "claimed": "pre-claimed", "preclaimed": "pre-claimed", "failed": "failed",
-    "voided": "voided",
+    "key_made": "key made", "preclaimed": "pre-claimed", "claimed": "pre-claimed",
+    "preclaim_failed": "pre-claim refused", "certificate_written": "certificate written",
+    "requeued": "sent again", "failed": "failed", "voided": "voided",
 }
 # Event kind → the counter it adds to.
 COUNTERS: dict[str, str] = {
     "issued": "issued", "verified": "verified", "labelled": "labelled",
     "registered": "registered", "claimed": "preclaimed", "preclaimed": "preclaimed",
     "failed": "failed", "fixture_failed": "failed", "print_failed": "failed",
-    "register_failed": "failed", "voided": "voided",
+    "register_failed": "failed", "preclaim_failed": "failed", "voided": "voided",
 }
 COUNTER_NAMES = ("issued", "verified", "labelled", "registered", "preclaimed", "failed",
                  "voided")

@@ -22,6 +22,7 @@ from factory.status.attention import (
     upstream_alerts,
 )
 from factory.status.shifts import journal_time, windows
+from factory.upstream.backlog import backlog
 
 if TYPE_CHECKING:
     from factory.units.fixture import FixtureStatus
@@ -71,7 +72,7 @@ async def build(config: StationConfig, journal: Journal, live: LiveSources,
     win = windows(config.status.shifts, now, tz)
     counted = await journal.count_events(COUNTERS, win.journal_times())
     units = await journal.recent_units(RECENT_UNITS)
-    outbox = await journal.outbox_stats()
+    outbox = await backlog(journal, limit=0, now=now)
 
     fixtures, alerts = [], []
     for status in live.fixtures():
@@ -90,11 +91,9 @@ async def build(config: StationConfig, journal: Journal, live: LiveSources,
     if (alert := printer_alert(config.printer.queue, printer_state, printer_reason)):
         alerts.append(alert)
 
-    age = None
-    if outbox.oldest is not None:
-        age = max(0.0, (now - datetime.fromisoformat(outbox.oldest)).total_seconds())
     refused = live.upstream.refused if live.upstream else ""
-    alerts += upstream_alerts(refused, outbox.pending, age, config.status.backlog_alert_minutes)
+    alerts += upstream_alerts(refused, outbox["pending"], outbox["oldest_age_seconds"],
+                              config.status.backlog_alert_minutes)
 
     return {
         "station": config.station_id,
@@ -107,8 +106,9 @@ async def build(config: StationConfig, journal: Journal, live: LiveSources,
         "fixtures": fixtures,
         "units": [_unit(config, unit) for unit in units],
         "upstream": {
-            "enabled": config.upstream.enabled, "pending": outbox.pending,
-            "failed": outbox.failed, "oldest": outbox.oldest, "oldest_age_seconds": age,
+            "enabled": config.upstream.enabled, "pending": outbox["pending"],
+            "failed": outbox["failed"], "oldest": outbox["oldest"],
+            "oldest_age_seconds": outbox["oldest_age_seconds"],
             "last_error": live.upstream.last_error if live.upstream else "",
             "refused": refused},
         "printer": {"enabled": config.printer.enabled, "queue": config.printer.queue,

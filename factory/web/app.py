@@ -9,6 +9,7 @@ from factory.config import StationConfig
 from factory.journal.sqlite import Journal
 from factory.metrics import Metrics
 from factory.status.snapshot import LiveSources
+from factory.upstream.backlog import backlog
 from factory.web import api, ioto, openapi, status
 from factory.web.auth import TokenCache
 from factory.web.keys import CONFIG, JOURNAL, LIVE, METRICS, TOKENS
@@ -28,7 +29,8 @@ async def count_responses(request: web.Request, handler: Handler) -> web.StreamR
 async def scrape(request: web.Request) -> web.Response:
     """GET /metrics in the Prometheus text format (no token: read-only counters)."""
     metrics = request.app[METRICS]
-    metrics.observe_outbox(await request.app[JOURNAL].outbox_stats())
+    outbox = await backlog(request.app[JOURNAL], limit=0)
+    metrics.observe_outbox(outbox["pending"], outbox["failed"], outbox["oldest_age_seconds"])
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -51,6 +53,7 @@ def make_app(config: StationConfig, journal: Journal, metrics: Metrics | None = 
     app.router.add_get("/api/v1/units", api.list_units)
     app.router.add_get("/api/v1/units/{uci}", api.get_unit)
     app.router.add_post("/api/v1/units/{uci}/void", api.void_unit)
+    app.router.add_get("/api/v1/outbox", api.outbox)
     app.router.add_post("/ioto/serialize", ioto.serialize)
     status.add_routes(app)
     return app
