@@ -36,7 +36,8 @@ async def known_day(journal: Journal) -> dict[str, str]:
     """Three units and a station failure: one all the way, one failed twice, one voided."""
     a, b, c = [await issue(journal, f"02:00:00:00:00:0{i}") for i in (1, 2, 3)]
     for kind, state in (("written", None), ("verified", "verified"), ("labelled", "labelled"),
-                        ("labelled", "labelled"), ("registered", "registered")):
+                        ("labelled", "labelled"), ("registered", "registered"),
+                        ("preclaimed", "preclaimed")):
         await journal.record(a, kind, "test", {}, state=state)
     await journal.record(b, "failed", "test", {"reason": "gone"}, state="failed")
     await journal.record(b, "failed", "test", {"reason": "gone again"}, state="failed")
@@ -50,7 +51,7 @@ async def test_snapshot_counts_units_once_per_counter(station: Station) -> None:
     resp = await station.client.get("/api/v1/status", headers=station.auth("viewer"))
     assert resp.status == 200
     snap = await resp.json()
-    expected = {"issued": 3, "verified": 1, "labelled": 1, "registered": 1, "preclaimed": 0,
+    expected = {"issued": 3, "verified": 1, "labelled": 1, "registered": 1, "preclaimed": 1,
                 "failed": 2, "voided": 1}  # the reprint and the second failure count once
     assert snap["counts"]["today"] == expected
     assert snap["counts"]["shift"] == expected
@@ -60,7 +61,7 @@ async def test_snapshot_counts_units_once_per_counter(station: Station) -> None:
     assert newest["uci"] == ucis["voided"] and newest["state"] == "voided"
     done = next(u for u in snap["units"] if u["uci"] == ucis["done"])
     assert [s["words"] for s in done["steps"]] == [
-        "issued", "written", "verified", "labelled", "labelled", "registered"]
+        "issued", "written", "verified", "labelled", "labelled", "registered", "pre-claimed"]
     assert done["product"] == "Acme Air Sensor" and "-" in done["human"]
     assert snap["upstream"]["pending"] == 0 and snap["attention"] == []
 

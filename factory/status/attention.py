@@ -16,6 +16,8 @@ FIXTURE_WORDS: dict[str, tuple[str, Tone]] = {
     "issuing": ("Issuing ID", "busy"),
     "writing": ("Writing", "busy"),
     "verifying": ("Verifying", "busy"),
+    "keying": ("Making its key", "busy"),
+    "certifying": ("Writing certificate", "busy"),
     "labelling": ("Labelling", "busy"),
     "done": ("Done: unplug the unit", "ok"),
     "failed": ("FAILED", "stop"),

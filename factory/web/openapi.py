@@ -199,7 +199,8 @@ DOCUMENT["components"]["schemas"]["Status"] = {
         "fixtures": {"type": "array", "items": {"type": "object", "properties": {
             "name": {"type": "string"}, "port": {"type": "string"},
             "state": {"type": "string", "description": "starting, waiting, identifying, "
-                      "issuing, writing, verifying, labelling, done, failed, port-error"},
+                      "issuing, writing, verifying, keying, certifying, labelling, done, "
+                      "failed, port-error"},
             "words": {"type": "string"}, "tone": {"enum": ["idle", "busy", "ok", "stop"]},
             "reason": {"type": "string"}, "action": {"type": "string"},
             "uci": {"type": ["string", "null"]}, "since": {"type": "string"},
