@@ -57,8 +57,9 @@ async def allow(request: web.Request) -> None:
     token = request.cookies.get(COOKIE)
     if not token:
         raise Unauthorized("the status page needs a viewer token: open /?token=<token> once on "
-                           "this screen (make one with 'factory token new --role viewer'), or "
-                           "list the screen's network in [status] open_networks")
+                           "this screen (make one with 'factory token new --role viewer "
+                           "--name NAME'), or list the screen's network in [status] "
+                           "open_networks")
     await _check(request, token, "the token this screen saved")
 
 
