@@ -94,6 +94,16 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class StatusPage:
+    """The operators' status page at `/`: shift start times (local, "HH:MM"), the networks
+    that see it without a token, and when an upstream backlog needs a person."""
+
+    shifts: tuple[str, ...] = ("06:00", "14:00", "22:00")
+    open_networks: tuple[Network, ...] = ()
+    backlog_alert_minutes: int = 30
+
+
+@dataclass(frozen=True)
 class Fixture:
     """One serial port on the line where units are plugged in."""
 
@@ -122,6 +132,7 @@ class StationConfig:
     labels_dir: Path = Path("labels")  # label templates
     printer: Printer = field(default_factory=Printer)
     upstream: Upstream = field(default_factory=Upstream)
+    status: StatusPage = field(default_factory=StatusPage)
 
     def product(self, product_id: str) -> Product | None:
         """The configured product with this id, or None."""
@@ -198,6 +209,7 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
         seen.add(product.id)
     printer = _printer(root.table("printer"), journal.parent)
     upstream = _upstream(root.table("upstream"))
+    status = _status_page(root.table("status"))
     fixtures_raw = root.get("fixtures", list, [], what="an array of tables ([[fixtures]])")
     fixtures = tuple(_fixture(source, i, f, seen) for i, f in enumerate(fixtures_raw))
     for key in ("name", "port"):
@@ -216,7 +228,7 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
     return StationConfig(
         source=source, station_id=station_id, host=host, port=port, journal=journal,
         max_body_bytes=max_body, ioto_networks=networks, products=products, fixtures=fixtures,
-        labels_dir=labels_dir, printer=printer, upstream=upstream,
+        labels_dir=labels_dir, printer=printer, upstream=upstream, status=status,
     )
 
 
@@ -238,6 +250,30 @@ def _upstream(table: _Table) -> Upstream:
     table.finish()
     return Upstream(kind="http", url=url, token_file=token_file, concurrency=concurrency,
                     timeout=timeout)
+
+
+def _status_page(table: _Table) -> StatusPage:
+    shifts_raw = table.get("shifts", list, list(StatusPage.shifts))
+    if not 1 <= len(shifts_raw) <= 24:
+        raise table.error("shifts", "must list 1 to 24 shift start times, e.g. [\"06:00\", "
+                                    "\"14:00\", \"22:00\"]")
+    shifts: list[str] = []
+    for i, value in enumerate(shifts_raw):
+        if not isinstance(value, str) or not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", value):
+            raise table.error(f"shifts[{i}]", f"must be a local time \"HH:MM\" (00:00 to 23:59)"
+                                              f", got {value!r}")
+        if shifts and value <= shifts[-1]:
+            raise table.error(f"shifts[{i}]", f"{value} must come after {shifts[-1]}: list "
+                                              "the shifts in the order they start in a day")
+        shifts.append(value)
+    networks = tuple(_network(table, i, n, "open_networks")
+                     for i, n in enumerate(table.get("open_networks", list, [])))
+    backlog = table.get("backlog_alert_minutes", int, StatusPage.backlog_alert_minutes)
+    if not 1 <= backlog <= 7 * 24 * 60:
+        raise table.error("backlog_alert_minutes", f"must be 1 to 10080, got {backlog}")
+    table.finish()
+    return StatusPage(shifts=tuple(shifts), open_networks=networks,
+                      backlog_alert_minutes=backlog)
 
 
 def _path(source: Path, text: str) -> Path:
@@ -351,13 +387,13 @@ def parse_listen(source: str | Path, text: str, key: str = "listen") -> tuple[st
     return host, int(port_text)
 
 
-def _network(table: _Table, index: int, value: Any) -> Network:
+def _network(table: _Table, index: int, value: Any, key: str = "networks") -> Network:
     if not isinstance(value, str):
-        raise table.error(f"networks[{index}]", "must be a CIDR string such as '10.0.0.0/8'")
+        raise table.error(f"{key}[{index}]", "must be a CIDR string such as '10.0.0.0/8'")
     try:
         return ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
-        raise table.error(f"networks[{index}]", f"{value!r} is not a CIDR network: {exc}") from exc
+        raise table.error(f"{key}[{index}]", f"{value!r} is not a CIDR network: {exc}") from exc
 
 
 def _product(source: Path, index: int, value: Any) -> Product:

@@ -1,10 +1,10 @@
 """Prometheus metrics of one station: step outcomes and latencies, HTTP answers, fixture
-states, journal size. One registry per station (tests build their own)."""
+states, the upstream outbox, journal size. One registry per station (tests build their own)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 from factory.units.fixture import FixtureStatus
 
 FIXTURE_STATES = ("starting", "waiting", "identifying", "issuing", "writing", "verifying",
-                  "labelling", "done", "failed", "port-error")
+                  "keying", "certifying", "labelling", "done", "failed", "port-error")
 # Steps on a serial line take milliseconds to seconds.
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -52,6 +52,12 @@ class Metrics:
                                       ["step"], buckets=STEP_BUCKETS, registry=self.registry)
         self.http = Counter("factory_http_responses", "HTTP answers by route and status",
                             ["route", "status"], registry=self.registry)
+        self.outbox = Gauge("factory_outbox_entries", "Upstream requests in the outbox by "
+                            "state (pending: not yet accepted; failed: refused, set aside)",
+                            ["state"], registry=self.registry)
+        self.outbox_oldest = Gauge("factory_outbox_oldest_seconds", "Age of the oldest "
+                                   "pending upstream request (0 when none)",
+                                   registry=self.registry)
         journal = Gauge("factory_journal_bytes", "Size of the journal with its WAL",
                         registry=self.registry)
         journal.set_function(lambda: _size(journal_path))
@@ -60,6 +66,16 @@ class Metrics:
     def watch_fixture(self, status: FixtureStatus) -> None:
         """Report this fixture's state from now on."""
         self._fixtures.append(status)
+
+    def fixtures(self) -> Sequence[FixtureStatus]:
+        """The fixtures being watched (the status page shows them too)."""
+        return tuple(self._fixtures)
+
+    def observe_outbox(self, pending: int, failed: int, oldest_age: float | None) -> None:
+        """Set the outbox gauges (read from the journal just before a scrape)."""
+        self.outbox.labels("pending").set(pending)
+        self.outbox.labels("failed").set(failed)
+        self.outbox_oldest.set(oldest_age or 0.0)
 
     def observe_step(self, step: str, outcome: str, seconds: float) -> None:
         self.steps.labels(step, outcome).inc()

@@ -19,6 +19,7 @@ from factory.journal.sqlite import Journal
 from factory.labels.service import Label, Labels
 from factory.metrics import Metrics
 from factory.sdnotify import Notifier
+from factory.status.snapshot import LiveSources
 from factory.units.fixture import FixtureRunner
 from factory.units.pipeline import Identify, Issue, Step, UnitRun, Verify, Write
 from factory.units.preclaim import InstallCertificate, MakeKey
@@ -52,8 +53,9 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         labels.check()  # a bad template stops the station here, before any unit
         metrics = Metrics(config.journal)
         outbox = await start_upstream(config, journal, stack, secrets)
+        live = LiveSources(fixtures=metrics.fixtures, printer=labels, upstream=outbox)
         runner = web.AppRunner(
-            make_app(config, journal, metrics),
+            make_app(config, journal, metrics, live),
             access_log=logging.getLogger("aiohttp.access") if access_log else None,
             handle_signals=False, shutdown_timeout=HTTP_GRACE)
         await runner.setup()

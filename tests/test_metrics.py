@@ -64,3 +64,18 @@ async def test_steps_and_fixtures_are_reported(station: Station, config: Station
     assert samples[("factory_fixture_state", (("fixture", "f1"), ("state", "failed")))] == 1
     assert samples[("factory_fixture_state", (("fixture", "f1"), ("state", "waiting")))] == 0
     assert samples[("factory_fixture_units", (("fixture", "f1"), ("outcome", "done")))] == 1
+
+
+async def test_the_outbox_backlog_is_reported(station: Station) -> None:
+    samples = await scrape(station)
+    assert samples[("factory_outbox_entries", (("state", "pending"),))] == 0
+    assert samples[("factory_outbox_oldest_seconds", ())] == 0
+    issued = await station.client.post("/api/v1/ucis", json={"product": PRODUCT},
+                                       headers=station.auth("device"))
+    uci = (await issued.json())["uci"]
+    await station.journal.record(uci, "verified", "test", {}, state="verified",
+                                 enqueue=("register", {"uci": uci}))
+    samples = await scrape(station)
+    assert samples[("factory_outbox_entries", (("state", "pending"),))] == 1
+    assert samples[("factory_outbox_entries", (("state", "failed"),))] == 0
+    assert samples[("factory_outbox_oldest_seconds", ())] >= 0

@@ -13,12 +13,13 @@ import logging
 import os
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from factory.journal import activity
 from factory.journal.chain import GENESIS, event_hash
 from factory.journal.errors import JournalUnavailable, TokenExists, TokenNotFound, UnitNotFound
 from factory.journal.migrations import MIGRATIONS
@@ -87,6 +88,9 @@ class Journal:
         self._pending: deque[Job | AdminJob] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
+        self._listeners: list[Callable[[], None]] = []
+        self._side: aiosqlite.Connection | None = None  # the status page's reader
+        self._side_lock = asyncio.Lock()
         self._task = asyncio.create_task(self._write_loop(), name="journal-writer")
 
     @classmethod
@@ -121,6 +125,8 @@ class Journal:
         try:
             await self._task
         finally:
+            if self._side is not None:
+                await self._side.close()
             await self._reader.close()
             await self._writer_conn.close()
 
@@ -198,6 +204,19 @@ class Journal:
             (hardware_id,))
         return [_unit(r) for r in rows]
 
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` (cheap, synchronous) after writes are committed; returns the
+        function that stops it. Writes of other processes (the CLI) are not seen."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:  # a listener's bug must not stop the writer
+                log.exception("journal change listener failed")
+
     @property
     def commits(self) -> int:
         """Transactions written; group commit keeps this far below the requests served."""
@@ -235,6 +254,7 @@ class Journal:
                 except Exception as exc:  # the writer must outlive any one batch
                     log.exception("journal writer failed a batch")
                     fail_jobs(batch, JournalUnavailable(f"journal write failed: {exc}"))
+            self._changed()  # once per round: a burst of writes is one notification
             if self._closing:
                 return
 
@@ -383,6 +403,36 @@ class Journal:
             await self._reader.execute_fetchall("SELECT 1 FROM schema_migrations LIMIT 1")
         except sqlite3.Error as exc:
             raise JournalUnavailable(f"journal {self.path} does not answer: {exc}") from exc
+
+    async def count_events(self, counters: Mapping[str, str],
+                           since: Mapping[str, str]) -> dict[str, dict[str, int]]:
+        """Units with events of the mapped kinds per counter and time window (activity.py)."""
+        return await activity.count_events(await self._side_reader(), counters, since)
+
+    async def _side_reader(self) -> aiosqlite.Connection:
+        """A reader of its own for the status page's counts (a day of events), so the
+        station's quick reads (tokens, units) never queue behind them."""
+        async with self._side_lock:
+            if self._side is None:
+                self._side = await _connect(self.path)
+            return self._side
+
+    async def recent_units(self, limit: int = 20) -> list[Unit]:
+        """The units with the newest events, newest first, each with all its events."""
+        ids = await activity.recent_unit_ids(self._reader, limit)
+        if not ids:
+            return []
+        key = json.dumps(ids)
+        rows = await self._reader.execute_fetchall(
+            f"SELECT id, {_UNIT_COLUMNS} FROM units WHERE id IN (SELECT value FROM json_each(?))",
+            (key,))
+        events: dict[int, list[Event]] = {i: [] for i in ids}
+        for row in await self._reader.execute_fetchall(
+                f"SELECT unit_id, {_EVENT_COLUMNS} FROM events"
+                " WHERE unit_id IN (SELECT value FROM json_each(?)) ORDER BY seq", (key,)):
+            events[row[0]].append(_event(row[1:]))
+        by_id = {row[0]: _unit(row[1:], events[row[0]]) for row in rows}
+        return [by_id[i] for i in ids if i in by_id]
 
     async def stats(self) -> dict[str, int]:
         """Unit counts by state."""

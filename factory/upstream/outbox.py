@@ -64,7 +64,8 @@ class OutboxWorker:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
         self._wakeup = asyncio.Event()
         self._stopping = False
-        self.last_error = ""
+        self.last_error = ""  # the newest failed attempt's reason; "" after a success
+        self.refused = ""  # why the upstream refuses the station's own token, while it does
 
     def wake(self) -> None:
         """Look at the outbox now (something was just queued)."""
@@ -129,6 +130,7 @@ class OutboxWorker:
             # queued and say so, rather than set each aside for a person.
             log.error("upstream refuses the station's token (%d): %s; fix [upstream] "
                       "token_file", exc.status, exc.reason)
+            self.refused = exc.reason
             await self._retry(entry, self._cap, exc.reason)
             return False
         except RetryableError as exc:
@@ -138,6 +140,7 @@ class OutboxWorker:
                      entry.attempts + 1, wait)
             await self._retry(entry, wait, exc.reason)
             return False
+        self.last_error = self.refused = ""
         await self._settle(entry, kind, {**data, "attempts": entry.attempts + 1}, state,
                            "done")
         log.info("unit %s %s upstream", entry.uci, kind)

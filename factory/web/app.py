@@ -8,9 +8,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from factory.config import StationConfig
 from factory.journal.sqlite import Journal
 from factory.metrics import Metrics
-from factory.web import api, ioto, openapi
+from factory.status.snapshot import LiveSources
+from factory.upstream.backlog import backlog
+from factory.web import api, ioto, openapi, status
 from factory.web.auth import TokenCache
-from factory.web.keys import CONFIG, JOURNAL, METRICS, TOKENS
+from factory.web.keys import CONFIG, JOURNAL, LIVE, METRICS, TOKENS
 from factory.web.problems import Handler, problem_middleware
 
 
@@ -26,19 +28,24 @@ async def count_responses(request: web.Request, handler: Handler) -> web.StreamR
 
 async def scrape(request: web.Request) -> web.Response:
     """GET /metrics in the Prometheus text format (no token: read-only counters)."""
-    body = generate_latest(request.app[METRICS].registry)
+    metrics = request.app[METRICS]
+    outbox = await backlog(request.app[JOURNAL], limit=0)
+    metrics.observe_outbox(outbox["pending"], outbox["failed"], outbox["oldest_age_seconds"])
+    body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def make_app(config: StationConfig, journal: Journal,
-             metrics: Metrics | None = None) -> web.Application:
-    """The station's HTTP app over an open journal (the caller owns the journal)."""
+def make_app(config: StationConfig, journal: Journal, metrics: Metrics | None = None,
+             live: LiveSources | None = None) -> web.Application:
+    """The station's HTTP app over an open journal (the caller owns the journal); `live`
+    holds the fixtures, printer and upstream the status page shows."""
     app = web.Application(middlewares=[count_responses, problem_middleware],
                           client_max_size=config.max_body_bytes)
     app[CONFIG] = config
     app[JOURNAL] = journal
     app[TOKENS] = TokenCache(journal)
     app[METRICS] = metrics or Metrics(config.journal)
+    app[LIVE] = live or LiveSources()
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/metrics", scrape)
     app.router.add_get("/api/v1/openapi.json", openapi.handler)
@@ -48,4 +55,5 @@ def make_app(config: StationConfig, journal: Journal,
     app.router.add_post("/api/v1/units/{uci}/void", api.void_unit)
     app.router.add_get("/api/v1/outbox", api.outbox)
     app.router.add_post("/ioto/serialize", ioto.serialize)
+    status.add_routes(app)
     return app

@@ -4,11 +4,14 @@ token is compared against every active hash in constant time."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
+from collections.abc import Iterable
 from typing import Literal
 
 from aiohttp import web
 
+from factory.config import Network
 from factory.journal.records import Role
 from factory.journal.sqlite import Journal
 from factory.tokens import same_hash, token_hash
@@ -77,3 +80,15 @@ async def authorize(request: web.Request, cache: TokenCache, action: Action) -> 
         raise Forbidden(f"a {principal.role} token may not {action}; this needs one of: "
                         f"{', '.join(sorted(allowed))}")
     return principal
+
+
+def from_networks(request: web.Request, networks: Iterable[Network]) -> bool:
+    """Whether the client's address is in one of `networks` (for callers without a token)."""
+    remote = request.remote or ""
+    try:
+        address = ipaddress.ip_address(remote.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d
+    return any(address in net for net in networks)

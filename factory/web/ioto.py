@@ -5,11 +5,10 @@ The agent carries no token, so the route is open only to the networks the config
 
 from __future__ import annotations
 
-import ipaddress
-
 from aiohttp import web
 
 from factory.issuing import ioto_request
+from factory.web.auth import from_networks
 from factory.web.body import json_body
 from factory.web.keys import CONFIG, JOURNAL
 from factory.web.problems import Forbidden
@@ -19,13 +18,7 @@ async def serialize(request: web.Request) -> web.Response:
     """Answer the agent's device section with `{"id": "<UCI>"}`."""
     config = request.app[CONFIG]
     remote = request.remote or ""
-    try:
-        address = ipaddress.ip_address(remote.split("%")[0])
-    except ValueError:
-        address = None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # a dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d
-    if address is None or not any(address in net for net in config.ioto_networks):
+    if not from_networks(request, config.ioto_networks):
         raise Forbidden(f"{remote or 'this client'} is not on a network allowed to serialize; "
                         "add its network to [ioto] networks in the station config")
     body = await json_body(request)

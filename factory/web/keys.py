@@ -7,9 +7,13 @@ from aiohttp import web
 from factory.config import StationConfig
 from factory.journal.sqlite import Journal
 from factory.metrics import Metrics
+from factory.status.feed import StatusFeed
+from factory.status.snapshot import LiveSources
 from factory.web.auth import TokenCache
 
 CONFIG = web.AppKey("config", StationConfig)
 JOURNAL = web.AppKey("journal", Journal)
 TOKENS = web.AppKey("tokens", TokenCache)
 METRICS = web.AppKey("metrics", Metrics)
+LIVE = web.AppKey("live", LiveSources)
+STATUS_FEED = web.AppKey("status_feed", StatusFeed)

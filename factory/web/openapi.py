@@ -172,6 +172,94 @@ DOCUMENT: dict[str, Any] = {
 }
 
 
+# The operators' status page (factory/web/status.py): viewer or operator token as a bearer
+# header or the cookie that /?token= sets; open without one on [status] open_networks.
+_STATUS_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"statusCookie": []}, {}]
+_COUNTS = {"type": "object", "properties": {name: {"type": "integer"} for name in (
+    "issued", "verified", "labelled", "registered", "preclaimed", "failed", "voided")}}
+DOCUMENT["components"]["securitySchemes"]["statusCookie"] = {
+    "type": "apiKey", "in": "cookie", "name": "factory_status_token",
+    "description": "Set by GET /?token=<viewer token> (HttpOnly, SameSite=Strict)."}
+DOCUMENT["components"]["schemas"]["Status"] = {
+    "type": "object",
+    "required": ["station", "now", "shift", "counts", "units_per_hour", "fixtures", "units",
+                 "upstream", "printer", "attention"],
+    "properties": {
+        "station": {"type": "string"},
+        "now": {"type": "string", "format": "date-time"},
+        "shift": {"type": "object", "properties": {
+            "name": {"type": "string", "description": "the running shift's start, HH:MM"},
+            "start": {"type": "string", "format": "date-time"}}},
+        "day_start": {"type": "string", "format": "date-time"},
+        "counts": {"type": "object", "description": "Units per counter, this shift and "
+                   "today (since local midnight); a unit counts once per counter",
+                   "properties": {"shift": _COUNTS, "today": _COUNTS}},
+        "units_per_hour": {"type": "integer", "description": "Units verified in the last "
+                           "60 minutes"},
+        "fixtures": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "port": {"type": "string"},
+            "state": {"type": "string", "description": "starting, waiting, identifying, "
+                      "issuing, writing, verifying, keying, certifying, labelling, done, "
+                      "failed, port-error"},
+            "words": {"type": "string"}, "tone": {"enum": ["idle", "busy", "ok", "stop"]},
+            "reason": {"type": "string"}, "action": {"type": "string"},
+            "uci": {"type": ["string", "null"]}, "since": {"type": "string"},
+            "done": {"type": "integer"}, "failed": {"type": "integer"}}}},
+        "units": {"type": "array", "description": "The 20 units with the newest events",
+                  "items": {"type": "object", "properties": {
+                      "uci": {"type": "string"}, "human": {"type": "string"},
+                      "product": {"type": "string"}, "state": {"type": "string"},
+                      "updated_at": {"type": "string"},
+                      "steps": {"type": "array", "items": {"type": "object"}}}}},
+        "upstream": {"type": "object", "properties": {
+            "enabled": {"type": "boolean"}, "pending": {"type": "integer"},
+            "failed": {"type": "integer"}, "oldest": {"type": ["string", "null"]},
+            "oldest_age_seconds": {"type": ["number", "null"]},
+            "last_error": {"type": "string"}, "refused": {"type": "string"}}},
+        "printer": {"type": "object", "properties": {
+            "enabled": {"type": "boolean"}, "queue": {"type": "string"},
+            "state": {"enum": ["none", "idle", "unavailable"]}, "reason": {"type": "string"}}},
+        "attention": {"type": "array", "description": "What needs a person now",
+                      "items": {"type": "object", "properties": {
+                          "source": {"type": "string"}, "what": {"type": "string"},
+                          "action": {"type": "string"}}}},
+    },
+}
+DOCUMENT["paths"].update({
+    "/": {"get": {
+        "summary": "The status page for line operators (HTML, live updates)",
+        "description": "Roles: viewer, operator (bearer header or cookie), or none from "
+                       "[status] open_networks. `?token=<token>` checks the token, keeps it "
+                       "in an HttpOnly cookie and redirects to / (303).",
+        "security": _STATUS_SECURITY,
+        "parameters": [{"name": "token", "in": "query", "required": False,
+                        "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "The page",
+                              "content": {"text/html": {"schema": {"type": "string"}}}},
+                      "303": {"description": "Token kept in a cookie; go to /"},
+                      **_errors(401, 403, 503)}}},
+    "/api/v1/status": {"get": {
+        "summary": "The line's status: the snapshot the status page shows",
+        "description": "Roles: viewer, operator, or none from [status] open_networks.",
+        "security": _STATUS_SECURITY,
+        "responses": {"200": _json({"$ref": "#/components/schemas/Status"}, "The snapshot"),
+                      **_errors(401, 403, 503)}}},
+    "/api/v1/status/events": {"get": {
+        "summary": "The status as server-sent events",
+        "description": "`event: status` with the snapshot as `data`: at once, after every "
+                       "change (coalesced), and at least every 15 s. Roles as /api/v1/status.",
+        "security": _STATUS_SECURITY,
+        "responses": {"200": {"description": "An endless event stream",
+                              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                      **_errors(401, 403, 503)}}},
+    "/static/{name}": {"get": {
+        "summary": "The status page's CSS and JavaScript", "security": [],
+        "parameters": [{"name": "name", "in": "path", "required": True,
+                        "schema": {"enum": ["status.css", "status.js"]}}],
+        "responses": {"200": {"description": "The file"}, **_errors(404)}}},
+})
+
+
 async def handler(request: web.Request) -> web.Response:
     """GET /api/v1/openapi.json."""
     return web.json_response(DOCUMENT)

@@ -1,0 +1,1 @@
+"""The line's status for operators: what the status page and its live feed show."""

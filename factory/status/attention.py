@@ -1,0 +1,107 @@
+"""What the page says about each fixture, step and problem, in words for the line: plain
+values in, plain values out (no I/O), so every rule is tested on its own."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Tone = Literal["idle", "busy", "ok", "stop"]
+
+# Fixture state → (what the screen says, its colour class).
+FIXTURE_WORDS: dict[str, tuple[str, Tone]] = {
+    "starting": ("Starting", "idle"),
+    "waiting": ("Ready: plug in a unit", "idle"),
+    "identifying": ("Identifying", "busy"),
+    "issuing": ("Issuing ID", "busy"),
+    "writing": ("Writing", "busy"),
+    "verifying": ("Verifying", "busy"),
+    "keying": ("Making its key", "busy"),
+    "certifying": ("Writing certificate", "busy"),
+    "labelling": ("Labelling", "busy"),
+    "done": ("Done: unplug the unit", "ok"),
+    "failed": ("FAILED", "stop"),
+    "port-error": ("Port problem", "stop"),
+}
+# Journal event kinds as a unit's steps; internal bookkeeping kinds are left out.
+STEP_WORDS: dict[str, str] = {
+    "issued": "issued", "written": "written", "verified": "verified",
+    "labelled": "labelled", "printed": "printed", "print_failed": "print failed",
+    "registered": "registered", "register_failed": "registration refused",
+    "key_made": "key made", "preclaimed": "pre-claimed", "claimed": "pre-claimed",
+    "preclaim_failed": "pre-claim refused", "certificate_written": "certificate written",
+    "requeued": "sent again", "failed": "failed", "voided": "voided",
+}
+# Event kind → the counter it adds to.
+COUNTERS: dict[str, str] = {
+    "issued": "issued", "verified": "verified", "labelled": "labelled",
+    "registered": "registered", "claimed": "preclaimed", "preclaimed": "preclaimed",
+    "failed": "failed", "fixture_failed": "failed", "print_failed": "failed",
+    "register_failed": "failed", "preclaim_failed": "failed", "voided": "voided",
+}
+COUNTER_NAMES = ("issued", "verified", "labelled", "registered", "preclaimed", "failed",
+                 "voided")
+
+
+@dataclass(frozen=True)
+class Alert:
+    """Something a person has to do now."""
+
+    source: str  # fixture:NAME, printer, upstream
+    what: str
+    action: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fixture_words(state: str) -> tuple[str, Tone]:
+    """The words and tone for a fixture state (an unknown one is shown as it is)."""
+    return FIXTURE_WORDS.get(state, (state.capitalize(), "busy"))
+
+
+def fixture_alert(name: str, state: str, reason: str, action: str) -> Alert | None:
+    """A failed fixture or port needs a person; every other state does not."""
+    if state == "failed":
+        return Alert(f"fixture:{name}", f"Fixture {name} failed: {reason or 'no reason given'}",
+                     action or "unplug the unit and plug it in again")
+    if state == "port-error":
+        return Alert(f"fixture:{name}", f"Fixture {name} cannot use its port: "
+                     f"{reason or 'no reason given'}",
+                     action or "check the fixture's cable and adapter")
+    return None
+
+
+def printer_alert(queue: str, state: str, reason: str) -> Alert | None:
+    if state != "unavailable":
+        return None
+    return Alert("printer", f"Printer {queue} is not printing: {reason or 'no reason given'}",
+                 "check power, cable, paper and ribbon; waiting labels print when it is back")
+
+
+def upstream_alerts(refused: str, pending: int, age_seconds: float | None,
+                    alert_minutes: int) -> list[Alert]:
+    """The upstream refusing the station, and a backlog older than the configured limit."""
+    alerts = []
+    if refused:
+        alerts.append(Alert("upstream", f"The device cloud refuses this station: {refused}",
+                            "call an engineer: the station's upstream token needs fixing "
+                            "(units are kept and sent later)"))
+    if pending and age_seconds is not None and age_seconds >= alert_minutes * 60:
+        alerts.append(Alert("upstream", f"{pending} unit{'s' if pending != 1 else ''} not "
+                            f"registered for {duration(age_seconds)}",
+                            "check the factory network's link to the device cloud; call an "
+                            "engineer if it stays"))
+    return alerts
+
+
+def duration(seconds: float) -> str:
+    """A rough age for people: 45 s, 12 min, 3 h 20 min, 2 d 4 h."""
+    s = int(max(seconds, 0))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"

@@ -1,0 +1,136 @@
+"""One snapshot of the line: the JSON that GET /api/v1/status answers, the page is rendered
+from and the live feed sends. Read from the journal and from the station's live objects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING, Any, Protocol
+
+from factory import uci as uci_codec
+from factory.config import StationConfig
+from factory.journal.records import Unit
+from factory.journal.sqlite import Journal
+from factory.status.attention import (
+    COUNTER_NAMES,
+    COUNTERS,
+    STEP_WORDS,
+    fixture_alert,
+    fixture_words,
+    printer_alert,
+    upstream_alerts,
+)
+from factory.status.shifts import journal_time, windows
+from factory.upstream.backlog import backlog
+
+if TYPE_CHECKING:
+    from factory.units.fixture import FixtureStatus
+
+RECENT_UNITS = 20
+
+
+class PrinterView(Protocol):
+    """What the page reads of the label printer (factory.labels.service.Labels)."""
+
+    printer_state: str  # none, idle, unavailable
+    printer_reason: str
+
+
+class UpstreamView(Protocol):
+    """What the page reads of the outbox worker (factory.upstream.outbox.OutboxWorker)."""
+
+    last_error: str
+    refused: str
+
+
+def _no_fixtures() -> Sequence[FixtureStatus]:
+    return ()
+
+
+@dataclass
+class LiveSources:
+    """The station's objects whose state lives in memory, not in the journal."""
+
+    fixtures: Callable[[], Sequence[FixtureStatus]] = _no_fixtures
+    printer: PrinterView | None = None
+    upstream: UpstreamView | None = None
+
+    def signature(self) -> tuple[object, ...]:
+        """Changes whenever anything the page shows from memory changes (cheap to compare)."""
+        return (
+            tuple((f.state, f.reason, f.uci, f.done, f.failed) for f in self.fixtures()),
+            (self.printer.printer_state, self.printer.printer_reason) if self.printer else (),
+            (self.upstream.last_error, self.upstream.refused) if self.upstream else (),
+        )
+
+
+async def build(config: StationConfig, journal: Journal, live: LiveSources,
+                now: datetime | None = None, tz: tzinfo | None = None) -> dict[str, Any]:
+    """The snapshot at `now` (default: now), shifts read in `tz` (default: local time)."""
+    now = now or datetime.now(UTC)
+    win = windows(config.status.shifts, now, tz)
+    counted = await journal.count_events(COUNTERS, win.journal_times())
+    units = await journal.recent_units(RECENT_UNITS)
+    outbox = await backlog(journal, limit=0, now=now)
+
+    fixtures, alerts = [], []
+    for status in live.fixtures():
+        words, tone = fixture_words(status.state)
+        fixtures.append({
+            "name": status.name, "port": status.port, "state": status.state, "words": words,
+            "tone": tone, "reason": status.reason, "action": status.action,
+            "uci": _human(status.uci), "since": _iso(status.since),
+            "done": status.done, "failed": status.failed})
+        alert = fixture_alert(status.name, status.state, status.reason, status.action)
+        if alert is not None:
+            alerts.append(alert)
+
+    printer_state = live.printer.printer_state if live.printer else "none"
+    printer_reason = live.printer.printer_reason if live.printer else ""
+    if (alert := printer_alert(config.printer.queue, printer_state, printer_reason)):
+        alerts.append(alert)
+
+    refused = live.upstream.refused if live.upstream else ""
+    alerts += upstream_alerts(refused, outbox["pending"], outbox["oldest_age_seconds"],
+                              config.status.backlog_alert_minutes)
+
+    return {
+        "station": config.station_id,
+        "now": journal_time(now),
+        "shift": {"name": win.shift, "start": journal_time(win.shift_start)},
+        "day_start": journal_time(win.day_start),
+        "counts": {window: {name: counted[name][window] for name in COUNTER_NAMES}
+                   for window in ("shift", "today")},
+        "units_per_hour": counted["verified"]["hour"],
+        "fixtures": fixtures,
+        "units": [_unit(config, unit) for unit in units],
+        "upstream": {
+            "enabled": config.upstream.enabled, "pending": outbox["pending"],
+            "failed": outbox["failed"], "oldest": outbox["oldest"],
+            "oldest_age_seconds": outbox["oldest_age_seconds"],
+            "last_error": live.upstream.last_error if live.upstream else "",
+            "refused": refused},
+        "printer": {"enabled": config.printer.enabled, "queue": config.printer.queue,
+                    "state": printer_state, "reason": printer_reason},
+        "attention": [alert.as_dict() for alert in alerts],
+    }
+
+
+def _unit(config: StationConfig, unit: Unit) -> dict[str, Any]:
+    product = config.product(unit.product)
+    return {
+        "uci": unit.uci, "human": uci_codec.human(unit.uci),
+        "product": product.name if product else unit.product,
+        "state": unit.state, "updated_at": unit.updated_at,
+        "steps": [{"kind": e.kind, "words": STEP_WORDS[e.kind], "at": e.at}
+                  for e in unit.events if e.kind in STEP_WORDS],
+    }
+
+
+def _human(uci: str | None) -> str | None:
+    return uci_codec.human(uci) if uci else None
+
+
+def _iso(unix: float) -> str:
+    return journal_time(datetime.fromtimestamp(unix, UTC))

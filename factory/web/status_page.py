@@ -1,0 +1,155 @@
+"""The status page's HTML, rendered from a snapshot. static/status.js builds the same markup
+from each live snapshot; keep the two in step (the browser test reads both)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from html import escape
+from typing import Any
+
+from factory.status.attention import duration
+
+COUNTER_WORDS = (("issued", "Issued"), ("verified", "Verified"), ("labelled", "Labelled"),
+                 ("registered", "Registered"), ("preclaimed", "Pre-claimed"),
+                 ("failed", "Failed"), ("voided", "Voided"))
+PRINTER_WORDS = {"none": "None", "idle": "Ready", "unavailable": "NOT PRINTING"}
+
+
+def h(tag: str, cls: str = "", *children: str, **attrs: str) -> str:
+    """One element; text children must already be escaped (use `t`)."""
+    attributes = "".join(f' {k.rstrip("_")}="{escape(v)}"' for k, v in attrs.items())
+    if cls:
+        attributes = f' class="{escape(cls)}"{attributes}'
+    return f"<{tag}{attributes}>{''.join(children)}</{tag}>"
+
+
+def t(value: object) -> str:
+    return escape(str(value))
+
+
+def clock(at: str | None) -> str:
+    """HH:MM:SS in the station's local time, from a journal time."""
+    if not at:
+        return ""
+    return datetime.fromisoformat(at).astimezone().strftime("%H:%M:%S")
+
+
+def attention(snap: dict[str, Any]) -> str:
+    alerts = snap["attention"]
+    if not alerts:
+        return h("div", "alert", h("p", "what", "Line OK: nothing needs you now"))
+    return "".join(h("div", "alert", h("p", "what", t(a["what"])),
+                     h("p", "action", t(a["action"]))) for a in alerts)
+
+
+def fixtures(snap: dict[str, Any]) -> str:
+    if not snap["fixtures"]:
+        return h("p", "empty", "No fixtures in this station's config")
+    cards = []
+    for f in snap["fixtures"]:
+        parts = [h("h2", "", t(f["name"])), h("p", "state", t(f["words"]))]
+        if f["uci"]:
+            parts.append(h("p", "uci", t(f["uci"])))
+        if f["reason"]:
+            parts.append(h("p", "reason", t(f["reason"])))
+        if f["action"]:
+            parts.append(h("p", "action", t(f["action"])))
+        parts.append(h("p", "tally", t(f"{f['done']} done · {f['failed']} failed")))
+        cards.append(h("article", f"fixture tone-{f['tone']}", *parts))
+    return "".join(cards)
+
+
+def counts(snap: dict[str, Any]) -> str:
+    shift = t(f"Shift from {snap['shift']['name']}")
+    head = h("thead", "", h("tr", "", h("th", ""), h("th", "", shift), h("th", "", "Today")))
+    rows = []
+    for key, words in COUNTER_WORDS:
+        cells = [h("th", "", t(words))]
+        for window in ("shift", "today"):
+            n = snap["counts"][window][key]
+            cells.append(h("td", f"{window} warn" if key == "failed" and n else window, t(n)))
+        rows.append(h("tr", f"count-{key}", *cells))
+    return head + h("tbody", "", *rows)
+
+
+def tiles(snap: dict[str, Any]) -> str:
+    rate = h("div", "tile", h("h2", "", "Units per hour"),
+             h("p", "big", t(snap["units_per_hour"])), h("p", "", "verified in the last hour"))
+    up = snap["upstream"]
+    if not up["enabled"]:
+        upstream = h("div", "tile", h("h2", "", "Upstream"), h("p", "big", "None"),
+                     h("p", "", "units are not registered"))
+    else:
+        lines = [h("h2", "", "Upstream backlog"), h("p", "big", t(up["pending"])),
+                 h("p", "", "waiting to register")]
+        if up["oldest_age_seconds"] is not None:
+            lines.append(h("p", "", t(f"oldest {duration(up['oldest_age_seconds'])}")))
+        if up["failed"]:
+            lines.append(h("p", "", t(f"{up['failed']} refused, set aside")))
+        if up["last_error"]:
+            lines.append(h("p", "detail", t(up["last_error"])))
+        tone = "stop" if up["refused"] else "idle"
+        upstream = h("div", f"tile tone-{tone}", *lines)
+    pr = snap["printer"]
+    printer_lines = [h("h2", "", "Printer"),
+                     h("p", "big", t(PRINTER_WORDS.get(pr["state"], pr["state"]))),
+                     h("p", "", t(f"queue {pr['queue']}" if pr["enabled"]
+                                  else "labels are kept as PDF"))]
+    if pr["reason"]:
+        printer_lines.append(h("p", "detail", t(pr["reason"])))
+    tone = "stop" if pr["state"] == "unavailable" else "idle"
+    return rate + upstream + h("div", f"tile tone-{tone}", *printer_lines)
+
+
+def units(snap: dict[str, Any]) -> str:
+    if not snap["units"]:
+        return h("tr", "", h("td", "empty", "No units yet"))
+    return "".join(
+        h("tr", f"unit state-{u['state']}", h("td", "time", t(clock(u["updated_at"]))),
+          h("td", "uci", t(u["human"])),
+          h("td", "steps", t(" › ".join(s["words"] for s in u["steps"]))))
+        for u in snap["units"])
+
+
+def render(snap: dict[str, Any]) -> str:
+    """The whole page for one snapshot (it then updates itself from the event stream)."""
+    tone = "stop" if snap["attention"] else "ok"
+    station = t(snap["station"])
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{station} · line status</title>
+<link rel="stylesheet" href="static/status.css">
+<script src="static/status.js" defer></script>
+</head>
+<body>
+<header>
+<h1>Station <b id="station">{station}</b></h1>
+<p id="link" class="link">Connecting…</p>
+<p class="updated">Updated <time id="updated">{clock(snap["now"])}</time></p>
+</header>
+<section id="lost" class="lost" role="alert" hidden>
+<p class="what">STATION UNREACHABLE since <time id="lost-since"></time></p>
+<p class="action">This screen shows the last known state. Check the station PC and its network;
+the page reconnects by itself.</p>
+</section>
+<section id="attention" class="attention tone-{tone}" aria-live="assertive">
+{attention(snap)}</section>
+<main>
+<div class="left">
+<section id="fixtures" class="fixtures" aria-label="Fixtures">{fixtures(snap)}</section>
+<div class="numbers">
+<table id="counts" class="counts">{counts(snap)}</table>
+<section id="tiles" class="tiles">{tiles(snap)}</section>
+</div>
+</div>
+<section class="units" aria-label="Last units">
+<h2>Last units</h2>
+<table><tbody id="units">{units(snap)}</tbody></table>
+</section>
+</main>
+</body>
+</html>
+"""
