@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from botocore.exceptions import ProfileNotFound
 
 from factory.config import ConfigError, StationConfig
 from factory.journal.sqlite import Journal
@@ -18,6 +19,7 @@ from factory.labels.service import Label, Labels
 from factory.metrics import Metrics
 from factory.units.fixture import FixtureRunner
 from factory.units.pipeline import Identify, Issue, Step, UnitRun, Verify, Write
+from factory.upstream.aws import AwsIotUpstream, make_client, pem_blocks
 from factory.upstream.http import HttpUpstream
 from factory.upstream.outbox import OutboxWorker, registration_payload
 from factory.web.app import make_app
@@ -69,6 +71,12 @@ async def start_upstream(config: StationConfig, journal: Journal,
     upstream = config.upstream
     if not upstream.enabled:
         return None
+    if upstream.kind == "aws-iot":
+        aws = aws_upstream(config)
+        stack.callback(aws.close)
+        log.info("units are registered in AWS IoT %s (%d at a time)", upstream.region,
+                 upstream.concurrency)
+        return OutboxWorker(journal, aws, concurrency=upstream.concurrency)
     assert upstream.token_file is not None
     try:
         token = upstream.token_file.read_text().strip()
@@ -79,6 +87,30 @@ async def start_upstream(config: StationConfig, journal: Journal,
     client = HttpUpstream(session, upstream.url, token, timeout=upstream.timeout)
     log.info("units are registered at %s (%d at a time)", upstream.url, upstream.concurrency)
     return OutboxWorker(journal, client, concurrency=upstream.concurrency)
+
+
+def aws_upstream(config: StationConfig) -> AwsIotUpstream:
+    """The aws-iot adapter for the config: credentials from the standard AWS chain."""
+    upstream = config.upstream
+    chain: tuple[str, ...] = ()
+    if upstream.ca_file is not None:
+        try:
+            chain = tuple(pem_blocks(upstream.ca_file.read_text()))
+        except OSError as exc:
+            raise ConfigError(config.source, "upstream.ca_file",
+                              f"cannot be read: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise ConfigError(config.source, "upstream.ca_file",
+                              f"is not a PEM certificate bundle: {exc}") from exc
+    try:
+        client = make_client(upstream.region, endpoint_url=upstream.endpoint_url,
+                             profile=upstream.profile, timeout=upstream.timeout,
+                             pool=max(10, upstream.concurrency))
+    except ProfileNotFound as exc:
+        raise ConfigError(config.source, "upstream.profile", str(exc)) from exc
+    return AwsIotUpstream(client, station=config.station_id, policy=upstream.policy,
+                          thing_types=upstream.thing_types, thing_group=upstream.thing_group,
+                          ca_chain=chain, workers=upstream.concurrency)
 
 
 def start_fixtures(config: StationConfig, journal: Journal, labels: Labels,
