@@ -19,7 +19,8 @@ from factory.labels.service import Label, Labels
 from factory.metrics import Metrics
 from factory.units.fixture import FixtureRunner
 from factory.units.pipeline import Identify, Issue, Step, UnitRun, Verify, Write
-from factory.upstream.aws import AwsIotUpstream, make_client, pem_blocks
+from factory.upstream.aws import AwsIotUpstream, make_client
+from factory.upstream.aws_certs import pem_blocks
 from factory.upstream.http import HttpUpstream
 from factory.upstream.outbox import OutboxWorker, registration_payload
 from factory.web.app import make_app

@@ -12,12 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
-import logging
-import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,8 +21,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from factory import __version__
 from factory.registry.ca import check_csr
@@ -43,24 +37,21 @@ from factory.upstream.adapter import (
     Registration,
     RetryableError,
 )
+from factory.upstream.aws_certs import ThingCertificates, info
 from factory.upstream.aws_errors import translate
 from factory.upstream.http import _canonical
+from factory.web.problems import TYPE_BASE
 
 if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
 else:
     IoTClient = Any
 
-log = logging.getLogger("factory.upstream.aws")
 T = TypeVar("T")
-THING_TYPE_PATTERN = r"^[a-zA-Z0-9:_-]{1,128}$"
 # Thing-type attributes AWS indexes for search (at most three): find a unit by its MAC.
 SEARCHABLE = ["hardware_id", "model", "station"]
 MQTT_PORT = 8883
-# Detaching a principal is eventually consistent in AWS: a delete right after may still see it.
-_DELETE_TRIES = (0.0, 0.5, 2.0)
 _NO_TYPES: Mapping[str, str] = MappingProxyType({})
-_PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
 
 def make_client(region: str, *, endpoint_url: str = "", profile: str = "",
@@ -72,30 +63,6 @@ def make_client(region: str, *, endpoint_url: str = "", profile: str = "",
                     connect_timeout=timeout, read_timeout=timeout, max_pool_connections=pool,
                     user_agent_extra=f"factory-station/{__version__}")
     return session.client("iot", endpoint_url=endpoint_url or None, config=config)
-
-
-def pem_blocks(text: str) -> list[str]:
-    """Each certificate of a PEM bundle (a CA chain file); ValueError when one does not parse
-    or there is none."""
-    blocks = [m.group(0) + "\n" for m in _PEM_BLOCK.finditer(text)]
-    if not blocks:
-        raise ValueError("holds no PEM certificate")
-    for block in blocks:
-        x509.load_pem_x509_certificate(block.encode())
-    return blocks
-
-
-@dataclass(frozen=True)
-class _Cert:
-    """A certificate attached to a thing, as far as pre-claim cares."""
-
-    arn: str
-    id: str
-    status: str
-    pem: str
-    spki_sha256: str
-    fingerprint: str
-    not_after: datetime
 
 
 class AwsIotUpstream:
@@ -111,6 +78,7 @@ class AwsIotUpstream:
         self._known_types: set[str] = set()
         self._group_ready = False
         self._endpoint = ""
+        self._certs = ThingCertificates(client, self._call, policy)
 
     def close(self) -> None:
         """Let the worker threads go (calls under way finish first)."""
@@ -157,34 +125,39 @@ class AwsIotUpstream:
             await self._call(f"AddThingToThingGroup {uci}",
                              self._client.add_thing_to_thing_group,
                              thingGroupName=self._group, thingName=uci)
-        cert = None if created else _info(await self._active(uci))
+        cert = None if created else info(await self._certs.active(uci))
         return RegisterResult(created=created, device=_status(uci, held, cert))
 
     async def preclaim(self, uci: str, account: str, csr_pem: str) -> Certificate:
         """Certify the CSR's key for the registered thing `uci`, attach the policy and the
         thing, and mark the thing as claimed for `account`."""
         uci = _canonical(uci)
+        if not self._policy:
+            raise PermanentError(f"pre-claim {uci}: no AWS IoT policy for certificates; set "
+                                 f"[upstream] policy in the station config", status=400)
         try:
             key = check_csr(csr_pem, uci).spki_sha256
         except InvalidCsr as exc:
-            raise PermanentError(f"pre-claim {uci}: {exc.detail}", status=exc.status) from exc
+            raise PermanentError(f"pre-claim {uci}: {exc.detail}", status=exc.status,
+                                 problem=exc.body(uci)) from exc
         held = await self._describe(uci)
         if held is None:
-            raise PermanentError(f"pre-claim {uci}: no such thing in AWS IoT; register the "
-                                 f"unit first", status=404)
+            raise _not_found(f"pre-claim {uci}: no such thing in AWS IoT; register the unit "
+                             f"first", uci)
         owner = attrs.read(held.get("attributes", {}), attrs.CLAIM_ACCOUNT)
         if owner and owner != account:
             raise ConflictError(f"pre-claim {uci}: already pre-claimed for another account "
-                                f"({owner}); a person has to release it first", status=409)
+                                f"({owner}); a person has to release it first", status=409,
+                                problem=_problem("claimed", "Claimed", 409, uci))
         keep = None
-        for cert in await self._certs(uci):
+        for cert in await self._certs.attached(uci):
             if keep is None and cert.spki_sha256 == key and cert.status in ("ACTIVE", "INACTIVE"):
                 keep = cert
             else:  # left by an attempt with another key: no thing keeps two certificates
-                await self._retire(uci, cert)
-        cert = keep or await self._issue(uci, csr_pem, key)
+                await self._certs.retire(uci, cert)
+        cert = keep or await self._certs.issue(uci, csr_pem, key)
         if keep is not None:
-            await self._attach_policy(uci, cert.arn)
+            await self._certs.attach_policy(uci, cert.arn)
         if cert.status != "ACTIVE":
             await self._call(f"UpdateCertificate {cert.id} ACTIVE",
                              self._client.update_certificate, certificateId=cert.id,
@@ -204,105 +177,8 @@ class AwsIotUpstream:
         uci = _canonical(uci)
         held = await self._describe(uci)
         if held is None:
-            raise PermanentError(f"lookup {uci}: no such thing in AWS IoT", status=404)
-        return _status(uci, held, _info(await self._active(uci)))
-
-    async def _issue(self, uci: str, csr_pem: str, key: str) -> _Cert:
-        """A new certificate for the CSR, inactive, attached to the thing, with the policy.
-        Attached before anything else, so that a crash leaves it where a retry finds it."""
-        made = await self._call(f"CreateCertificateFromCsr {uci}",
-                                self._client.create_certificate_from_csr,
-                                certificateSigningRequest=csr_pem, setAsActive=False)
-        cert = _cert(made["certificateArn"], made["certificateId"], "INACTIVE",
-                     made["certificatePem"])
-        try:
-            if cert.spki_sha256 != key:
-                raise PermanentError(f"CreateCertificateFromCsr {uci}: AWS IoT certified "
-                                     f"another key than the CSR's; the certificate was "
-                                     f"deleted", status=502)
-            await self._call(f"AttachThingPrincipal {uci}", self._client.attach_thing_principal,
-                             thingName=uci, principal=cert.arn)
-        except Exception:  # not findable from the thing: delete it now, or it dangles
-            await self._retire(uci, cert, quiet=True)
-            raise
-        # From here on a failure leaves it attached and inactive; the retry picks it up.
-        await self._attach_policy(uci, cert.arn)
-        return cert
-
-    async def _attach_policy(self, uci: str, arn: str) -> None:
-        await self._call(f"AttachPolicy {self._policy} to the certificate of {uci}",
-                         self._client.attach_policy, policyName=self._policy, target=arn)
-
-    async def _retire(self, uci: str, cert: _Cert, *, quiet: bool = False) -> None:
-        """Deactivate, detach and delete a certificate the thing must not keep. `quiet`:
-        best effort while another error is on its way out."""
-        try:
-            if cert.status == "ACTIVE":
-                await self._call(f"UpdateCertificate {cert.id} INACTIVE",
-                                 self._client.update_certificate, certificateId=cert.id,
-                                 newStatus="INACTIVE")
-            attached = await self._call(f"ListAttachedPolicies {cert.id}",
-                                        self._client.list_attached_policies, target=cert.arn)
-            for policy in attached.get("policies", []):
-                await self._call(f"DetachPolicy {cert.id}", self._client.detach_policy,
-                                 policyName=policy["policyName"], target=cert.arn)
-            principals = await self._principals(uci)
-            if cert.arn in principals:
-                await self._call(f"DetachThingPrincipal {uci}",
-                                 self._client.detach_thing_principal, thingName=uci,
-                                 principal=cert.arn)
-            await self._delete(cert)
-        except Exception:
-            if not quiet:
-                raise
-            log.warning("could not clean up certificate %s of %s; it is inactive or "
-                        "detached, a retry of the pre-claim retires it", cert.id, uci,
-                        exc_info=True)
-        else:
-            log.info("retired certificate %s of %s (not for the unit's current key)",
-                     cert.id, uci)
-
-    async def _delete(self, cert: _Cert) -> None:
-        for pause in _DELETE_TRIES:
-            await asyncio.sleep(pause)
-            try:
-                await self._call(f"DeleteCertificate {cert.id}",
-                                 self._client.delete_certificate, certificateId=cert.id)
-                return
-            except ConflictError:  # detach not yet seen by the delete: wait a little
-                continue
-        log.warning("certificate %s is inactive and detached but could not be deleted yet; "
-                    "delete it by hand or leave it (it cannot connect)", cert.id)
-
-    async def _certs(self, uci: str) -> list[_Cert]:
-        """The X.509 certificates attached to the thing (other principals are left alone)."""
-        certs = []
-        for arn in await self._principals(uci):
-            if ":cert/" not in arn:
-                continue
-            cert_id = arn.rsplit("/", 1)[1]
-            described = await self._call(f"DescribeCertificate {cert_id}",
-                                         self._client.describe_certificate,
-                                         certificateId=cert_id)
-            info = described["certificateDescription"]
-            certs.append(_cert(arn, cert_id, str(info.get("status", "")),
-                               str(info.get("certificatePem", ""))))
-        return certs
-
-    async def _active(self, uci: str) -> _Cert | None:
-        return next((c for c in await self._certs(uci) if c.status == "ACTIVE"), None)
-
-    async def _principals(self, uci: str) -> list[str]:
-        principals: list[str] = []
-        token = ""
-        while True:
-            page = await self._call(f"ListThingPrincipals {uci}",
-                                    self._client.list_thing_principals, thingName=uci,
-                                    **({"nextToken": token} if token else {}))
-            principals += page.get("principals", [])
-            token = page.get("nextToken", "")
-            if not token:
-                return principals
+            raise _not_found(f"lookup {uci}: no such thing in AWS IoT", uci)
+        return _status(uci, held, info(await self._certs.active(uci)))
 
     async def _describe(self, uci: str) -> dict[str, Any] | None:
         try:
@@ -364,26 +240,6 @@ class AwsIotUpstream:
             raise translate(exc, what) from exc
 
 
-def _cert(arn: str, cert_id: str, status: str, pem: str) -> _Cert:
-    try:
-        parsed = x509.load_pem_x509_certificate(pem.encode())
-    except ValueError:  # no key to compare: never kept, so retired
-        return _Cert(arn=arn, id=cert_id, status=status, pem=pem, spki_sha256="",
-                     fingerprint="", not_after=datetime.fromtimestamp(0, UTC))
-    spki = parsed.public_key().public_bytes(serialization.Encoding.DER,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo)
-    der = parsed.public_bytes(serialization.Encoding.DER)
-    return _Cert(arn=arn, id=cert_id, status=status, pem=pem,
-                 spki_sha256=hashlib.sha256(spki).hexdigest(),
-                 fingerprint="sha256:" + hashlib.sha256(der).hexdigest(),
-                 not_after=parsed.not_valid_after_utc)
-
-
-def _info(cert: _Cert | None) -> CertificateInfo | None:
-    return None if cert is None else CertificateInfo(fingerprint=cert.fingerprint,
-                                                     not_after=cert.not_after)
-
-
 def _check_same(uci: str, held: Mapping[str, Any], thing_type: str,
                 wanted: Mapping[str, str]) -> None:
     differing = attrs.differing(held.get("attributes", {}), wanted)
@@ -393,8 +249,17 @@ def _check_same(uci: str, held: Mapping[str, Any], thing_type: str,
         raise ConflictError(
             f"register {uci}: AWS IoT holds this thing with other {', '.join(differing)}; "
             f"a person has to decide which is right", status=409,
-            problem={"type": "urn:factory-station:problem:conflict", "title": "Conflict",
-                     "status": 409, "conflicting": differing})
+            problem=_problem("conflict", "Conflict", 409, uci, conflicting=differing))
+
+
+def _problem(slug: str, title: str, status: int, uci: str, **extra: Any) -> dict[str, Any]:
+    """A problem body like the http registry's, so callers branch on the same types."""
+    return {"type": TYPE_BASE + slug, "title": title, "status": status, "instance": uci,
+            **extra}
+
+
+def _not_found(reason: str, uci: str) -> PermanentError:
+    return PermanentError(reason, status=404, problem=_problem("not-found", "Not found", 404, uci))
 
 
 def _status(uci: str, held: Mapping[str, Any], cert: CertificateInfo | None) -> DeviceStatus:
