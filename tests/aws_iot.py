@@ -4,6 +4,7 @@ with AWS's error wire format (throttling, access denied, 5xx) — moto never thr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -71,6 +72,9 @@ class Fault:
     count: int = 1
     matches: Callable[[web.Request], bool] = lambda _: True
     headers: dict[str, str] = field(default_factory=dict)
+    # Never answer: the caller hangs there (to be killed); `reached` is set when it does.
+    hold: bool = False
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class FaultProxy:
@@ -110,6 +114,9 @@ class FaultProxy:
             if fault.count > 0 and fault.matches(request):
                 fault.count -= 1
                 await request.read()
+                if fault.hold:
+                    fault.reached.set()
+                    await asyncio.Event().wait()  # until the proxy closes
                 body = json.dumps({"__type": fault.code, "message": fault.message})
                 return web.Response(status=fault.status, text=body,
                                     content_type="application/json",

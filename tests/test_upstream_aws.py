@@ -3,9 +3,13 @@ reached by boto3 over real HTTP through a proxy that can answer with AWS's error
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import hashlib
+import os
 import random
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +18,13 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from factory.config import StationConfig
+from factory.config import ConfigError, StationConfig, load
 from factory.journal.sqlite import Journal
+from factory.station import aws_upstream, start_upstream
 from factory.uci import new_uci
 from factory.upstream import (
     ConflictError,
@@ -29,7 +36,7 @@ from factory.upstream import aws_attributes as attrs
 from factory.upstream.aws import AwsIotUpstream, make_client
 from factory.upstream.outbox import OutboxWorker
 from tests.aws_iot import FAKE_CREDENTIALS, REGION, Fault, FaultProxy, MotoServer, free_port
-from tests.conftest import PRODUCT
+from tests.conftest import CONFIG_TEXT, PRODUCT, ROOT, write_config
 from tests.test_outbox import provision
 from tests.test_upstream_http import csr_for
 
@@ -102,6 +109,18 @@ def certificates(admin: Any, uci: str) -> list[dict[str, Any]]:
 
 def public_key(pem: str) -> Any:
     return x509.load_pem_x509_certificate(pem.encode()).public_key()
+
+
+def account_certificates(admin: Any, uci: str) -> list[dict[str, Any]]:
+    """Every certificate in the account whose subject CN is `uci`, attached or not."""
+    found = []
+    for listed in admin.list_certificates()["certificates"]:
+        described = admin.describe_certificate(certificateId=listed["certificateId"])
+        info = described["certificateDescription"]
+        cert = x509.load_pem_x509_certificate(info["certificatePem"].encode())
+        if cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == uci:
+            found.append(info)
+    return found
 
 
 def gone(admin: Any, cert_id: str) -> bool:
@@ -246,21 +265,19 @@ async def test_a_preclaim_cut_off_midway_and_retried_leaves_one_active_certifica
     held, = certificates(admin, uci)
     assert held["status"] == "ACTIVE" and held["certificatePem"] == issued.certificate_pem
     assert public_key(held["certificatePem"]) == key.public_key()
-    assert len(admin.list_certificates()["certificates"]) == len(
-        {c["certificateId"] for c in admin.list_certificates()["certificates"]})
+    assert [c["certificateId"] for c in account_certificates(admin, uci)] == [
+        held["certificateId"]]
 
 
 async def test_an_unattachable_certificate_is_deleted_not_left_dangling(upstream, admin, proxy):
     uci = new_uci()
     await upstream.register(registration(uci))
     _, csr = csr_for(uci)
-    before = {c["certificateId"] for c in admin.list_certificates()["certificates"]}
     proxy.fail(Fault(400, "InvalidRequestException", "thing is attached to too many",
                      matches=lambda r: r.method == "PUT" and r.path.endswith("/principals")))
     with pytest.raises(PermanentError):
         await upstream.preclaim(uci, "acme-fleet", csr)
-    after = {c["certificateId"] for c in admin.list_certificates()["certificates"]}
-    assert after == before and certificates(admin, uci) == []
+    assert account_certificates(admin, uci) == []
 
 
 async def test_preclaim_refusals(upstream, admin):
@@ -373,3 +390,117 @@ def test_attribute_values_round_trip(text: str) -> None:
     assert all(c.isalnum() or c in "_.,@/:#=[]-" for c in encoded) and encoded.isascii()
     assert attrs.decode(encoded) == text
 
+
+
+# --- killed mid-pre-claim ------------------------------------------------------------------
+
+CHILD = """
+import asyncio, sys
+from factory.upstream.aws import AwsIotUpstream, make_client
+url, uci, csr = sys.argv[1:]
+adapter = AwsIotUpstream(make_client("eu-west-1", endpoint_url=url), station="test-station",
+                         policy="factory-units")
+asyncio.run(adapter.preclaim(uci, "acme-fleet", open(csr).read()))
+"""
+
+KILL_POINTS = {  # the request the station process hangs in when it is killed
+    "attaching the thing": lambda uci: lambda r: r.method == "PUT" and r.path.endswith(
+        f"/things/{uci}/principals"),
+    "attaching the policy": lambda uci: lambda r: r.method == "PUT" and r.path.startswith(
+        "/target-policies/"),
+    "activating": lambda uci: lambda r: r.method == "PUT" and r.path.startswith(
+        "/certificates/"),
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+async def test_killed_mid_preclaim_and_restarted_leaves_one_active_certificate(
+        upstream, admin, proxy, tmp_path, point):
+    uci = new_uci()
+    await upstream.register(registration(uci))
+    key, csr = csr_for(uci)
+    (tmp_path / "csr.pem").write_text(csr)
+    fault = Fault(0, "", hold=True, matches=KILL_POINTS[point](uci))
+    proxy.fail(fault)
+    station = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, proxy.url, uci, str(tmp_path / "csr.pem"),
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    await asyncio.wait_for(fault.reached.wait(), 60)
+    station.kill()  # SIGKILL: no cleanup of any kind
+    await station.wait()
+
+    issued = await upstream.preclaim(uci, "acme-fleet", csr)  # the restarted station's retry
+    held, = certificates(admin, uci)
+    assert held["status"] == "ACTIVE" and held["certificatePem"] == issued.certificate_pem
+    assert public_key(held["certificatePem"]) == key.public_key()
+    # Killed between CreateCertificateFromCsr and AttachThingPrincipal, AWS keeps a certificate
+    # nothing points at; it was made inactive and without a policy, so it cannot connect.
+    others = [c for c in account_certificates(admin, uci)
+              if c["certificateId"] != held["certificateId"]]
+    for other in others:
+        assert other["status"] == "INACTIVE"
+        assert admin.list_attached_policies(target=other["certificateArn"])["policies"] == []
+        assert admin.list_principal_things(principal=other["certificateArn"])["things"] == []
+    assert len(others) == (1 if point == "attaching the thing" else 0)
+
+
+# --- the station's wiring -----------------------------------------------------------------
+
+
+def self_signed_pem() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test Root CA")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def aws_config(tmp_path: Path, endpoint: str, extra: str = "") -> StationConfig:
+    return load(write_config(tmp_path, CONFIG_TEXT + f"""
+[upstream]
+kind = "aws-iot"
+region = "{REGION}"
+endpoint_url = "{endpoint}"
+policy = "{POLICY}"
+thing_group = "line-9"
+{extra}"""))
+
+
+async def test_the_station_drains_into_aws_iot_as_configured(tmp_path, proxy, admin):
+    ca = self_signed_pem()
+    (tmp_path / "AmazonRootCA1.pem").write_text(ca)
+    config = aws_config(tmp_path, proxy.url, 'ca_file = "AmazonRootCA1.pem"')
+    journal = await Journal.open(config.journal, config.station_id)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            worker = await start_upstream(config, journal, stack)
+            assert worker is not None
+            uci = await provision(config, journal, "02:00:00:00:0c:01")
+            assert await worker.drain_once() == 1
+            assert (await journal.unit(uci)).state == "registered"
+        thing = admin.describe_thing(thingName=uci)
+        assert thing["thingTypeName"] == PRODUCT
+        assert uci in admin.list_things_in_thing_group(thingGroupName="line-9")["things"]
+        adapter = aws_upstream(config)
+        try:
+            issued = await adapter.preclaim(uci, "acme-fleet", csr_for(uci)[1])
+        finally:
+            adapter.close()
+        assert issued.ca_chain == (ca,)
+    finally:
+        await journal.close()
+
+
+async def test_the_station_refuses_a_bad_ca_file_or_profile(tmp_path):
+    (tmp_path / "ca.pem").write_text("not a certificate")
+    with pytest.raises(ConfigError) as caught:
+        aws_upstream(aws_config(tmp_path, "http://127.0.0.1:9", 'ca_file = "ca.pem"'))
+    assert caught.value.key == "upstream.ca_file" and "PEM" in caught.value.reason
+    with pytest.raises(ConfigError) as caught:
+        aws_upstream(aws_config(tmp_path, "http://127.0.0.1:9", 'ca_file = "missing.pem"'))
+    assert caught.value.key == "upstream.ca_file" and "cannot be read" in caught.value.reason
+    with pytest.raises(ConfigError) as caught:
+        aws_upstream(aws_config(tmp_path, "http://127.0.0.1:9", 'profile = "nobody"'))
+    assert caught.value.key == "upstream.profile" and "nobody" in caught.value.reason
