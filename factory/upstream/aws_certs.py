@@ -77,7 +77,7 @@ class ThingCertificates:
                                 self._client.create_certificate_from_csr,
                                 certificateSigningRequest=csr_pem, setAsActive=False)
         cert = read_cert(made["certificateArn"], made["certificateId"], "INACTIVE",
-                     made["certificatePem"])
+                         made["certificatePem"])
         try:
             if cert.spki_sha256 != key:
                 raise PermanentError(f"CreateCertificateFromCsr {uci}: AWS IoT certified "
@@ -93,6 +93,7 @@ class ThingCertificates:
         return cert
 
     async def attach_policy(self, uci: str, arn: str) -> None:
+        """Attach the policy to a certificate (AWS answers success when it already is)."""
         await self._call(f"AttachPolicy {self._policy} to the certificate of {uci}",
                          self._client.attach_policy, policyName=self._policy, target=arn)
 
@@ -118,9 +119,8 @@ class ThingCertificates:
         except Exception:
             if not quiet:
                 raise
-            log.warning("could not clean up certificate %s of %s; it is inactive or "
-                        "detached, a retry of the pre-claim retires it", cert.id, uci,
-                        exc_info=True)
+            log.warning("could not clean up certificate %s of %s; while it stays attached, "
+                        "a retry of the pre-claim retires it", cert.id, uci, exc_info=True)
         else:
             log.info("retired certificate %s of %s (not for the unit's current key)",
                      cert.id, uci)
@@ -149,13 +149,15 @@ class ThingCertificates:
                                          certificateId=cert_id)
             info = described["certificateDescription"]
             certs.append(read_cert(arn, cert_id, str(info.get("status", "")),
-                               str(info.get("certificatePem", ""))))
+                                   str(info.get("certificatePem", ""))))
         return certs
 
     async def active(self, uci: str) -> HeldCert | None:
+        """The thing's active certificate, if it has one."""
         return next((c for c in await self.attached(uci) if c.status == "ACTIVE"), None)
 
     async def principals(self, uci: str) -> list[str]:
+        """Every principal ARN attached to the thing, all pages."""
         principals: list[str] = []
         token = ""
         while True:
@@ -169,20 +171,22 @@ class ThingCertificates:
 
 
 def read_cert(arn: str, cert_id: str, status: str, pem: str) -> HeldCert:
+    """A certificate as AWS described it, with its key and DER fingerprints."""
     try:
         parsed = x509.load_pem_x509_certificate(pem.encode())
     except ValueError:  # no key to compare: never kept, so retired
         return HeldCert(arn=arn, id=cert_id, status=status, pem=pem, spki_sha256="",
-                     fingerprint="", not_after=datetime.fromtimestamp(0, UTC))
+                        fingerprint="", not_after=datetime.fromtimestamp(0, UTC))
     spki = parsed.public_key().public_bytes(serialization.Encoding.DER,
                                             serialization.PublicFormat.SubjectPublicKeyInfo)
     der = parsed.public_bytes(serialization.Encoding.DER)
     return HeldCert(arn=arn, id=cert_id, status=status, pem=pem,
-                 spki_sha256=hashlib.sha256(spki).hexdigest(),
-                 fingerprint="sha256:" + hashlib.sha256(der).hexdigest(),
-                 not_after=parsed.not_valid_after_utc)
+                    spki_sha256=hashlib.sha256(spki).hexdigest(),
+                    fingerprint="sha256:" + hashlib.sha256(der).hexdigest(),
+                    not_after=parsed.not_valid_after_utc)
 
 
 def info(cert: HeldCert | None) -> CertificateInfo | None:
+    """What `lookup` tells about a certificate."""
     return None if cert is None else CertificateInfo(fingerprint=cert.fingerprint,
                                                      not_after=cert.not_after)
