@@ -19,10 +19,10 @@ from typing import Any, Literal, TypeVar, cast
 from factory.tomltable import TomlTable
 from factory.units.settings import ConsoleSettings, FramedSettings
 
-ClaimMode = Literal["user", "preclaim"]
+ClaimMode = Literal["user", "pre"]
 DriverName = Literal["console", "framed"]
 DRIVERS: tuple[DriverName, ...] = ("console", "framed")
-CLAIM_MODES: tuple[ClaimMode, ...] = ("user", "preclaim")
+CLAIM_MODES: tuple[ClaimMode, ...] = ("user", "pre")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -51,6 +51,13 @@ class Product:
         default_factory=lambda: MappingProxyType({})
     )
     qr: str = "{uci}"  # what the label's QR code holds; placeholders in QR_PLACEHOLDERS
+    # claim = "pre": the account units are pre-claimed for, and how long a fixture waits
+    # for a unit's certificate before asking for the unit to be plugged in again later.
+    account: str = ""
+    preclaim_wait: float = 30.0
+    # claim = "user": a per-unit claim secret printed on the label, valid this many days
+    # (0: no secret; the UCI alone claims the unit).
+    claim_secret_days: int = 0
 
 
 QR_PLACEHOLDERS = frozenset({"uci", "human", "product", "model", "name"})
@@ -210,6 +217,13 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
         for i, value in enumerate(values):
             if value in values[:i]:
                 raise ConfigError(source, f"fixtures[{i}].{key}", f"{value!r} is used twice")
+    for i, fixture in enumerate(fixtures):
+        product = next(p for p in products if p.id == fixture.product)
+        if product.claim == "pre" and not upstream.enabled:
+            raise ConfigError(source, f"fixtures[{i}].product",
+                              f"product {product.id!r} is pre-claimed (claim = \"pre\"), "
+                              "which needs an [upstream]; configure one or use claim = "
+                              "\"user\"")
     root.finish()
     return StationConfig(
         source=source, station_id=station_id, host=host, port=port, journal=journal,
@@ -275,7 +289,7 @@ def _aws_upstream(table: _Table, products: tuple[Product, ...]) -> Upstream:
     if policy and not _AWS_POLICY.match(policy):
         raise table.error("policy", "must be an AWS IoT policy name (letters, digits, "
                                     f"'_+=,.@-', at most 128), got {policy!r}")
-    preclaimed = [p.id for p in products if p.claim == "preclaim"]
+    preclaimed = [p.id for p in products if p.claim == "pre"]
     if preclaimed and not policy:
         raise table.error("policy", f"is required: product {preclaimed[0]} is pre-claimed, "
                                     "and its certificates need an AWS IoT policy")
@@ -449,6 +463,18 @@ def _product(source: Path, index: int, value: Any) -> Product:
     claim = table.get("claim", str, "user")
     if claim not in CLAIM_MODES:
         raise table.error("claim", f"must be one of {', '.join(CLAIM_MODES)}, got {claim!r}")
+    account, wait, secret_days = "", 30.0, 0
+    if claim == "pre":
+        account = table.get("account", str, "")
+        if not 1 <= len(account) <= 64 or not account.isprintable():
+            raise table.error("account", "a pre-claimed product names the account its units "
+                                         "are claimed for (1-64 printable characters)")
+        wait = _seconds(table, "preclaim_wait", 30.0)
+    else:
+        secret_days = table.get("claim_secret_days", int, 0)
+        if not 0 <= secret_days <= 3650:
+            raise table.error("claim_secret_days", f"must be 0 (no claim secret) to 3650 days, "
+                                                   f"got {secret_days}")
     fields_table = table.table("fields")
     fields: dict[str, str | int | float | bool] = {}
     for key, item in fields_table.data.items():
@@ -463,4 +489,5 @@ def _product(source: Path, index: int, value: Any) -> Product:
     return Product(
         id=product_id, name=name, model=model, description=description, label=label,
         claim=cast(ClaimMode, claim), fields=MappingProxyType(fields), qr=qr,
+        account=account, preclaim_wait=wait, claim_secret_days=secret_days,
     )

@@ -6,23 +6,27 @@ import asyncio
 import contextlib
 import logging
 import signal
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from botocore.exceptions import ProfileNotFound
 
-from factory.config import ConfigError, StationConfig
+from factory import claim_secret
+from factory.claim_secret import ClaimSecrets
+from factory.config import ConfigError, Product, StationConfig
 from factory.journal.sqlite import Journal
 from factory.labels.service import Label, Labels
 from factory.metrics import Metrics
 from factory.units.fixture import FixtureRunner
 from factory.units.pipeline import Identify, Issue, Step, UnitRun, Verify, Write
+from factory.units.preclaim import InstallCertificate, MakeKey
+from factory.upstream.adapter import Upstream
 from factory.upstream.aws import AwsIotUpstream, make_client
 from factory.upstream.aws_certs import pem_blocks
 from factory.upstream.http import HttpUpstream
-from factory.upstream.outbox import OutboxWorker, registration_payload
+from factory.upstream.outbox import OutboxWorker, preclaim_payload, registration_payload
 from factory.web.app import make_app
 
 log = logging.getLogger("factory.station")
@@ -33,10 +37,11 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
     async with contextlib.AsyncExitStack() as stack:
         journal = await Journal.open(config.journal, config.station_id)
         stack.push_async_callback(journal.close)
-        labels = Labels(config, journal)
+        secrets = claim_secret.for_station(config)
+        labels = Labels(config, journal, secrets)
         labels.check()  # a bad template stops the station here, before any unit
         metrics = Metrics(config.journal)
-        outbox = await start_upstream(config, journal, stack)
+        outbox = await start_upstream(config, journal, stack, secrets)
         runner = web.AppRunner(
             make_app(config, journal, metrics),
             access_log=logging.getLogger("aiohttp.access") if access_log else None,
@@ -48,7 +53,7 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         for host, port in (a[:2] for a in runner.addresses):
             log.info("station %s listening on http://%s:%d/ (journal %s)",
                      config.station_id, host, port, config.journal)
-        tasks = start_fixtures(config, journal, labels, metrics, outbox is not None)
+        tasks = start_fixtures(config, journal, labels, metrics, outbox)
         if outbox is not None:
             tasks.append(asyncio.create_task(outbox.run_forever(), name="outbox"))
         tasks.append(asyncio.create_task(labels.run_forever(), name="label-printer"))
@@ -67,17 +72,25 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
 
 
 async def start_upstream(config: StationConfig, journal: Journal,
-                         stack: contextlib.AsyncExitStack) -> OutboxWorker | None:
+                         stack: contextlib.AsyncExitStack,
+                         secrets: ClaimSecrets | None = None) -> OutboxWorker | None:
     """The outbox worker for the configured upstream, or None without one."""
     upstream = config.upstream
     if not upstream.enabled:
         return None
+    client = await upstream_client(config, stack)
+    where = f"AWS IoT {upstream.region}" if upstream.kind == "aws-iot" else upstream.url
+    log.info("units are registered at %s (%d at a time)", where, upstream.concurrency)
+    return OutboxWorker(journal, client, concurrency=upstream.concurrency, secrets=secrets)
+
+
+async def upstream_client(config: StationConfig, stack: contextlib.AsyncExitStack) -> Upstream:
+    """The configured upstream's adapter, open until `stack` closes."""
+    upstream = config.upstream
     if upstream.kind == "aws-iot":
         aws = aws_upstream(config)
         stack.callback(aws.close)
-        log.info("units are registered in AWS IoT %s (%d at a time)", upstream.region,
-                 upstream.concurrency)
-        return OutboxWorker(journal, aws, concurrency=upstream.concurrency)
+        return aws
     assert upstream.token_file is not None
     try:
         token = upstream.token_file.read_text().strip()
@@ -85,9 +98,7 @@ async def start_upstream(config: StationConfig, journal: Journal,
         raise ConfigError(config.source, "upstream.token_file",
                           f"cannot be read: {exc.strerror}") from exc
     session = await stack.enter_async_context(aiohttp.ClientSession())
-    client = HttpUpstream(session, upstream.url, token, timeout=upstream.timeout)
-    log.info("units are registered at %s (%d at a time)", upstream.url, upstream.concurrency)
-    return OutboxWorker(journal, client, concurrency=upstream.concurrency)
+    return HttpUpstream(session, upstream.url, token, timeout=upstream.timeout)
 
 
 def aws_upstream(config: StationConfig) -> AwsIotUpstream:
@@ -115,16 +126,15 @@ def aws_upstream(config: StationConfig) -> AwsIotUpstream:
 
 
 def start_fixtures(config: StationConfig, journal: Journal, labels: Labels,
-                   metrics: Metrics, register: bool = False) -> list[asyncio.Task[None]]:
+                   metrics: Metrics, outbox: OutboxWorker | None = None
+                   ) -> list[asyncio.Task[None]]:
     """One task per configured fixture; each keeps going whatever its units do."""
     tasks = []
-    verify = Verify(registration if register else None)
-    # A label only after the device file verified; registration queued with `verified`.
-    steps: list[Step] = [Identify(), Issue(), Write(), verify, Label(labels)]
     for fixture in config.fixtures:
         product = config.product(fixture.product)
         assert product is not None  # the config checked it
-        runner = FixtureRunner(fixture, product, journal, steps, metrics.observe_step)
+        runner = FixtureRunner(fixture, product, journal, unit_steps(product, labels, outbox),
+                               metrics.observe_step)
         metrics.watch_fixture(runner.status)
         log.info("fixture %s: %s driver on %s at %d baud, product %s", fixture.name,
                  fixture.driver, fixture.port, fixture.baud, fixture.product)
@@ -132,9 +142,35 @@ def start_fixtures(config: StationConfig, journal: Journal, labels: Labels,
     return tasks
 
 
+def unit_steps(product: Product, labels: Labels, outbox: OutboxWorker | None) -> list[Step]:
+    """What a fixture does to each unit of `product`. A label only after the device file
+    verified; a user-claimed unit's registration is queued with `verified`, a pre-claimed
+    unit's (registration and pre-claim in one request) with its key."""
+    steps: list[Step] = [Identify(), Issue(), Write()]
+    if product.claim == "pre":
+        assert outbox is not None  # the config checked it
+        return [*steps, Verify(), MakeKey(preclaim_request, outbox.wake), Label(labels),
+                InstallCertificate(wait=product.preclaim_wait)]
+    return [*steps, Verify(registration if outbox else None), Label(labels)]
+
+
 def registration(run: UnitRun) -> tuple[str, dict[str, Any]]:
     """The outbox request a verified unit causes: register it upstream."""
     assert run.uci is not None
-    return "register", registration_payload(
+    payload = _registration(run)
+    if run.product.claim_secret_days:  # the label carries the secret; upstream its hash
+        expires = datetime.now(UTC) + timedelta(days=run.product.claim_secret_days)
+        payload["claim_expires"] = expires.isoformat(timespec="seconds")
+    return "register", payload
+
+
+def preclaim_request(run: UnitRun, csr: str, key_id: str) -> tuple[str, dict[str, Any]]:
+    """The outbox request a unit's new key causes: register and pre-claim it."""
+    return "preclaim", preclaim_payload(_registration(run), run.product.account, csr, key_id)
+
+
+def _registration(run: UnitRun) -> dict[str, Any]:
+    assert run.uci is not None
+    return registration_payload(
         run.uci, run.product.id, run.hardware_id, run.product.model, run.product.name,
-        datetime.now(UTC).isoformat(timespec="seconds"))
+        run.issued_at or datetime.now(UTC).isoformat(timespec="seconds"))

@@ -42,7 +42,8 @@ model = "AQ-100"
 [[products]]
 id = "{OTHER_PRODUCT}"
 name = "Acme Hub"
-claim = "preclaim"
+claim = "pre"
+account = "acme-retail"
 """
 
 

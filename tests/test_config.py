@@ -51,8 +51,19 @@ BAD = [
     (_replace('"127.0.0.0/8"', '"127.0.0.1/8"'), "ioto.networks[0]", "not a CIDR network"),
     (_replace('"127.0.0.0/8"', "12"), "ioto.networks[0]", "CIDR string"),
     (_replace('name = "Acme Hub"\n', ""), "products[1].name", "is required"),
-    (_replace('claim = "preclaim"', 'claim = "later"'), "products[1].claim",
-     "must be one of user, preclaim"),
+    (_replace('claim = "pre"', 'claim = "later"'), "products[1].claim",
+     "must be one of user, pre"),
+    (_replace('account = "acme-retail"\n', ""), "products[1].account",
+     "names the account its units are claimed for"),
+    (_replace('claim = "pre"', 'claim = "pre"\npreclaim_wait = 0'), "products[1].preclaim_wait",
+     "seconds above 0"),
+    (_replace('model = "AQ-100"', 'model = "AQ-100"\nclaim_secret_days = -1'),
+     "products[0].claim_secret_days", "0 (no claim secret) to 3650"),
+    (_replace('model = "AQ-100"', 'model = "AQ-100"\naccount = "x"'), "products[0].account",
+     "not a known setting"),
+    (CONFIG_TEXT + '\n[[fixtures]]\nname = "f"\nport = "/dev/ttyX"\ndriver = "framed"\n'
+     'product = "01H4R15D3Q7K9M2X8Z5V6W4T0P"\n', "fixtures[0].product",
+     "needs an [upstream]"),
     (_replace('id = "01H4R15D3Q7K9M2X8Z5V6W4T0P"', f'id = "{PRODUCT}"'), "products[1].id",
      "defined twice"),
     (CONFIG_TEXT + "\n[products.fields]\nid = \"X\"\n", "products[1].fields.id",
@@ -64,11 +75,11 @@ BAD = [
     (CONFIG_TEXT + "\n[printer]\nqueue = \"q\"\n[printer.options]\nmedia = 5\n",
      "printer.options.media", "name = \"value\""),
     (CONFIG_TEXT + "\n[scanner]\nx = 1\n", "scanner", "not a known setting"),
-    (_replace('claim = "preclaim"', 'claim = "preclaim"\nqr = "https://c.example/{serial}"'),
+    (_replace('claim = "pre"', 'claim = "pre"\nqr = "https://c.example/{serial}"'),
      "products[1].qr", "unknown placeholder {serial}"),
-    (_replace('claim = "preclaim"', 'claim = "preclaim"\nqr = "https://c.example/{uci"'),
+    (_replace('claim = "pre"', 'claim = "pre"\nqr = "https://c.example/{uci"'),
      "products[1].qr", "is not a format string"),
-    (_replace('claim = "preclaim"', 'claim = "preclaim"\nlabel = "../etc/passwd"'),
+    (_replace('claim = "pre"', 'claim = "pre"\nlabel = "../etc/passwd"'),
      "products[1].label", "template name"),
 ]
 
@@ -109,6 +120,11 @@ product = "01H4R15D3Q7K9M2X8Z5V6W4T0P"
 baud = 9600
 [fixtures.framed]
 retries = 5
+
+[upstream]
+kind = "http"
+url = "http://127.0.0.1:9/"
+token_file = "registry.token"
 """))
     first, second = config.fixtures
     relative = load(write_config(tmp_path, CONFIG_TEXT + FIXTURE.replace(
@@ -165,7 +181,7 @@ def test_printer_and_labels(tmp_path: Path) -> None:
     assert plain.printer.keep == tmp_path / "labels"  # beside the journal
     assert plain.labels_dir == tmp_path.parent / "labels"
     config = load(write_config(tmp_path, CONFIG_TEXT.replace(
-        'claim = "preclaim"', 'claim = "preclaim"\nqr = "https://c.example/c/{uci}"') + """
+        'claim = "pre"', 'claim = "pre"\nqr = "https://c.example/c/{uci}"') + """
 [printer]
 queue = "zebra-1"
 server = "127.0.0.1:6310"
@@ -191,7 +207,7 @@ def test_config_check_command(tmp_path: Path) -> None:
     assert "OK" in good.stdout and "test-station" in good.stdout
     bad_path = tmp_path / "bad" / "station.toml"
     bad_path.parent.mkdir()
-    bad_path.write_text(_replace('claim = "preclaim"', 'claim = "soon"'))
+    bad_path.write_text(_replace('claim = "pre"', 'claim = "soon"'))
     bad = run_cli(None, "config", "check", str(bad_path), check=False)
     assert bad.returncode == 2
     assert f"{bad_path}: products[1].claim: must be one of" in bad.stderr

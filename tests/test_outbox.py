@@ -5,8 +5,10 @@ registered exactly once, also when the station died between sending and journali
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import socket
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from factory.station import registration
 from factory.units.pipeline import Identify, Issue, Pipeline, Step, UnitRun, Verify, Write
 from factory.upstream.http import HttpUpstream
 from factory.upstream.outbox import OutboxWorker, registration_from
-from tests.conftest import PRODUCT
+from tests.conftest import PRODUCT, Station, run_cli
 from tests.test_pipeline import MemoryUnit
 
 pytestmark = pytest.mark.slow
@@ -155,3 +157,65 @@ async def test_a_refused_unit_is_set_aside_and_a_bad_token_is_not(
     await registry.stop()
 
 
+
+
+async def test_backlog_is_shown_by_api_and_cli_and_a_failed_entry_can_be_retried(
+        tmp_path: Path, config_path: Path, station: Station,
+        session: aiohttp.ClientSession) -> None:
+    journal = station.journal
+    ucis = [await provision(station.config, journal, f"02:00:00:00:04:{i:02x}")
+            for i in range(2)]
+    resp = await station.client.get("/api/v1/outbox", headers=station.auth("viewer"))
+    assert resp.status == 200
+    view = await resp.json()
+    assert (view["pending"], view["failed"], view["done"]) == (2, 0, 0)
+    assert view["oldest_age_seconds"] is not None and view["oldest_age_seconds"] >= 0
+    assert [e["uci"] for e in view["entries"]] == ucis
+    assert {e["action"] for e in view["entries"]} == {"register"}
+    bad = await station.client.get("/api/v1/outbox?state=lost", headers=station.auth("viewer"))
+    assert bad.status == 422 and (await bad.json())["field"] == "state"
+    assert (await station.client.get("/api/v1/outbox")).status == 401
+
+    printed = run_cli(config_path, "outbox").stdout
+    assert printed.startswith("outbox: 2 pending (oldest ") and ucis[0][:4] in printed
+
+    # The registry holds the first unit with another model: set aside for a person ...
+    registry = Registry(tmp_path / "registry.db")
+    await registry.start()
+    upstream = HttpUpstream(session, registry.url, registry.token)
+    first, = await journal.outbox_due(now=1e12, limit=1)
+    await upstream.register(registration_from({**first.payload, "model": "OTHER"}))
+    assert await OutboxWorker(journal, upstream).drain_once() == 2
+    failed = run_cli(config_path, "outbox", "--state", "failed", "--json").stdout
+    assert [e["uci"] for e in json.loads(failed)["entries"]] == [ucis[0]]
+    # ... who fixes the registry's record and asks for another try.
+    with sqlite3.connect(tmp_path / "registry.db") as db:  # the contract has no edit
+        db.execute("UPDATE devices SET model = ? WHERE id = ?",
+                   (first.payload["model"], ucis[0]))
+    assert "queued again" in run_cli(config_path, "outbox", "retry", ucis[0]).stdout
+    assert run_cli(config_path, "outbox", "retry", ucis[0], check=False).returncode == 2
+    assert await OutboxWorker(journal, upstream).drain_once() == 1
+    unit = await journal.unit(ucis[0])
+    assert [e.kind for e in unit.events][-3:] == ["register_failed", "requeued", "registered"]
+    assert unit.state == "registered" and await registry.device(session, ucis[0]) == 200
+    await registry.stop()
+
+
+async def test_two_workers_on_one_journal_journal_an_answer_once(
+        tmp_path: Path, config: StationConfig, journal: Journal,
+        session: aiohttp.ClientSession) -> None:
+    """A batch run and a station draining the same journal both send an entry (the upstream
+    takes it once, idempotently); only the first answer is journaled."""
+    registry = Registry(tmp_path / "registry.db")
+    await registry.start()
+    ucis = [await provision(config, journal, f"02:00:00:00:07:{i:02x}") for i in range(5)]
+    workers = [OutboxWorker(journal, HttpUpstream(session, registry.url, registry.token))
+               for _ in range(2)]
+    await asyncio.gather(*(w.drain_once() for w in workers))
+    for uci in ucis:
+        kinds = [e.kind for e in (await journal.unit(uci)).events]
+        assert kinds.count("registered") == 1, kinds
+    stats = await journal.outbox_stats()
+    assert (stats.pending, stats.done) == (0, 5)
+    assert (await journal.verify()).ok
+    await registry.stop()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import json5
 import pytest
 
+from factory import certs
 from factory.config import StationConfig
 from factory.journal.sqlite import Journal
 from factory.units.driver import Identity, UnitDriver, Verification
@@ -29,6 +30,7 @@ class MemoryUnit:
     hardware_id: str = "7c:df:a1:00:03:3b"
     files: dict[str, bytes] = field(default_factory=dict)
     fail_at: dict[str, UnitError] = field(default_factory=dict)
+    keygen: bool = True  # False: a unit that cannot make its own key
 
     def _maybe_fail(self, step: str) -> None:
         if step in self.fail_at:
@@ -51,6 +53,15 @@ class MemoryUnit:
         if held != data:
             raise VerifyMismatch("the unit's file differs")
         return Verification("sha256", hashlib.sha256(held).hexdigest(), len(held))
+
+    async def make_key(self, path: str, common_name: str) -> str | None:
+        self._maybe_fail("keygen")
+        if not self.keygen:
+            return None
+        key = certs.load_key(self.files[path]) if path in self.files else certs.new_key()
+        made = certs.csr_for(key, common_name)
+        self.files[path] = made.key_pem
+        return made.csr_pem
 
     async def present(self) -> bool:
         return True

@@ -8,7 +8,18 @@ import logging
 import sys
 
 from factory import uci as uci_codec
-from factory.cli import config, journal, labels, provision, registry, serve, tokens, units
+from factory.cli import (
+    config,
+    journal,
+    labels,
+    outbox,
+    preclaim,
+    provision,
+    registry,
+    serve,
+    tokens,
+    units,
+)
 from factory.cli.common import CliError
 from factory.config import ConfigError
 from factory.issuing import InvalidField
@@ -16,7 +27,8 @@ from factory.journal.errors import JournalError
 from factory.labels.errors import LabelError
 
 # Each module adds its commands with `register(sub)`; this order is the order of `--help`.
-COMMAND_MODULES = (serve, units, tokens, journal, provision, labels, config, registry)
+COMMAND_MODULES = (serve, units, tokens, journal, outbox, provision, preclaim, labels,
+                   config, registry)
 
 
 def main(argv: list[str] | None = None) -> int:

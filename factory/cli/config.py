@@ -12,12 +12,16 @@ from factory.config import load
 def register(sub: Subcommands) -> None:
     actions = group(sub, "config", "Station config files.")
     p = command(actions, "check", cmd_config_check,
-                "Validate a config file without starting anything.")
+                "Validate a config file and its products' label templates without starting "
+                "anything.")
     p.add_argument("file", type=Path)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from factory.labels.service import Labels
+
     config = load(args.file)
+    Labels.check_config(config)
     print(f"{args.file}: OK (station {config.station_id}, {len(config.products)} products, "
           f"journal {config.journal}, listen {config.host}:{config.port})")
     return 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime
 from pathlib import Path
 
+from factory import claim_secret
 from factory import uci as uci_codec
 from factory.cli.common import CliError, Subcommands, actor, command, group, with_journal
 from factory.config import StationConfig
@@ -34,12 +34,11 @@ def register(sub: Subcommands) -> None:
 
 
 def cmd_label_render(args: argparse.Namespace) -> int:
-    from factory.labels.layout import LabelData
     from factory.labels.render import render_labels
     from factory.labels.service import Labels
 
     async def work(journal: Journal, config: StationConfig) -> int:
-        labels = Labels(config, journal)
+        labels = Labels(config, journal, claim_secret.for_station(config))
         data, template = [], None
         for text in args.ucis:
             unit = await journal.unit(uci_codec.parse(text))
@@ -50,7 +49,7 @@ def cmd_label_render(args: argparse.Namespace) -> int:
             if template is not None and labels.template(product) != template:
                 raise CliError("these units use different label templates; render them apart")
             template = labels.template(product)
-            data.append(LabelData.for_product(product, unit.uci, date=datetime.date.today()))
+            data.append(labels.data(product, unit.uci))
         assert template is not None
         pages = await asyncio.to_thread(render_labels, template, data, args.output)
         print(f"{args.output}: {pages} label(s), template {template.name}")
@@ -61,8 +60,8 @@ def cmd_label_render(args: argparse.Namespace) -> int:
 
 def cmd_label_sheet(args: argparse.Namespace) -> int:
     from factory.issuing import issue_request
-    from factory.labels.layout import LabelData
     from factory.labels.render import render_sheet
+    from factory.labels.service import Labels
     from factory.labels.sheet import load_sheet
 
     async def work(journal: Journal, config: StationConfig) -> int:
@@ -74,10 +73,9 @@ def cmd_label_sheet(args: argparse.Namespace) -> int:
         body, _ = issue_request({"product": product.id, "count": args.count}, config,
                                 actor())
         ucis = (await journal.issue(body)).ucis
-        today = datetime.date.today()
+        labels = Labels(config, journal, claim_secret.for_station(config))
         pages = await asyncio.to_thread(
-            render_sheet, sheet, [LabelData.for_product(product, u, date=today) for u in ucis],
-            args.output)
+            render_sheet, sheet, [labels.data(product, u) for u in ucis], args.output)
         # Labelled before any write: the line flashes these UCIs later (by hardware id).
         await asyncio.gather(*(
             journal.record(u, "labelled", actor(), {"sheet": str(args.output),

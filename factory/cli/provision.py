@@ -33,6 +33,9 @@ def register(sub: Subcommands) -> None:
                    help="pace bytes like a wire at this rate (0: as fast as the pty goes)")
     p.add_argument("--hardware-id", default="7c:df:a1:00:03:3b", help="the unit's MAC")
     p.add_argument("--model", default="SIM-1")
+    p.add_argument("--no-keygen", action="store_true",
+                   help="a unit that cannot make its own key pair (no KEYGEN command, no "
+                        "openssl in its shell): the station makes it")
     p.add_argument("--silent", action="store_true", help="misbehave: never answer")
     p.add_argument("--garbage", action="store_true", help="misbehave: answer random bytes")
     p.add_argument("--drop-rate", type=float, default=0.0, help="misbehave: drop bytes")

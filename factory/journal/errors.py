@@ -40,3 +40,12 @@ class TokenExists(JournalError):
 class TokenNotFound(JournalError):
     def __init__(self, name: str) -> None:
         super().__init__(f"no active token named {name!r}")
+
+
+class OutboxSettled(JournalError):
+    """The outbox entry was already answered (by another worker on the same journal): the
+    answer is not journaled twice."""
+
+    def __init__(self, entry: int, state: str) -> None:
+        super().__init__(f"outbox entry {entry} is already {state}")
+        self.entry, self.state = entry, state

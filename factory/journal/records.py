@@ -51,6 +51,13 @@ class Unit:
     updated_at: str
     events: list[Event] = field(default_factory=list)
 
+    def last(self, kind: str, **match: Any) -> Event | None:
+        """The newest event of `kind` whose data holds every `match` item."""
+        for event in reversed(self.events):
+            if event.kind == kind and all(event.data.get(k) == v for k, v in match.items()):
+                return event
+        return None
+
 
 @dataclass(frozen=True)
 class Token:
@@ -78,6 +85,21 @@ class OutboxEntry:
     payload: dict[str, Any]
     attempts: int
     created_at: str
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """An outbox entry as `factory outbox` and the status page show it (payload left out:
+    it may hold a CSR, which is public but long)."""
+
+    id: int
+    uci: str
+    action: str
+    state: str  # pending, done, failed
+    attempts: int
+    created_at: str
+    next_at: float  # unix time of the next attempt (pending entries)
+    last_error: str | None
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from factory.journal.records import (
     IssueRequest,
     IssueResult,
     OutboxEntry,
+    OutboxRow,
     OutboxStats,
     Role,
     Token,
@@ -171,6 +172,15 @@ class Journal:
         return OutboxStats(pending=pending, failed=by_state.get("failed", (0, None))[0],
                            done=by_state.get("done", (0, None))[0], oldest=oldest)
 
+    async def outbox_entries(self, state: str | None = None, uci: str | None = None,
+                             limit: int = 100) -> list[OutboxRow]:
+        """Outbox entries, oldest first, optionally of one state and one unit."""
+        rows = await self._reader.execute_fetchall(
+            "SELECT id, uci, action, state, attempts, created_at, next_at, last_error"
+            " FROM outbox WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR uci = ?2)"
+            " ORDER BY id LIMIT ?3", (state, uci, limit))
+        return [OutboxRow(*row) for row in rows]
+
     async def note(self, kind: str, actor: str, data: dict[str, Any]) -> None:
         """Journal an event of the station itself (no unit), e.g. a fixture's failure before
         the unit had a UCI."""
@@ -235,6 +245,28 @@ class Journal:
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE unit_id = ? AND uci = ? ORDER BY seq",
             (rows[0][0], uci))]
         return _unit(rows[0][1:], events)
+
+    async def many(self, ucis: list[str], kinds: tuple[str, ...],
+                   page: int = 5000) -> dict[str, Unit]:
+        """The units named (those that exist), each with its events of `kinds` only: one
+        query per page of UCIs rather than one per unit (batch runs over thousands)."""
+        found: dict[str, Unit] = {}
+        for start in range(0, len(ucis), page):
+            names = json.dumps(ucis[start:start + page])
+            for row in await self._reader.execute_fetchall(
+                    f"SELECT {_UNIT_COLUMNS} FROM units WHERE uci IN"
+                    " (SELECT value FROM json_each(?))", (names,)):
+                unit = _unit(row, [])
+                found[unit.uci] = unit
+            columns = ", ".join(f"e.{c.strip()}" for c in _EVENT_COLUMNS.split(","))
+            for row in await self._reader.execute_fetchall(
+                    f"SELECT {columns} FROM units AS u JOIN events AS e ON e.unit_id = u.id"
+                    " WHERE u.uci IN (SELECT value FROM json_each(?)) AND e.kind IN"
+                    " (SELECT value FROM json_each(?)) ORDER BY e.seq",
+                    (names, json.dumps(kinds))):
+                event = _event(row)
+                found[event.uci].events.append(event)
+        return found
 
     async def units(self, *, state: str | None = None, product: str | None = None,
                     limit: int = 100, before: int | None = None) -> tuple[list[Unit], int | None]:

@@ -26,6 +26,7 @@ from factory.journal.errors import (
     IdempotencyConflict,
     JournalError,
     JournalUnavailable,
+    OutboxSettled,
     UnitNotFound,
 )
 from factory.journal.records import IssueRequest, IssueResult
@@ -209,6 +210,11 @@ class BatchWriter:
             "SELECT uci, id, state FROM units WHERE uci IN (SELECT value FROM json_each(?))",
             sorted({j.uci for j in steps}),
         )
+        outbox_rows = await self._lookup(
+            "SELECT id, state FROM outbox WHERE id IN (SELECT value FROM json_each(?))",
+            sorted({j.settles[0] for j in steps if j.settles is not None}),
+        )
+        entries: dict[int, str] = dict(outbox_rows)
         by_hardware: dict[tuple[str, str], str] = {(p, h): u for p, h, u in hw_rows}
         by_key = {k: (f, json.loads(u)) for k, f, u in key_rows}
         states: dict[str, tuple[int, str]] = {u: (i, st) for u, i, st in state_rows}
@@ -218,7 +224,7 @@ class BatchWriter:
                 plan.results.append((job, _plan_issue(plan, job.request, by_hardware, by_key,
                                                       states, self._new_ucis)))
             else:
-                plan.results.append((job, _plan_step(plan, job, states)))
+                plan.results.append((job, _plan_step(plan, job, states, entries)))
 
         conn = self._conn
         if plan.keys:
@@ -236,8 +242,11 @@ class BatchWriter:
                 "INSERT OR IGNORE INTO outbox (unit_id, uci, action, payload, key, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)", plan.outbox)
         if plan.outbox_settled:
-            await conn.executemany("UPDATE outbox SET state = ? WHERE id = ?",
-                                   plan.outbox_settled)
+            # Back to 'pending' (a person asked for another try) starts the backoff afresh.
+            await conn.executemany(
+                "UPDATE outbox SET state = ?1, attempts = iif(?1 = 'pending', 0, attempts),"
+                " next_at = iif(?1 = 'pending', 0, next_at) WHERE id = ?2",
+                plan.outbox_settled)
         if plan.events or plan.keys or plan.updates or plan.outbox_settled:
             await conn.commit()  # returns once the WAL is synced (synchronous=FULL)
         return plan
@@ -292,8 +301,14 @@ def _plan_issue(plan: _Plan, req: IssueRequest, by_hardware: dict[tuple[str, str
     return IssueResult(ucis=ucis, created=created)
 
 
-def _plan_step(plan: _Plan, job: StepJob,
-               states: dict[str, tuple[int, str]]) -> JournalError | None:
+def _plan_step(plan: _Plan, job: StepJob, states: dict[str, tuple[int, str]],
+               entries: dict[int, str]) -> JournalError | None:
+    if job.settles is not None:
+        entry, outcome = job.settles
+        held = entries.get(entry, "pending")
+        if outcome != "pending" and held != "pending":  # another worker answered it first
+            return OutboxSettled(entry, held)
+        entries[entry] = outcome
     text = canonical_data(job.data)
     if not job.uci:  # a station event (a fixture's failure before any UCI): unit 0
         plan.event(0, "", job.kind, job.actor, text)
@@ -310,8 +325,11 @@ def _plan_step(plan: _Plan, job: StepJob,
     states[job.uci] = (unit_id, new_state)
     if job.enqueue is not None:
         action, payload = job.enqueue
-        plan.outbox.append((unit_id, job.uci, action, canonical_data(payload),
-                            f"{action}:{job.uci}", plan.at))
+        # Once per unit and action; a request for a key (pre-claim) once per unit and key, so
+        # a unit given a new key asks again and a unit asked twice for one key does not.
+        key = f"{action}:{job.uci}" + (f":{payload['spki_sha256']}"
+                                       if "spki_sha256" in payload else "")
+        plan.outbox.append((unit_id, job.uci, action, canonical_data(payload), key, plan.at))
     if job.settles is not None:
         entry, outcome = job.settles
         plan.outbox_settled.append((outcome, entry))

@@ -23,13 +23,14 @@ SAMPLES: Mapping[str, str] = {
     "name": "x" * 64,
     "model": "x" * 32,
     "date": "2000-12-31",
-    "claim_secret": "x" * 64,
+    "claim_secret": "ZZZZ-ZZZZ-ZZZZ-ZZZZ",  # factory/claim_secret.py's form
 }
 # Placeholders whose printed width is known in advance (the rest are measured per label).
 _FIXED_CHARS: Mapping[str, list[str]] = {
     "uci": [uci.ALPHABET] * uci.LENGTH,
     "human": ([uci.ALPHABET] * 4 + ["-"]) * (uci.LENGTH // 4) + [uci.CHECK_ALPHABET],
     "date": [string.digits] * 4 + ["-"] + [string.digits] * 2 + ["-"] + [string.digits] * 2,
+    "claim_secret": ([uci.ALPHABET] * 4 + ["-"]) * 3 + [uci.ALPHABET] * 4,
 }
 _FORMATTER = string.Formatter()
 

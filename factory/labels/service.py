@@ -18,10 +18,12 @@ import logging
 import os
 from pathlib import Path
 
+from factory.claim_secret import ClaimSecrets
 from factory.config import Product, StationConfig
 from factory.journal.records import Event
 from factory.journal.sqlite import Journal
-from factory.labels.errors import LabelError
+from factory.labels import placeholders
+from factory.labels.errors import LabelError, TemplateError
 from factory.labels.layout import LabelData, check_product
 from factory.labels.printer import (
     PrinterUnavailable,
@@ -44,8 +46,9 @@ RETRY_MAX = 30.0  # seconds between tries while the printer is unavailable
 class Labels:
     """Renders, journals and prints the labels of one station."""
 
-    def __init__(self, config: StationConfig, journal: Journal) -> None:
-        self._config, self._journal = config, journal
+    def __init__(self, config: StationConfig, journal: Journal,
+                 secrets: ClaimSecrets | None = None) -> None:
+        self._config, self._journal, self._secrets = config, journal, secrets
         self._templates: dict[str, Template] = {}
         self._wakeup = asyncio.Event()
         self.printer_state = "idle" if config.printer.enabled else "none"
@@ -63,12 +66,36 @@ class Labels:
             self._templates[product.id] = load_template(path).with_qr_content(product.qr)
         return self._templates[product.id]
 
+    @staticmethod
+    def check_config(config: StationConfig) -> None:
+        """`check` without a journal (`factory config check`)."""
+        Labels(config, None).check()  # type: ignore[arg-type]  # check never journals
+
     def check(self) -> None:
         """Load every product's template and lay out a sample label now, so a bad template
         or a product name that cannot fit stops the station at start, not after a write."""
         for product in self._config.products:
             if product.label:
-                check_product(self.template(product), product)
+                template = self.template(product)
+                check_product(template, product, claim_secret=placeholders.SAMPLES[
+                    "claim_secret"] if product.claim_secret_days else None)
+                if product.claim_secret_days and not prints_claim_secret(template):
+                    raise TemplateError(template.source, "(template)",
+                                        f"product {product.id} gives each unit a claim secret "
+                                        "(claim_secret_days), but this template never prints "
+                                        "{claim_secret}: the buyer could not claim the unit")
+
+    def data(self, product: Product, uci: str,
+             date: datetime.date | None = None) -> LabelData:
+        """What unit `uci`'s label shows (dated today unless `date` is given)."""
+        secret = None
+        if product.claim_secret_days:
+            if self._secrets is None:
+                raise LabelError("the product's labels carry a claim secret, but the station "
+                                 "has no claim key")
+            secret = self._secrets.secret(uci)
+        return LabelData.for_product(product, uci, date=date or datetime.date.today(),
+                                     claim_secret=secret)
 
     async def make(self, uci: str, product: Product, actor: str,
                    reason: str | None = None) -> Path:
@@ -77,7 +104,7 @@ class Labels:
         copy = 1 + sum(1 for e in unit.events if e.kind == "labelled")
         keep = self._config.printer.keep
         pdf = keep / f"{uci}-{copy}.pdf"
-        data = LabelData.for_product(product, uci, date=datetime.date.today())
+        data = self.data(product, uci)
         digest = await asyncio.to_thread(_render, self.template(product), data, pdf)
         event: dict[str, object] = {"pdf": str(pdf), "sha256": digest, "copy": copy,
                                     "template": product.label}
@@ -211,3 +238,13 @@ def _last(events: list[Event], kind: str) -> Event | None:
         if event.kind == kind:
             return event
     return None
+
+
+def prints_claim_secret(template: Template) -> bool:
+    """Whether any text, QR or barcode of `template` shows the unit's claim secret."""
+    for element in template.elements:
+        for attribute in ("text", "content"):
+            value = getattr(element, attribute, None)
+            if isinstance(value, str) and "claim_secret" in placeholders.names_in(value):
+                return True
+    return False

@@ -12,7 +12,7 @@ from factory.registry.secret import SecretFormatError, check_format
 
 REGISTRATION_FIELDS = ("id", "product", "hardware_id", "model", "name", "created",
                        "claim_secret_hash", "claim_expires")
-_LIMITS = {"product": (1, 64), "hardware_id": (1, 128), "model": (0, 128), "name": (0, 128)}
+_LIMITS = {"product": (1, 64), "hardware_id": (0, 128), "model": (0, 128), "name": (0, 128)}
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,11 @@ def normalize(secret: str) -> bytes:
     return secret.translate(_DROP).upper().encode()
 
 
-def hash_secret(secret: str, iterations: int = DEFAULT_ITERATIONS) -> str:
-    """The claim_secret_hash for `secret`, with a fresh 16-byte salt."""
-    salt = secrets.token_bytes(16)
+def hash_secret(secret: str, iterations: int = DEFAULT_ITERATIONS,
+                salt: bytes | None = None) -> str:
+    """The claim_secret_hash for `secret`, with a fresh 16-byte salt (or the given one: the
+    station derives a unit's salt, so a resent registration carries the very same hash)."""
+    salt = secrets.token_bytes(16) if salt is None else salt
     digest = hashlib.pbkdf2_hmac("sha256", normalize(secret), salt, iterations)
     return f"{SCHEME}${iterations}${_b64(salt)}${_b64(digest)}"
 

@@ -36,8 +36,15 @@ mv() {
 """
 
 
+# A unit whose firmware image has no openssl (the station then makes its key).
+_NO_OPENSSL = """
+openssl() { echo "sh: openssl: not found" >&2; return 127; }
+"""
+
+
 async def run_console_unit(sim: SimPty, root: Path, hardware_id: str, *, prompt: str = "# ",
-                           login: tuple[str, str] | None = None, shell: str = "/bin/sh") -> None:
+                           login: tuple[str, str] | None = None, shell: str = "/bin/sh",
+                           openssl: bool = True) -> None:
     """Serve a shell on `sim` (after `login: ` / `Password: ` when `login` is given) until
     the unit is unplugged; the shell and what it started are killed then."""
     address = root / "sys" / "class" / "net" / "eth0" / "address"
@@ -45,18 +52,21 @@ async def run_console_unit(sim: SimPty, root: Path, hardware_id: str, *, prompt:
     address.write_text(hardware_id + "\n")
     try:
         typed = await _login(sim, *login) if login else b""
-        await _serve_shell(sim, root, prompt, shell, typed)
+        await _serve_shell(sim, root, prompt, shell, typed, openssl)
     except Unplugged:
         return
 
 
-async def _serve_shell(sim: SimPty, root: Path, prompt: str, shell: str, typed: bytes) -> None:
+async def _serve_shell(sim: SimPty, root: Path, prompt: str, shell: str, typed: bytes,
+                       openssl: bool) -> None:
     env = {**os.environ, "PS1": prompt, "PS2": "> ", "TERM": "dumb"}
     for name in ("ENV", "PWD", "OLDPWD"):
         env.pop(name, None)
     with contextlib.ExitStack() as cleanup:
-        if sim.misbehaviour.corrupt_storage:
-            env["ENV"] = cleanup.enter_context(_script(_CORRUPTING_MV))
+        startup = ((_CORRUPTING_MV if sim.misbehaviour.corrupt_storage else "")
+                   + ("" if openssl else _NO_OPENSSL))
+        if startup:
+            env["ENV"] = cleanup.enter_context(_script(startup))
         master, slave = pty.openpty()
         try:
             # setsid -c: a session of its own with the pty as its controlling terminal, as

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from factory import certs
 from factory.sim.pty import Misbehaviour, SimPty, Unplugged
 from factory.units.driver import Identity
 from factory.units.framed_payloads import (
@@ -24,6 +25,7 @@ from factory.units.framed_payloads import (
     Digest,
     Get,
     Hello,
+    Keygen,
     PathOnly,
     PayloadError,
     Put,
@@ -61,7 +63,7 @@ class FramedUnit:
     """The unit's side of the protocol, without the wire: `handle` answers one request."""
 
     def __init__(self, root: Path, identity: Identity, misbehaviour: Misbehaviour,
-                 capacity: int = CAPACITY) -> None:
+                 capacity: int = CAPACITY, *, keygen: bool = True) -> None:
         self.root, self.identity, self.misbehaviour = root.resolve(), identity, misbehaviour
         self.capacity = capacity
         self._upload: _Upload | None = None
@@ -69,6 +71,8 @@ class FramedUnit:
         self._handlers: dict[int, Callable[[bytes], bytes]] = {
             Op.HELLO: self._hello, Op.PUT: self._put, Op.COMMIT: self._commit,
             Op.GET: self._get, Op.HASH: self._hash}
+        if keygen:  # firmware without it answers UNKNOWN_COMMAND: the station makes the key
+            self._handlers[Op.KEYGEN] = self._keygen
 
     def handle(self, event: Frame | Corrupt) -> Frame | None:
         """The reply to a request frame (None for frames a unit ignores)."""
@@ -143,6 +147,20 @@ class FramedUnit:
         data = self._read(PathOnly.decode(payload).path)
         return Digest(hashlib.sha256(data).digest(), len(data)).encode()
 
+    def _keygen(self, payload: bytes) -> bytes:
+        """Keep the key at `path` (made first, P-256, 0600, if there is none) and answer the
+        CSR for it; the key itself never leaves the unit."""
+        request = Keygen.decode(payload)
+        target = self._resolve(request.path)
+        try:
+            key = certs.load_key(target.read_bytes())
+        except FileNotFoundError:
+            key = certs.new_key()
+            self._store(target, certs.csr_for(key, request.common_name).key_pem)
+        except (OSError, certs.CertError) as exc:
+            raise Refused(Status.IO_ERROR, f"{request.path}: {exc}") from exc
+        return certs.csr_for(key, request.common_name).csr_pem.encode()
+
     def _resolve(self, path: str) -> Path:
         """`path` under the root (absolute paths too); never anywhere outside it."""
         parts = [p for p in PurePosixPath(path).parts if p not in ("/", ".")]
@@ -197,10 +215,10 @@ def _damage(frame: bytes, m: Misbehaviour) -> bytes:
 
 
 async def run_framed_unit(sim: SimPty, root: Path, identity: Identity, *,
-                          capacity: int = CAPACITY) -> None:
+                          capacity: int = CAPACITY, keygen: bool = True) -> None:
     """Serve the framed protocol on `sim` until it is unplugged. Silence, dropped bytes and
     hang-ups are SimPty's doing; garbage, corrupt replies and bad storage are done here."""
-    unit = FramedUnit(root, identity, sim.misbehaviour, capacity)
+    unit = FramedUnit(root, identity, sim.misbehaviour, capacity, keygen=keygen)
     decoder = FrameDecoder()
     try:
         while True:

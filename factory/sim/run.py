@@ -41,10 +41,11 @@ async def run_sim_unit(args: argparse.Namespace) -> int:
     if args.driver == "framed":
         from factory.sim.framed import run_framed_unit
         unit = run_framed_unit(sim, root, Identity(hardware_id=args.hardware_id,
-                                                   model=args.model, firmware="sim-1.0"))
+                                                   model=args.model, firmware="sim-1.0"),
+                               keygen=not args.no_keygen)
     else:
         from factory.sim.console import run_console_unit
-        unit = run_console_unit(sim, root, args.hardware_id)
+        unit = run_console_unit(sim, root, args.hardware_id, openssl=not args.no_keygen)
     task = asyncio.create_task(unit)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -101,6 +101,20 @@ class ConsoleDriver:
         output = await self._run(verify_command(path), f"checksum {path}")
         return check_digest(path, data, output)
 
+    async def make_key(self, path: str, common_name: str) -> str | None:
+        """openssl on the unit keeps (or first makes, P-256, umask 077) the key at `path` and
+        prints the CSR for it; None when the unit has no working openssl."""
+        key, new = shlex.quote(path), shlex.quote(path + ".new")
+        subject = shlex.quote(f"/CN={common_name}")
+        output = await self._run(
+            f"if openssl version >/dev/null 2>&1; then (umask 077; [ -s {key} ] || "
+            f"{{ openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out {new} "
+            f"&& mv -f {new} {key}; }} && openssl req -new -key {key} -subj {subject}); "
+            f"else echo NO''OPENSSL; fi", f"make a key pair at {path}")
+        if "NOOPENSSL" in output:  # the echo as typed reads NO''OPENSSL: never confused
+            return None
+        return output.strip() + "\n"
+
     async def present(self) -> bool:
         """Whether anything answers a newline now (a prompt, or even garbage); UnitGone when
         the port itself went away, so the fixture reopens it."""

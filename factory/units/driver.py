@@ -40,6 +40,11 @@ class UnitDriver(Protocol):
     async def verify_file(self, path: str, data: bytes) -> Verification:
         """Check the unit holds exactly `data` at `path`; VerifyMismatch if not."""
 
+    async def make_key(self, path: str, common_name: str) -> str | None:
+        """Have the unit keep a private key at `path` (made on the unit, mode 0600, if there
+        is none yet) and return the PEM CSR for it with subject CN `common_name`. None when
+        the unit cannot make keys; the station then makes one and writes it."""
+
     async def present(self) -> bool:
         """Whether a unit answers on the port now (used to wait for one to arrive and to
         leave). False for silence; UnitGone when the port itself went away (unplugged), so

@@ -55,3 +55,20 @@ class UnitRefused(UnitError):
 class IdentityConflict(UnitError):
     code = "identity-conflict"
     action = "set this unit aside for an engineer: its hardware id is bound to another product"
+
+
+class UpstreamPending(UnitError):
+    """The unit's certificate has not come back from the upstream within the wait."""
+
+    code = "upstream-pending"
+    action = ("put the unit aside and plug it in again later: the station keeps asking the "
+              "upstream and writes the certificate then")
+
+
+class PreclaimRefused(UnitError):
+    """The upstream refused to pre-claim the unit (or answered a certificate that does not
+    fit its key)."""
+
+    code = "preclaim-refused"
+    action = ("set the unit aside for an engineer: see the reason, fix it upstream, then "
+              "`factory outbox retry UCI` and plug the unit in again")

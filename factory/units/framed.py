@@ -27,6 +27,7 @@ from factory.units.framed_payloads import (
     Digest,
     Get,
     Hello,
+    Keygen,
     PathOnly,
     PayloadError,
     Put,
@@ -108,6 +109,18 @@ class FramedDriver:
                                  f"({digest.size} bytes); we wrote {ours} ({len(data)} bytes)")
         return Verification("sha256", theirs, digest.size)
 
+    async def make_key(self, path: str, common_name: str) -> str | None:
+        """KEYGEN: the unit makes (or keeps) its key at `path` and answers its CSR; None from
+        a unit whose firmware has no KEYGEN (the station then makes the key)."""
+        reply = await self._call(Op.KEYGEN, Keygen(path, common_name).encode(), path,
+                                 allow=(Status.UNKNOWN_COMMAND,))
+        if reply.status == Status.UNKNOWN_COMMAND:
+            return None
+        try:
+            return reply.payload.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("the unit's KEYGEN reply is not a PEM CSR") from exc
+
     async def read_file(self, path: str) -> bytes:
         """GET the whole file back, chunk by chunk."""
         chunk = await self._chunk_size()
@@ -152,8 +165,10 @@ class FramedDriver:
             raise ProtocolError(f"the unit's reply to {op.name} is malformed: {exc}") from exc
 
     async def _call(self, op: Op, payload: bytes, path: str = "", *,
-                    timeout: float | None = None, retries: int | None = None) -> Frame:
-        """Send one request until a sound reply comes back; its status must be OK."""
+                    timeout: float | None = None, retries: int | None = None,
+                    allow: tuple[Status, ...] = ()) -> Frame:
+        """Send one request until a sound reply comes back; its status must be OK (or one of
+        `allow`, which the caller looks at)."""
         timeout = self._settings.timeout if timeout is None else timeout
         tries = 1 + (self._settings.retries if retries is None else retries)
         self._seq = (self._seq + 1) & 0xFFFF
@@ -179,7 +194,7 @@ class FramedDriver:
             if reply.status == Status.BAD_CRC:
                 garbled += 1
                 continue
-            if reply.status != Status.OK:
+            if reply.status != Status.OK and reply.status not in allow:
                 target = f" {path}" if path else ""
                 raise UnitRefused(f"the unit refused {op.name}{target}: "
                                   f"{status_words(reply.status)}"

@@ -145,6 +145,21 @@ class PathOnly:
 
 
 @dataclass(frozen=True)
+class Keygen:
+    """KEYGEN's request: where the unit keeps its private key, and the CSR's subject CN."""
+
+    path: str
+    common_name: str
+
+    def encode(self) -> bytes:
+        return _text(self.path) + _text(self.common_name)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        return _parse(payload, lambda r: cls(path=r.text(), common_name=r.text()))
+
+
+@dataclass(frozen=True)
 class Digest:
     """COMMIT's and HASH's reply: the file's SHA-256 (raw 32 bytes) and size."""
 

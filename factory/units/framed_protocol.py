@@ -27,6 +27,7 @@ class Op(IntEnum):
     COMMIT = 0x03
     GET = 0x04
     HASH = 0x05
+    KEYGEN = 0x06
 
 
 class Status(IntEnum):

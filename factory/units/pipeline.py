@@ -22,7 +22,8 @@ from factory.units.driver import Identity, UnitDriver, Verification
 from factory.units.errors import IdentityConflict, ProtocolError, UnitError
 
 # A unit in one of these states has a verified device file; re-plugging it only re-checks.
-DONE_STATES = frozenset({"verified", "labelled", "printed", "registered", "claimed"})
+DONE_STATES = frozenset({"verified", "labelled", "printed", "registered", "claimed",
+                         "preclaimed"})
 
 
 class Ledger(Protocol):
@@ -52,6 +53,8 @@ class UnitRun:
     already_done: bool = False
     payload: bytes = b""
     verification: Verification | None = None
+    key_id: str | None = None  # hex SHA-256 of the unit's public key (pre-claimed products)
+    issued_at: str | None = None  # when the journal issued the UCI (a stable `created`)
     error: UnitError | None = None
     log: list[str] = field(default_factory=list)
 

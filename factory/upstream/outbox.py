@@ -15,7 +15,8 @@ import time
 from datetime import datetime
 from typing import Any
 
-from factory.journal.errors import JournalError
+from factory.claim_secret import ClaimSecrets
+from factory.journal.errors import JournalError, OutboxSettled
 from factory.journal.records import OutboxEntry
 from factory.journal.sqlite import Journal
 from factory.upstream import backoff
@@ -32,10 +33,22 @@ ACTOR = "upstream"
 
 
 def registration_payload(uci: str, product: str, hardware_id: str | None, model: str,
-                         name: str, created: str) -> dict[str, Any]:
-    """What goes in the outbox for a unit to register (plain JSON values)."""
-    return {"uci": uci, "product": product, "hardware_id": hardware_id or "",
-            "model": model, "name": name, "created": created}
+                         name: str, created: str,
+                         claim_expires: str | None = None) -> dict[str, Any]:
+    """What goes in the outbox for a unit to register (plain JSON values). A unit with a
+    claim secret has `claim_expires`; its secret is derived again when sent, never stored."""
+    payload = {"uci": uci, "product": product, "hardware_id": hardware_id or "",
+               "model": model, "name": name, "created": created}
+    if claim_expires is not None:
+        payload["claim_expires"] = claim_expires
+    return payload
+
+
+def preclaim_payload(registration: dict[str, Any], account: str, csr: str,
+                     spki_sha256: str) -> dict[str, Any]:
+    """What goes in the outbox for a unit to pre-claim: its registration, the account, and
+    the CSR with its key's hash (which keys the request: one per unit and key)."""
+    return {**registration, "account": account, "csr": csr, "spki_sha256": spki_sha256}
 
 
 class OutboxWorker:
@@ -43,8 +56,9 @@ class OutboxWorker:
 
     def __init__(self, journal: Journal, upstream: Upstream, *, concurrency: int = 4,
                  base: float = 1.0, cap: float = 300.0, poll: float = 1.0,
-                 rng: random.Random | None = None) -> None:
-        self._journal, self._upstream = journal, upstream
+                 rng: random.Random | None = None,
+                 secrets: ClaimSecrets | None = None) -> None:
+        self._journal, self._upstream, self._secrets = journal, upstream, secrets
         self._slots = asyncio.Semaphore(concurrency)
         self._base, self._cap, self._poll = base, cap, poll
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
@@ -69,9 +83,10 @@ class OutboxWorker:
             except TimeoutError:
                 pass
 
-    async def drain_once(self) -> int:
-        """Send every entry that is due now; returns how many were answered for good."""
-        due = await self._journal.outbox_due(time.time())
+    async def drain_once(self, limit: int = 100) -> int:
+        """Send up to `limit` entries that are due now; returns how many were answered for
+        good (settled, either way)."""
+        due = await self._journal.outbox_due(time.time(), limit)
         results = await asyncio.gather(*(self._send(entry) for entry in due))
         return sum(results)
 
@@ -79,21 +94,25 @@ class OutboxWorker:
         async with self._slots:
             try:
                 return await self._try(entry)
-            except (PermanentError, UpstreamError, ValueError) as exc:
+            except (PermanentError, UpstreamError, ValueError, KeyError) as exc:
                 reason = exc.reason if isinstance(exc, UpstreamError) else str(exc)
                 log.error("upstream refused %s of %s: %s", entry.action, entry.uci, reason)
-                await self._settle(entry, "register_failed",
-                                   {"reason": reason, "attempts": entry.attempts + 1},
-                                   "failed", "failed")
+                data = {"reason": reason, "attempts": entry.attempts + 1}
+                if "spki_sha256" in entry.payload:  # which key's pre-claim failed
+                    data["spki_sha256"] = entry.payload["spki_sha256"]
+                await self._settle(entry, f"{entry.action}_failed", data, "failed", "failed")
                 return True
 
     async def _try(self, entry: OutboxEntry) -> bool:
         """One attempt; True when the entry is settled, False when it waits for a retry.
         A refusal meant for this unit is raised to `_send`."""
         try:
-            if entry.action != "register":
+            if entry.action == "register":
+                kind, data, state = await self._register(entry.payload)
+            elif entry.action == "preclaim":
+                kind, data, state = await self._preclaim(entry.payload)
+            else:
                 raise PermanentError(f"unknown outbox action {entry.action!r}", status=0)
-            result = await self._upstream.register(registration_from(entry.payload))
         except PermanentError as exc:
             if exc.status not in (401, 403):
                 raise
@@ -110,10 +129,31 @@ class OutboxWorker:
                      entry.attempts + 1, wait)
             await self._retry(entry, wait, exc.reason)
             return False
-        await self._settle(entry, "registered",
-                           {"created": result.created, "attempts": entry.attempts + 1},
-                           "registered", "done")
+        await self._settle(entry, kind, {**data, "attempts": entry.attempts + 1}, state,
+                           "done")
         return True
+
+    async def _registration(self, payload: dict[str, Any]) -> Registration:
+        if "claim_expires" in payload:
+            return await asyncio.to_thread(registration_from, payload, self._secrets)
+        return registration_from(payload)
+
+    async def _register(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+        result = await self._upstream.register(await self._registration(payload))
+        return "registered", {"created": result.created}, "registered"
+
+    async def _preclaim(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+        """Register (idempotent, so a retry after a crash is harmless), then pre-claim: the
+        certificate goes in the journal (it is public), for the unit's fixture to write."""
+        await self._upstream.register(await self._registration(payload))
+        cert = await self._upstream.preclaim(payload["uci"], payload["account"],
+                                             payload["csr"])
+        return "preclaimed", {
+            "account": cert.account, "spki_sha256": payload["spki_sha256"],
+            "fingerprint": cert.fingerprint,
+            "not_after": cert.not_after.isoformat(timespec="seconds"),
+            "endpoint": cert.endpoint, "certificate": cert.certificate_pem,
+            "ca_chain": list(cert.ca_chain)}, "preclaimed"
 
     async def _retry(self, entry: OutboxEntry, wait: float, reason: str) -> None:
         self.last_error = reason
@@ -125,15 +165,27 @@ class OutboxWorker:
         try:
             await self._journal.record(entry.uci, kind, ACTOR, data, state=state,
                                        settles=(entry.id, outcome))
+        except OutboxSettled as exc:  # another worker on this journal answered it first
+            log.info("outbox entry %d for %s: %s", entry.id, entry.uci, exc)
         except JournalError as exc:  # e.g. voided meanwhile: close the entry all the same
             log.warning("outbox entry %d for %s closed without an event: %s", entry.id,
                         entry.uci, exc)
             await self._journal.outbox_close(entry.id, outcome)
 
 
-def registration_from(payload: dict[str, Any]) -> Registration:
-    """The Registration an outbox payload stands for."""
+def registration_from(payload: dict[str, Any],
+                      secrets: ClaimSecrets | None = None) -> Registration:
+    """The Registration an outbox payload stands for; a unit with a claim secret gets its
+    hash derived here (CPU-bound: call it off the event loop then)."""
+    secret_hash, expires = None, payload.get("claim_expires")
+    if expires is not None:
+        if secrets is None:
+            raise ValueError("the unit has a claim secret, but this station has no claim key")
+        secret_hash = secrets.secret_hash(payload["uci"])
     return Registration(uci=payload["uci"], product=payload["product"],
                         hardware_id=payload["hardware_id"], model=payload["model"],
                         name=payload["name"],
-                        created=datetime.fromisoformat(payload["created"]))
+                        created=datetime.fromisoformat(payload["created"]),
+                        claim_secret_hash=secret_hash,
+                        claim_expires=None if expires is None
+                        else datetime.fromisoformat(expires))

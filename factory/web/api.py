@@ -9,13 +9,14 @@ from aiohttp import web
 from factory import uci as uci_codec
 from factory.issuing import InvalidField, issue_request
 from factory.journal.records import Event, Unit
+from factory.upstream.backlog import OUTBOX_STATES, backlog
 from factory.web.auth import authorize
 from factory.web.body import json_body
 from factory.web.keys import CONFIG, JOURNAL, TOKENS
 from factory.web.problems import BadRequest
 
 STATES = ("issued", "written", "verified", "labelled", "printed", "registered", "claimed",
-          "failed", "voided")
+          "preclaimed", "failed", "voided")
 MAX_PAGE = 1000
 MAX_REASON = 500
 
@@ -70,6 +71,27 @@ async def list_units(request: web.Request) -> web.Response:
         "units": [unit_json(u) for u in units],
         "next_cursor": None if next_cursor is None else str(next_cursor),
     })
+
+
+async def outbox(request: web.Request) -> web.Response:
+    """GET /api/v1/outbox: the upstream backlog (counts, oldest age) and its entries."""
+    await authorize(request, request.app[TOKENS], "read")
+    query = request.query
+    unknown = sorted(set(query) - {"state", "uci", "limit"})
+    if unknown:
+        raise BadRequest(f"unknown query parameter {unknown[0]!r}; use state, uci, limit")
+    state = query.get("state", "pending")
+    if state not in OUTBOX_STATES:
+        raise InvalidField("state", f"must be one of {', '.join(OUTBOX_STATES)}")
+    uci = None
+    if "uci" in query:
+        try:
+            uci = uci_codec.parse(query["uci"])
+        except uci_codec.UciError as exc:
+            raise InvalidField("uci", f"is not a UCI: {exc}") from exc
+    limit = _int_param(query.get("limit"), "limit", 100, 1, MAX_PAGE)
+    return web.json_response(await backlog(request.app[JOURNAL], state=state, uci=uci,
+                                           limit=limit))
 
 
 async def void_unit(request: web.Request) -> web.Response:

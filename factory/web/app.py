@@ -46,5 +46,6 @@ def make_app(config: StationConfig, journal: Journal,
     app.router.add_get("/api/v1/units", api.list_units)
     app.router.add_get("/api/v1/units/{uci}", api.get_unit)
     app.router.add_post("/api/v1/units/{uci}/void", api.void_unit)
+    app.router.add_get("/api/v1/outbox", api.outbox)
     app.router.add_post("/ioto/serialize", ioto.serialize)
     return app

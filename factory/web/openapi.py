@@ -131,6 +131,28 @@ DOCUMENT: dict[str, Any] = {
                                           "maxLength": 500}}}}}},
             "responses": {"200": _json({"$ref": "#/components/schemas/Unit"}, "Voided"),
                           **_errors(400, 401, 403, 404, 409, 413, 422, 503)}}},
+        "/api/v1/outbox": {"get": {
+            "summary": "The upstream backlog: counts by state, oldest pending age, entries",
+            "description": "Roles: operator, viewer. Entries oldest first; `state` defaults "
+                           "to pending.",
+            "parameters": [
+                {"name": "state", "in": "query",
+                 "schema": {"type": "string", "enum": ["pending", "failed", "done"]}},
+                {"name": "uci", "in": "query", "schema": {"type": "string"}},
+                {"name": "limit", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            ],
+            "responses": {
+                "200": _json({"type": "object", "required": [
+                    "pending", "failed", "done", "oldest", "oldest_age_seconds", "entries"],
+                    "properties": {
+                        "pending": {"type": "integer"}, "failed": {"type": "integer"},
+                        "done": {"type": "integer"},
+                        "oldest": {"type": ["string", "null"]},
+                        "oldest_age_seconds": {"type": ["number", "null"]},
+                        "entries": {"type": "array", "items": {"type": "object"}}}},
+                    "The backlog"),
+                **_errors(400, 401, 403, 422)}}},
         "/ioto/serialize": {"post": {
             "summary": "Embedthis Ioto factory serialization",
             "description": "No token: allowed only from the networks in [ioto] networks. The "
