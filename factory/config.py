@@ -78,15 +78,27 @@ class Printer:
         return self.queue != "none"
 
 
+UpstreamKind = Literal["none", "http", "aws-iot"]
+UPSTREAM_KINDS: tuple[UpstreamKind, ...] = ("none", "http", "aws-iot")
+
+
 @dataclass(frozen=True)
 class Upstream:
     """The device cloud units are registered with (kind "none": no registration)."""
 
-    kind: Literal["none", "http"] = "none"
+    kind: UpstreamKind = "none"
     url: str = ""
     token_file: Path | None = None  # holds the product token; never the config itself
     concurrency: int = 4
     timeout: float = 10.0
+    # aws-iot (docs/upstream-aws.md); credentials come from the standard AWS chain only.
+    region: str = ""
+    endpoint_url: str = ""  # e.g. a local emulator; empty: AWS's own endpoint
+    profile: str = ""  # a profile name in ~/.aws (not a credential); empty: the default chain
+    policy: str = ""  # the IoT policy attached to every pre-claimed certificate
+    thing_group: str = ""  # every thing is added to it (made if missing); empty: none
+    thing_types: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    ca_file: Path | None = None  # PEM CA chain handed out with certificates (AmazonRootCA1)
 
     @property
     def enabled(self) -> bool:
@@ -208,7 +220,7 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
             raise ConfigError(source, f"products[{i}].id", f"{product.id!r} is defined twice")
         seen.add(product.id)
     printer = _printer(root.table("printer"), journal.parent)
-    upstream = _upstream(root.table("upstream"))
+    upstream = _upstream(root.table("upstream"), products)
     status = _status_page(root.table("status"))
     fixtures_raw = root.get("fixtures", list, [], what="an array of tables ([[fixtures]])")
     fixtures = tuple(_fixture(source, i, f, seen) for i, f in enumerate(fixtures_raw))
@@ -232,13 +244,34 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
     )
 
 
-def _upstream(table: _Table) -> Upstream:
+_CREDENTIAL_KEY = re.compile(r"access_key|secret|session_token|password|credential", re.I)
+_AWS_KEYS = ("region", "endpoint_url", "profile", "policy", "thing_group", "thing_types",
+             "ca_file")
+_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+_AWS_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")  # thing types and thing groups
+_AWS_POLICY = re.compile(r"^[\w+=,.@-]{1,128}$")
+
+
+def _upstream(table: _Table, products: tuple[Product, ...]) -> Upstream:
+    for key in table.data:
+        if _CREDENTIAL_KEY.search(key):
+            raise table.error(key, "credentials never go in the station config (it is copied, "
+                                   "printed and committed); give the station AWS credentials "
+                                   "through the standard chain: AWS_ACCESS_KEY_ID and "
+                                   "AWS_SECRET_ACCESS_KEY in its environment, a profile in "
+                                   "~/.aws (upstream.profile or AWS_PROFILE), or the "
+                                   "instance role")
     kind = table.get("kind", str, "none")
-    if kind not in ("none", "http"):
-        raise table.error("kind", f"must be none or http, got {kind!r}")
+    if kind not in UPSTREAM_KINDS:
+        raise table.error("kind", f"must be none, http or aws-iot, got {kind!r}")
     if kind == "none":
         table.finish()
         return Upstream()
+    if kind == "aws-iot":
+        return _aws_upstream(table, products)
+    for key in _AWS_KEYS:
+        if key in table.data:
+            raise table.error(key, 'is for kind = "aws-iot" only')
     url = table.get("url", str)
     if not re.match(r"^https?://[^\s/]+(/\S*)?$", url):
         raise table.error("url", f"must be an http(s) URL, got {url!r}")
@@ -274,6 +307,51 @@ def _status_page(table: _Table) -> StatusPage:
     table.finish()
     return StatusPage(shifts=tuple(shifts), open_networks=networks,
                       backlog_alert_minutes=backlog)
+
+
+def _aws_upstream(table: _Table, products: tuple[Product, ...]) -> Upstream:
+    for key in ("url", "token_file"):
+        if key in table.data:
+            raise table.error(key, 'is for kind = "http" only; AWS IoT is reached by region '
+                                   '(and endpoint_url), with credentials from the AWS chain')
+    region = table.get("region", str)
+    if not _AWS_REGION.match(region):
+        raise table.error("region", f"must be an AWS region such as eu-west-1, got {region!r}")
+    endpoint_url = table.get("endpoint_url", str, "")
+    if endpoint_url and not re.match(r"^https?://[^\s/]+/?$", endpoint_url):
+        raise table.error("endpoint_url", f"must be http(s)://host[:port], got {endpoint_url!r}")
+    profile = table.get("profile", str, "")
+    policy = table.get("policy", str, "")
+    if policy and not _AWS_POLICY.match(policy):
+        raise table.error("policy", "must be an AWS IoT policy name (letters, digits, "
+                                    f"'_+=,.@-', at most 128), got {policy!r}")
+    preclaimed = [p.id for p in products if p.claim == "pre"]
+    if preclaimed and not policy:
+        raise table.error("policy", f"is required: product {preclaimed[0]} is pre-claimed, "
+                                    "and its certificates need an AWS IoT policy")
+    thing_group = table.get("thing_group", str, "")
+    if thing_group and not _AWS_NAME.match(thing_group):
+        raise table.error("thing_group", "must be letters, digits, ':', '_' or '-' (at most "
+                                         f"128), got {thing_group!r}")
+    types = table.table("thing_types")
+    thing_types = {p.id: types.get(p.id, str, p.id) for p in products}
+    for product, name in thing_types.items():
+        if not _AWS_NAME.match(name):
+            reason = (f"{name!r} is not a valid thing type name (letters, digits, ':', '_', "
+                      f"'-'); set upstream.thing_types.\"{product}\" to one")
+            raise types.error(product, reason) if product in types.data else \
+                table.error("thing_types", reason)
+    types.finish()
+    ca_text = table.get("ca_file", str, "")
+    concurrency = table.get("concurrency", int, 4)
+    if not 1 <= concurrency <= 64:
+        raise table.error("concurrency", f"must be 1 to 64, got {concurrency}")
+    timeout = _seconds(table, "timeout", 10.0)
+    table.finish()
+    return Upstream(kind="aws-iot", concurrency=concurrency, timeout=timeout, region=region,
+                    endpoint_url=endpoint_url, profile=profile, policy=policy,
+                    thing_group=thing_group, thing_types=MappingProxyType(thing_types),
+                    ca_file=_path(table.source, ca_text) if ca_text else None)
 
 
 def _path(source: Path, text: str) -> Path:
