@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from factory.config import StationConfig
+from factory.config import StationConfig, load
 from factory.journal.sqlite import Journal
 from factory.registry.app import STORE, Settings, make_app
 from factory.station import registration
@@ -219,3 +219,59 @@ async def test_two_workers_on_one_journal_journal_an_answer_once(
     assert (stats.pending, stats.done) == (0, 5)
     assert (await journal.verify()).ok
     await registry.stop()
+
+
+async def test_station_killed_mid_drain_registers_every_unit_once(tmp_path: Path) -> None:
+    """A backlog drained by a real `factory serve`, SIGKILLed half way and restarted: every
+    unit ends registered, the registry holds each once, and the journal says so once."""
+    from tests.conftest import CONFIG_TEXT, write_config
+    from tests.test_durability import station_process
+
+    registry = Registry(tmp_path / "registry.db")
+    await registry.start()
+    try:
+        (tmp_path / "registry.token").write_text(registry.token)
+        config_path = write_config(tmp_path, CONFIG_TEXT + f"""
+[upstream]
+kind = "http"
+url = "{registry.url}"
+token_file = "registry.token"
+concurrency = 2
+""")
+        config = load(config_path)
+        journal = await Journal.open(config.journal, config.station_id)
+        ucis = [await provision(config, journal, f"02:00:00:01:{i // 256:02x}:{i % 256:02x}")
+                for i in range(300)]
+        await journal.close()
+
+        def registered() -> int:
+            with sqlite3.connect(f"file:{config.journal}?mode=ro", uri=True) as db:
+                return int(db.execute("SELECT count(*) FROM events WHERE kind = 'registered'")
+                           .fetchone()[0])
+
+        async with station_process(config_path) as (process, _):
+            async with asyncio.timeout(30):
+                while registered() < 10:
+                    await asyncio.sleep(0.005)
+            process.kill()  # kill -9, mid-drain
+        at_kill = registered()
+        assert 0 < at_kill < len(ucis)
+        async with station_process(config_path):
+            async with asyncio.timeout(60):
+                while registered() < len(ucis):
+                    await asyncio.sleep(0.05)
+        journal = await Journal.open(config.journal, config.station_id)
+        try:
+            for uci in ucis:
+                kinds = [e.kind for e in (await journal.unit(uci)).events]
+                assert kinds.count("registered") == 1, (uci, kinds)
+            stats = await journal.outbox_stats()
+            assert (stats.pending, stats.failed, stats.done) == (0, 0, len(ucis))
+            assert (await journal.verify()).ok
+        finally:
+            await journal.close()
+        with sqlite3.connect(tmp_path / "registry.db") as db:
+            held = [row[0] for row in db.execute("SELECT id FROM devices")]
+        assert sorted(held) == sorted(ucis)  # each unit once at the registry
+    finally:
+        await registry.stop()

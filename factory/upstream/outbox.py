@@ -128,8 +128,9 @@ class OutboxWorker:
                 raise
             # The station's own token is refused: every unit would be, alike. Keep them all
             # queued and say so, rather than set each aside for a person.
-            log.error("upstream refuses the station's token (%d): %s; fix [upstream] "
-                      "token_file", exc.status, exc.reason)
+            log.error("upstream refuses the station's credentials (%d): %s; fix them "
+                      "([upstream] token_file, or the AWS credentials and permissions)",
+                      exc.status, exc.reason)
             self.refused = exc.reason
             await self._retry(entry, self._cap, exc.reason)
             return False
