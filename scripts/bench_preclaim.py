@@ -31,9 +31,14 @@ import aiohttp
 from factory import certs
 from factory.config import load
 from factory.journal.sqlite import Journal
-from factory.preclaim_run import PreclaimRun, write_private
+from factory.preclaim_run import (
+    PreclaimRun,
+    bundle_path,
+    key_path,
+    make_bundle,
+    write_private,
+)
 from factory.station import upstream_client
-from factory.units.preclaim import KEY_FILE, certificate_files
 from factory.upstream.outbox import OutboxWorker
 
 PRODUCT = "01H4R15D3Q7K9M2X8Z5V6W4T0P"
@@ -94,11 +99,11 @@ async def baseline(url: str, token: str, count: int, out: Path) -> float:
                                     json={"account": ACCOUNT, "csr": made.csr_pem}) as resp:
                 assert resp.status in (200, 201), await resp.text()
                 answer = await resp.json()
-            write_private(out / uci / KEY_FILE, made.key_pem)
+            write_private(key_path(out, uci), made.key_pem)
             granted = {"account": ACCOUNT, "endpoint": answer["endpoint"],
                        "certificate": answer["certificate"], "ca_chain": answer["ca_chain"]}
-            for name, data in certificate_files(uci, granted):
-                write_private(out / uci / name, data)
+            write_private(bundle_path(out, uci), make_bundle(uci, made.key_pem.decode(),
+                                                             granted))
     return count / (time.perf_counter() - started)
 
 

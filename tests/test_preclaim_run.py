@@ -96,11 +96,17 @@ async def test_a_run_makes_matching_bundles_and_a_report(tmp_path: Path) -> None
     assert len(rows) == 25 and {r["status"] for r in rows} == {"preclaimed"}
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
     for row in rows:
-        bundle = out / row["uci"]
-        for name in ("device.key", "device.crt", "ca.crt", "provision.json5"):
-            assert stat.S_IMODE((bundle / name).stat().st_mode) == 0o600
-        key = certs.load_key((bundle / "device.key").read_bytes())
-        cert_pem = (bundle / "device.crt").read_text()
+        bundle_file, key_file = out / f"{row['uci']}.json", out / f"{row['uci']}.key"
+        for path in (bundle_file, key_file):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        bundle = json.loads(bundle_file.read_text())
+        files = bundle["files"]
+        assert bundle["uci"] == row["uci"]
+        assert sorted(files) == ["ca.crt", "device.crt", "device.key", "provision.json5"]
+        assert files["device.key"] == key_file.read_text()
+        assert json.loads(files["provision.json5"])["account"] == ACCOUNT
+        key = certs.load_key(files["device.key"].encode())
+        cert_pem = files["device.crt"]
         cert = x509.load_pem_x509_certificate(cert_pem.encode())
         assert certs.spki_sha256(cert.public_key()) == certs.spki_sha256(key.public_key())
         assert certs.fingerprint(cert_pem) == row["fingerprint"]
