@@ -65,8 +65,11 @@ async def preclaim(request: web.Request) -> web.Response:
         raise Unprocessable(f"account: no account {account!r}; make it with `factory registry "
                             "token --kind account`", field="account")
     ca, now = request.app[CA], _now()
-    done = await store.certify(uci, checked.spki_sha256, lambda: ca.sign(checked, now),
-                               model.iso(now), preclaim_for=account)
+    # Signed here, not in the store's transaction: the one writer thread then only writes
+    # (a pre-claim nearly always issues; a repeat just drops this signature).
+    issued = ca.sign(checked, now)
+    done = await store.certify(uci, checked.spki_sha256, lambda: issued, model.iso(now),
+                               preclaim_for=account)
     if done.outcome == "not-registered":
         raise NotFound(f"no device {uci} is registered; register it before pre-claiming")
     if done.outcome == "owned-by-other":
