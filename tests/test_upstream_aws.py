@@ -506,3 +506,35 @@ async def test_the_station_refuses_a_bad_ca_file_or_profile(tmp_path):
     with pytest.raises(ConfigError) as caught:
         aws_upstream(aws_config(tmp_path, "http://127.0.0.1:9", 'profile = "nobody"'))
     assert caught.value.key == "upstream.profile" and "nobody" in caught.value.reason
+
+
+async def test_a_batch_preclaim_run_works_against_aws_iot(tmp_path, proxy, admin):
+    """`factory preclaim`'s run with the aws-iot adapter: one thing per unit, one active
+    certificate on it, certifying the key in the unit's bundle."""
+    from factory.certs import load_key, spki_sha256
+    from factory.preclaim_run import PreclaimRun
+    from factory.station import upstream_client
+    from tests.conftest import OTHER_PRODUCT
+
+    config = aws_config(tmp_path, proxy.url)
+    product = config.product(OTHER_PRODUCT)
+    assert product is not None and product.claim == "pre"
+    journal = await Journal.open(config.journal, config.station_id)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            client = await upstream_client(config, stack)
+            run = PreclaimRun(journal, product, product.account, tmp_path / "run",
+                              actor="test", jobs=1, progress=False)
+            ucis = await run.units(4)
+            result = await run.run(ucis, OutboxWorker(journal, client, concurrency=4),
+                                   wait=60)
+    finally:
+        await journal.close()
+    assert (result.preclaimed, result.failed, result.pending) == (4, 0, 0)
+    for uci in ucis:
+        attached = certificates(admin, uci)
+        assert [c["status"] for c in attached] == ["ACTIVE"]
+        key = load_key((tmp_path / "run" / f"{uci}.key").read_bytes())
+        assert spki_sha256(public_key(attached[0]["certificatePem"])) == spki_sha256(
+            key.public_key())
+        assert admin.describe_thing(thingName=uci)["thingTypeName"] == OTHER_PRODUCT
