@@ -276,13 +276,18 @@ def _upstream(table: _Table, products: tuple[Product, ...]) -> Upstream:
     if not re.match(r"^https?://[^\s/]+(/\S*)?$", url):
         raise table.error("url", f"must be an http(s) URL, got {url!r}")
     token_file = _path(table.source, table.get("token_file", str))
-    concurrency = table.get("concurrency", int, 4)
-    if not 1 <= concurrency <= 64:
-        raise table.error("concurrency", f"must be 1 to 64, got {concurrency}")
-    timeout = _seconds(table, "timeout", 10.0)
+    concurrency, timeout = _sending(table)
     table.finish()
     return Upstream(kind="http", url=url, token_file=token_file, concurrency=concurrency,
                     timeout=timeout)
+
+
+def _sending(table: _Table) -> tuple[int, float]:
+    """Any upstream's requests in flight at once and seconds before one is given up."""
+    concurrency = table.get("concurrency", int, 4)
+    if not 1 <= concurrency <= 64:
+        raise table.error("concurrency", f"must be 1 to 64, got {concurrency}")
+    return concurrency, _seconds(table, "timeout", 10.0)
 
 
 def _status_page(table: _Table) -> StatusPage:
@@ -343,10 +348,7 @@ def _aws_upstream(table: _Table, products: tuple[Product, ...]) -> Upstream:
                 table.error("thing_types", reason)
     types.finish()
     ca_text = table.get("ca_file", str, "")
-    concurrency = table.get("concurrency", int, 4)
-    if not 1 <= concurrency <= 64:
-        raise table.error("concurrency", f"must be 1 to 64, got {concurrency}")
-    timeout = _seconds(table, "timeout", 10.0)
+    concurrency, timeout = _sending(table)
     table.finish()
     return Upstream(kind="aws-iot", concurrency=concurrency, timeout=timeout, region=region,
                     endpoint_url=endpoint_url, profile=profile, policy=policy,
