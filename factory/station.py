@@ -54,6 +54,7 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         secrets = claim_secret.for_station(config)
         labels = Labels(config, journal, secrets)
         labels.check()  # a bad template stops the station here, before any unit
+        await labels.recover()
         metrics = Metrics(config.journal)
         outbox = await start_upstream(config, journal, stack, secrets)
         live = LiveSources(fixtures=metrics.fixtures, printer=labels, upstream=outbox)

@@ -136,6 +136,56 @@ async def test_labels_print_once_and_wait_out_a_stopped_printer(tmp_path: Path) 
         assert (await journal.verify()).ok
 
 
+async def test_a_label_waiting_for_the_printer_survives_the_unit_moving_on(
+        tmp_path: Path) -> None:
+    """The unit is registered upstream (its state moves on) while its label waits for a
+    stopped printer: the label is still owed, and printed once the printer is back."""
+    async with printing_station(tmp_path) as (cups, config, journal, labels):
+        await cups.disable("out of labels")
+        uci = await provision(config, journal, labels, "02:00:00:00:00:0a")
+        await journal.record(uci, "registered", "upstream", {"created": True},
+                             state="registered")
+        assert await journal.labels_owed() == [uci]
+        await cups.enable()
+        jobs = await cups.device.wait_jobs(1, timeout=60)
+        async with asyncio.timeout(20):
+            while await journal.labels_owed():
+                await asyncio.sleep(0.05)
+        assert "printed" in await kinds(journal, uci)
+        assert jobs[0] == (tmp_path / "labels" / f"{uci}-1.pdf").read_bytes()
+        await asyncio.sleep(0.5)
+        assert len(cups.device.jobs) == 1
+
+
+async def test_a_unit_verified_but_never_labelled_gets_its_label_at_start(
+        tmp_path: Path) -> None:
+    """The station stopped between `verified` and `labelled`, and the unit left: the next
+    start makes the label (once), and a re-plug does not make another."""
+    config = load(station_config(tmp_path))
+    journal = await Journal.open(config.journal, config.station_id)
+    try:
+        device = MemoryUnit(hardware_id="02:00:00:00:00:0b")
+        product = config.product(PRODUCT)
+        assert product is not None
+        run = await Pipeline(journal, DEFAULT_STEPS).provision(  # no Label: "stopped" there
+            UnitRun(fixture="f1", product=product, device_path="config/device.json5"), device)
+        assert run.uci is not None
+        assert await kinds(journal, run.uci) == ["issued", "written", "verified"]
+        labels = Labels(config, journal)
+        assert await labels.recover() == 1
+        assert await labels.recover() == 0
+        assert await kinds(journal, run.uci) == ["issued", "written", "verified", "labelled"]
+        assert (tmp_path / "labels" / f"{run.uci}-1.pdf").exists()
+        # Failed at a later step, then re-plugged: written and verified again, no new label.
+        await journal.record(run.uci, "failed", "fixture:f1", {"code": "test"},
+                             state="failed")
+        assert await provision(config, journal, labels, "", device) == run.uci
+        assert (await kinds(journal, run.uci))[-2:] == ["written", "verified"]
+        assert (await kinds(journal, run.uci)).count("labelled") == 1
+    finally:
+        await journal.close()
+
+
 async def test_a_job_submitted_before_a_crash_is_adopted_not_printed_twice(
         tmp_path: Path) -> None:
     async with printing_station(tmp_path, worker=False) as (cups, config, journal, labels):

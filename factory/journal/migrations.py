@@ -89,4 +89,33 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX outbox_due ON outbox (next_at) WHERE state = 'pending';
         """,
     ),
+    (
+        "0003_labels_owed",
+        """
+        -- Labels the printer owes: a unit's newest `labelled` (with a PDF, for a printer)
+        -- not yet followed by `printed` or a refusal. Kept by triggers, as `units` is, so it
+        -- follows the journal whatever the unit's state does meanwhile (a unit registered
+        -- upstream while its label waits for the printer still gets its label).
+        CREATE TABLE labels_owed (
+            unit_id INTEGER PRIMARY KEY,
+            uci TEXT NOT NULL,
+            seq INTEGER NOT NULL
+        );
+        CREATE TRIGGER label_owed AFTER INSERT ON events
+            WHEN NEW.kind = 'labelled' AND json_extract(NEW.data, '$.pdf') IS NOT NULL
+                 AND json_extract(NEW.data, '$.printer') IS NOT NULL
+        BEGIN
+            INSERT OR REPLACE INTO labels_owed (unit_id, uci, seq)
+            VALUES (NEW.unit_id, NEW.uci, NEW.seq);
+        END;
+        CREATE TRIGGER label_paid AFTER INSERT ON events
+            WHEN NEW.kind IN ('printed', 'print_failed', 'voided')
+        BEGIN
+            DELETE FROM labels_owed WHERE unit_id = NEW.unit_id;
+        END;
+        -- Journals from before: what waited for the printer was in state `labelled`.
+        INSERT INTO labels_owed (unit_id, uci, seq)
+            SELECT id, uci, last_seq FROM units WHERE state = 'labelled';
+        """,
+    ),
 )

@@ -312,6 +312,23 @@ class Journal:
         page = [_unit(r[1:]) for r in rows[:limit]]
         return page, (rows[limit - 1][0] if len(rows) > limit else None)
 
+    async def labels_owed(self, limit: int = 200) -> list[str]:
+        """UCIs whose newest label the printer still owes, oldest first."""
+        async with self._reader.execute(
+                "SELECT uci FROM labels_owed ORDER BY seq LIMIT ?", (limit,)) as cur:
+            return [row[0] async for row in cur]
+
+    async def unlabelled(self, products: list[str]) -> list[tuple[str, str]]:
+        """(UCI, product) of units of `products` whose device file verified but that have no
+        label yet: a station stopped between the two leaves them so."""
+        sql = ("SELECT u.uci, u.product FROM units AS u"
+               " WHERE u.product IN (SELECT value FROM json_each(?))"
+               " AND u.state NOT IN ('issued', 'written', 'failed', 'voided')"
+               " AND NOT EXISTS (SELECT 1 FROM events AS e WHERE e.unit_id = u.id"
+               " AND e.kind = 'labelled') ORDER BY u.id")
+        async with self._reader.execute(sql, (json.dumps(products),)) as cur:
+            return [(row[0], row[1]) async for row in cur]
+
     @contextlib.asynccontextmanager
     async def _snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
         """A connection of its own holding one read transaction: a consistent view of the

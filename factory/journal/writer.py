@@ -20,6 +20,7 @@ from typing import Any
 
 import aiosqlite
 
+from factory import failpoints
 from factory.journal.chain import GENESIS, canonical_data, event_hash
 from factory.journal.errors import (
     AlreadyVoided,
@@ -248,7 +249,9 @@ class BatchWriter:
                 " next_at = iif(?1 = 'pending', 0, next_at) WHERE id = ?2",
                 plan.outbox_settled)
         if plan.events or plan.keys or plan.updates or plan.outbox_settled:
+            failpoints.hit("journal.commit")
             await conn.commit()  # returns once the WAL is synced (synchronous=FULL)
+            failpoints.hit("journal.committed")
         return plan
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 from pathlib import Path
 
+from factory import failpoints
 from factory.claim_secret import ClaimSecrets
 from factory.config import Product, StationConfig
 from factory.journal.records import Event
@@ -106,10 +107,13 @@ class Labels:
         pdf = keep / f"{uci}-{copy}.pdf"
         data = self.data(product, uci)
         digest = await asyncio.to_thread(_render, self.template(product), data, pdf)
+        failpoints.hit("label.rendered")
         event: dict[str, object] = {"pdf": str(pdf), "sha256": digest, "copy": copy,
                                     "template": product.label}
         if reason is not None:
             event["reason"] = reason
+        if self.printing:  # the printer owes it (journal: labels_owed)
+            event["printer"] = self._config.printer.queue
         await self._journal.record(uci, "labelled", actor, event, state="labelled")
         self._wakeup.set()
         return pdf
@@ -138,21 +142,36 @@ class Labels:
             except TimeoutError:
                 pass
 
-    async def _print_waiting(self) -> None:
-        units, _ = await self._journal.units(state="labelled", limit=200)
-        for unit in reversed(units):
+    async def recover(self) -> int:
+        """Make the labels of units that verified but were never labelled (the station
+        stopped in between, and the unit may never be plugged in again); at start, before
+        the fixtures. Returns how many."""
+        products = {p.id: p for p in self._config.products if p.label}
+        made = 0
+        for uci, product in await self._journal.unlabelled(sorted(products)):
             try:
-                await self.print_unit(unit.uci)
+                await self.make(uci, products[product], "station:recovery")
+                made += 1
+            except (LabelError, OSError) as exc:
+                log.error("the label of %s could not be made: %s", uci, exc)
+        if made:
+            log.info("made %d labels that a stop had left unmade", made)
+        return made
+
+    async def _print_waiting(self) -> None:
+        for uci in await self._journal.labels_owed():
+            try:
+                await self.print_unit(uci)
             except PrinterUnavailable:
                 raise  # the printer, not this label: wait and retry them all
             except PrintRejected as exc:
                 # CUPS refuses this job outright: retrying would refuse it again.
-                await self._journal.record(unit.uci, "print_failed", "printer",
+                await self._journal.record(uci, "print_failed", "printer",
                                            {"reason": exc.reason, "action": exc.action},
                                            state="failed")
-                log.error("label of %s refused: %s -> %s", unit.uci, exc.reason, exc.action)
+                log.error("label of %s refused: %s -> %s", uci, exc.reason, exc.action)
             except Exception:  # one bad label must not stop the others or the worker
-                log.exception("printing the label of %s failed; it is retried", unit.uci)
+                log.exception("printing the label of %s failed; it is retried", uci)
 
     async def print_unit(self, uci: str) -> None:
         """Print the unit's newest label, once: adopt a job already submitted for it."""
@@ -177,6 +196,7 @@ class Labels:
                 job = await submit(Path(labelled.data["pdf"]), printer.queue, title=title,
                                    copies=printer.copies, options=printer.options,
                                    server=server)
+            failpoints.hit("print.submitted")
             await self._journal.record(uci, "print_submitted", actor,
                                        {"job": job, "queue": printer.queue, "copy": copy,
                                         "adopted": bool(found)})
@@ -189,6 +209,7 @@ class Labels:
             await self._journal.record(uci, "labelled", actor,
                                        {**labelled.data, "retry_of": job}, state="labelled")
             return
+        failpoints.hit("print.done")
         await self._journal.record(uci, "printed", actor,
                                    {"job": job, "copy": copy, "copies": printer.copies},
                                    state="printed")
@@ -205,8 +226,10 @@ class Label:
         self._labels = labels
 
     async def run(self, run: UnitRun, driver: UnitDriver, ledger: Ledger) -> None:
-        if run.already_done or not run.product.label or run.uci is None:
+        if not run.product.label or run.uci is None:
             return
+        if (await ledger.unit(run.uci)).last("labelled") is not None:
+            return  # one label a unit, however often it is plugged in; reprints are asked for
         try:
             pdf = await self._labels.make(run.uci, run.product, run.actor)
         except (LabelError, OSError) as exc:

@@ -24,6 +24,7 @@ import re
 import secrets
 import shlex
 
+from factory import failpoints
 from factory.units.console_commands import (
     MAX_LINE,
     check_digest,
@@ -92,6 +93,8 @@ class ConsoleDriver:
         """Store `data` at `path`: base64 lines into a temporary file, decoded, moved."""
         commands = write_commands(path, data, self._settings.chunk_size)
         for number, command in enumerate(commands, 1):
+            if number > 1:
+                failpoints.hit("serial.write")
             step = ": check its size, decode, move into place" if number == len(commands) else ""
             await self._run(command,
                             f"store {path} (command {number} of {len(commands)}{step})")

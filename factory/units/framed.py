@@ -12,6 +12,7 @@ import hashlib
 import os
 from typing import TypeVar
 
+from factory import failpoints
 from factory.units.driver import Identity, Verification
 from factory.units.errors import (
     ProtocolError,
@@ -88,6 +89,7 @@ class FramedDriver:
                 raise ProtocolError(f"the unit holds {held} bytes of {path} after PUT, "
                                     f"expected {offset + len(piece)}")
             offset += len(piece)
+            failpoints.hit("serial.write")
             if offset >= len(data):
                 break
         reply = await self._call(Op.COMMIT, Commit(path, len(data)).encode(), path)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from factory import failpoints
 from factory.config import Product
 from factory.hardware import HardwareIdError, normalise
 from factory.journal.records import IssueRequest, IssueResult, Unit
@@ -169,6 +170,7 @@ class Pipeline:
             if self._on_step:
                 self._on_step(run)
             started = time.perf_counter()
+            failpoints.hit("step.before")
             try:
                 await step.run(run, driver, self._ledger)
             except UnitError as exc:
@@ -181,6 +183,7 @@ class Pipeline:
                 await self._journal_interruption(run)
                 raise
             self._observed(step.name, "ok", started)
+            failpoints.hit("step.after")
         run.step = "done"
         if self._on_step:
             self._on_step(run)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from factory import certs
+from factory import certs, failpoints
 from factory.journal.records import Event
 from factory.units.driver import UnitDriver
 from factory.units.errors import (
@@ -117,6 +117,7 @@ class InstallCertificate:
                                   "key")
         for path, data in _files(run, granted.data):
             await driver.write_file(path, data)
+            failpoints.hit("certificate.file")
             await driver.verify_file(path, data)
         await ledger.record(run.uci, "certificate_written", run.actor, {
             "path": unit_file(run, CERT_FILE), "fingerprint": granted.data["fingerprint"],

@@ -15,6 +15,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from factory import failpoints
 from factory.claim_secret import ClaimSecrets
 from factory.journal.errors import JournalError, OutboxSettled
 from factory.journal.records import OutboxEntry
@@ -142,6 +143,7 @@ class OutboxWorker:
             await self._retry(entry, wait, exc.reason)
             return False
         self.last_error = self.refused = ""
+        failpoints.hit("outbox.sent")
         await self._settle(entry, kind, {**data, "attempts": entry.attempts + 1}, state,
                            "done")
         log.info("unit %s %s upstream", entry.uci, kind)
@@ -160,6 +162,7 @@ class OutboxWorker:
         """Register (idempotent, so a retry after a crash is harmless), then pre-claim: the
         certificate goes in the journal (it is public), for the unit's fixture to write."""
         await self._upstream.register(await self._registration(payload))
+        failpoints.hit("outbox.registered")
         cert = await self._upstream.preclaim(payload["uci"], payload["account"],
                                              payload["csr"])
         return "preclaimed", {

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from factory import failpoints
 from factory import uci as uci_codec
 from factory.issuing import InvalidField, issue_request
 from factory.journal.records import Event, Unit
@@ -34,6 +35,7 @@ async def issue(request: web.Request) -> web.Response:
     req, batch = issue_request(body, request.app[CONFIG], principal.actor,
                                request.headers.get("Idempotency-Key"))
     result = await request.app[JOURNAL].issue(req)
+    failpoints.hit("api.issued")
     status = 201 if result.created else 200
     if batch:
         return web.json_response({"product": req.product, "count": len(result.ucis),
