@@ -191,15 +191,19 @@ async def test_a_job_submitted_before_a_crash_is_adopted_not_printed_twice(
     async with printing_station(tmp_path, worker=False) as (cups, config, journal, labels):
         uci = await provision(config, journal, labels, "02:00:00:00:00:09")
         pdf = Path((await journal.unit(uci)).events[-1].data["pdf"])
-        # The station sent the job, then died before journaling it.
+        # The station journaled that it was sending the job, sent it, then died before
+        # journaling the job id; CUPS printed it meanwhile, and printed others since.
+        await journal.record(uci, "print_submitting", "printer:labels",
+                             {"queue": cups.queue, "copy": 1, "title": f"label {uci} 1"})
         job = await submit(pdf, cups.queue, title=f"label {uci} 1", server=cups.server)
+        await cups.device.wait_jobs(1)
+        await asyncio.sleep(2)  # CUPS unloads the finished job (and its name) meanwhile
         await labels.print_unit(uci)
         events = (await journal.unit(uci)).events
         submitted = [e for e in events if e.kind == "print_submitted"]
         assert [e.data["job"] for e in submitted] == [job]
         assert submitted[0].data["adopted"] is True
         assert events[-1].kind == "printed"
-        assert len(await cups.device.wait_jobs(1)) == 1
         await asyncio.sleep(0.5)
         assert len(cups.device.jobs) == 1
 

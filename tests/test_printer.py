@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -143,6 +144,19 @@ async def test_find_jobs_by_exact_title_in_any_state(cups: PrivateCups, pdf: Pat
 
     assert await find_jobs("unit 0049", cups.queue, server=cups.server) == [printed, held]
     assert await find_jobs("unit 004", cups.queue, server=cups.server) == []
+
+
+async def test_a_finished_job_is_found_after_cups_unloads_it(cups: PrivateCups,
+                                                             pdf: Path) -> None:
+    """A job nobody watched (its sender died) is unloaded by CUPS soon after it prints, and
+    Get-Jobs then leaves its name out; asked with `since`, it is still found by title."""
+    since = time.time() - 5
+    ours = await submit(pdf, cups.queue, title="unit 0052", server=cups.server)
+    await cups.device.wait_jobs(1)
+    await asyncio.sleep(2)  # CUPS unloads it meanwhile (about a second here)
+    assert await find_jobs("unit 0052", cups.queue, server=cups.server,
+                           since=since) == [ours]
+    assert await find_jobs("unit 0053", cups.queue, server=cups.server, since=since) == []
 
 
 async def test_shell_metacharacters_reach_cups_literally(

@@ -135,13 +135,27 @@ async def job_state(job_id: str, server: str | None = None) -> JobState:
     return (await _job(job_id, _address(server))).state
 
 
-async def find_jobs(title: str, queue: str, server: str | None = None) -> list[str]:
+async def find_jobs(title: str, queue: str, server: str | None = None,
+                    since: float | None = None) -> list[str]:
     """Ids of the jobs on `queue` titled exactly `title`, in any state, oldest first.
 
-    After a crash between `lp` and journaling, this finds the job already submitted."""
-    groups = await _ipp(_GET_JOBS, _printer_uri(_address(server), queue), _queue_missing)
-    numbers = sorted(g["job-id"] for g in groups if g.get("job-name") == title and "job-id" in g)
-    return [f"{queue}-{number}" for number in numbers]
+    After a crash between `lp` and journaling, this finds the job already submitted. CUPS
+    soon unloads a finished job, and Get-Jobs then leaves out its name: with `since` (a Unix
+    time), each nameless job created after it is asked for its name, newest first."""
+    address = _address(server)
+    groups = await _ipp(_GET_JOBS, _printer_uri(address, queue), _queue_missing)
+    numbers = [g["job-id"] for g in groups if g.get("job-name") == title and "job-id" in g]
+    nameless = sorted((g["job-id"] for g in groups if "job-id" in g and "job-name" not in g),
+                      reverse=True)
+    for number in nameless if since is not None else []:
+        found = await _ipp(_GET_JOB_NAME, f"ipp://{_host(address)}/jobs/{number}",
+                           _job_missing)
+        attrs = found[0] if found else {}
+        if attrs.get("job-name") == title:
+            numbers.append(number)
+        if since is not None and attrs.get("time-at-creation", 0) < since:
+            break  # older than the print we look for: so is every job after it
+    return [f"{queue}-{number}" for number in sorted(numbers)]
 
 
 async def wait_printed(job_id: str, timeout: float, server: str | None = None) -> JobState:
@@ -197,6 +211,9 @@ _GET_PRINTER = _ipp_request(
 _GET_JOB = _ipp_request(
     "Get-Job-Attributes", "job-uri",
     "ATTR keyword requested-attributes job-state,job-printer-state-message")
+_GET_JOB_NAME = _ipp_request(
+    "Get-Job-Attributes", "job-uri",
+    "ATTR keyword requested-attributes job-name,time-at-creation")
 _GET_JOBS = _ipp_request(
     "Get-Jobs", "printer-uri", "ATTR keyword which-jobs all",
     "ATTR keyword requested-attributes job-id,job-name")

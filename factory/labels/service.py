@@ -2,11 +2,12 @@
 journaled (`labelled`), and printed by a queue worker that outlives a stopped printer and a
 restarted station without printing a label twice.
 
-A label's life in the journal: `labelled` {pdf, sha256, copy} (state labelled: waiting for the
-printer) → `print_submitted` {job} → `printed` {job} (state printed). A reprint is another
-`labelled` with the next copy number and the reason. Each CUPS job is titled
-"label <UCI> <copy>", so after a crash between `lp` and the journal the worker finds the job it
-already submitted instead of printing the label again.
+A label's life in the journal: `labelled` {pdf, sha256, copy} (the printer owes it: the
+journal's `labels_owed`) → `print_submitting` {title} → `print_submitted` {job} → `printed`
+{job} (state printed). A reprint is another `labelled` with the next copy number and the
+reason. Each CUPS job is titled "label <UCI> <copy>", so after a crash between `lp` and the
+journal (`print_submitting` without `print_submitted`) the worker finds the job it already
+submitted instead of printing the label again.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from factory.units.pipeline import Ledger, UnitRun
 log = logging.getLogger("factory.labels")
 PRINT_TIMEOUT = 60.0  # seconds a job may take before the printer counts as unavailable
 RETRY_MAX = 30.0  # seconds between tries while the printer is unavailable
+CLOCK_SLACK = 120.0  # seconds the CUPS server's clock may be behind the station's
 
 
 class Labels:
@@ -189,14 +191,21 @@ class Labels:
             job = str(submitted.data["job"])
         else:
             title = f"label {uci} {copy}"
-            found = await find_jobs(title, printer.queue, server)
+            # Journaled before `lp`: only a print cut short by a crash is looked for in CUPS.
+            intent = _last(after, "print_submitting")
+            found = [] if intent is None else await find_jobs(
+                title, printer.queue, server, since=_unix(intent.at) - CLOCK_SLACK)
             if found:
                 job = found[-1]
             else:
+                if intent is None:
+                    await self._journal.record(uci, "print_submitting", actor,
+                                               {"queue": printer.queue, "copy": copy,
+                                                "title": title})
                 job = await submit(Path(labelled.data["pdf"]), printer.queue, title=title,
                                    copies=printer.copies, options=printer.options,
                                    server=server)
-            failpoints.hit("print.submitted")
+                failpoints.hit("print.submitted")
             await self._journal.record(uci, "print_submitted", actor,
                                        {"job": job, "queue": printer.queue, "copy": copy,
                                         "adopted": bool(found)})
@@ -254,6 +263,11 @@ def _render(template: Template, data: LabelData, pdf: Path) -> str:
         render_labels(template, [data], out)
     os.replace(tmp, pdf)
     return hashlib.sha256(pdf.read_bytes()).hexdigest()
+
+
+def _unix(at: str) -> float:
+    """An event's time (ISO 8601, UTC) as a Unix time."""
+    return datetime.datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
 
 
 def _last(events: list[Event], kind: str) -> Event | None:
