@@ -35,7 +35,7 @@ from factory.sim.framed import run_framed_unit
 from factory.sim.pty import SimPty
 from factory.units.driver import Identity
 from tests.conftest import FACTORY, OTHER_PRODUCT, PRODUCT, ROOT, run_cli
-from tests.cups import PrivateCups
+from tests.cups import PrivateCups, private_cups
 from tests.test_outbox import Registry
 
 ACCOUNT = "acme-retail"
@@ -131,10 +131,9 @@ class Round:
 class Line:
     """The line around a station that is killed and restarted; see the module docstring."""
 
-    def __init__(self, folder: Path, cups: PrivateCups, registry: Registry,
-                 units_per_fixture: int = 4) -> None:
+    def __init__(self, folder: Path, cups: PrivateCups, registry: Registry) -> None:
         self.folder, self.cups, self.registry = folder, cups, registry
-        self.units_per_fixture = units_per_fixture
+        self.quota = 0  # units each fixture gets in all: each round adds one
         self.config = folder / "station.toml"
         self.journal = folder / "journal.sqlite"
         self.plugged: dict[str, Plugged | None] = {name: None for name in DONE_KIND}
@@ -210,7 +209,7 @@ class Line:
     async def _feed(self) -> None:
         """Keep a unit in each fixture: the next one once the station is done with the last."""
         for fixture in DONE_KIND:
-            if self.plugged[fixture] is None and self._macs[fixture] < self.units_per_fixture:
+            if self.plugged[fixture] is None and self._macs[fixture] < self.quota:
                 self._plug(fixture)
         while True:
             await asyncio.sleep(0.1)
@@ -218,12 +217,12 @@ class Line:
                 if unit is None or not await asyncio.to_thread(self.done, unit):
                     continue
                 await self._unplug(fixture)
-                if self._macs[fixture] < self.units_per_fixture:
+                if self._macs[fixture] < self.quota:
                     self._plug(fixture)
 
     def all_done(self) -> bool:
         return all(v is None for v in self.plugged.values()) and all(
-            self._macs[f] >= self.units_per_fixture for f in DONE_KIND)
+            self._macs[f] >= self.quota for f in DONE_KIND)
 
     # -- the API client ---------------------------------------------------------------------
 
@@ -280,9 +279,11 @@ class Line:
             await reader
 
     async def run(self, failpoints: str = "", kill_after: float | None = None,
-                  limit: float = 60.0) -> Round:
-        """Start the station and feed it until a failpoint kills it, `kill_after` seconds
-        pass (then SIGKILL from outside), or every unit is done (then SIGTERM)."""
+                  limit: float = 60.0, new_units: int = 1) -> Round:
+        """Start the station with `new_units` more units for each fixture and feed it until
+        a failpoint kills it, `kill_after` seconds pass (then SIGKILL from outside), or every
+        unit is done and nothing is owed (then SIGTERM: the failpoint was not reached)."""
+        self.quota += new_units
         result = Round(failpoints)
         async with self._station(failpoints) as (proc, url, log):
             tasks = [asyncio.create_task(self._feed())]
@@ -303,10 +304,10 @@ class Line:
                         proc.send_signal(signal.SIGKILL)
                         result.ended = "timer"
                         break
-                    if not failpoints and kill_after is None and self.all_done() and \
+                    if kill_after is None and self.all_done() and \
                             await asyncio.to_thread(self.settled):
                         proc.send_signal(signal.SIGTERM)
-                        result.ended = "finished"
+                        result.ended = "not reached" if failpoints else "finished"
                         break
                 await proc.wait()
             finally:
@@ -334,7 +335,7 @@ class Line:
 
     async def finish(self, limit: float = 90.0) -> Round:
         """Run the station without failpoints until every unit is done and nothing is owed."""
-        result = await self.run(limit=limit)
+        result = await self.run(limit=limit, new_units=0)
         for fixture in DONE_KIND:
             await self._unplug(fixture)
         return result
@@ -428,6 +429,20 @@ class Line:
             return [u for (u,) in db.execute("SELECT id FROM devices")]
         finally:
             db.close()
+
+
+@contextlib.asynccontextmanager
+async def line_up(folder: Path) -> AsyncIterator[Line]:
+    """A line in `folder`: the registry and a private CUPS running, the config written."""
+    registry = Registry(folder / "registry.sqlite")
+    await registry.start()
+    try:
+        async with private_cups(folder) as cups:
+            line = Line(folder, cups, registry)
+            await line.setup()
+            yield line
+    finally:
+        await registry.stop()
 
 
 def summary(line: Line) -> str:

@@ -12,24 +12,15 @@ from pathlib import Path
 import pytest
 
 from factory import failpoints
-from tests.crash.line import Line, summary
-from tests.cups import private_cups
-from tests.test_outbox import Registry
+from tests.crash.line import Line, line_up, summary
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 async def line(tmp_path: Path) -> AsyncIterator[Line]:
-    registry = Registry(tmp_path / "registry.sqlite")
-    await registry.start()
-    try:
-        async with private_cups(tmp_path) as cups:
-            built = Line(tmp_path, cups, registry)
-            await built.setup()
-            yield built
-    finally:
-        await registry.stop()
+    async with line_up(tmp_path) as built:
+        yield built
 
 
 def held(line: Line) -> None:
@@ -44,7 +35,6 @@ KILLS = [f"{point}={n}" for point in sorted(failpoints.POINTS) for n in (1, 3)]
 @pytest.mark.parametrize("group", [KILLS[0::2], KILLS[1::2]], ids=["first-pass", "third-pass"])
 async def test_killed_at_every_failpoint_the_line_loses_and_repeats_nothing(
         line: Line, group: list[str]) -> None:
-    line.units_per_fixture = 6
     for spec in group:
         await line.run(spec, limit=20)
     finished = await line.finish()
@@ -57,7 +47,6 @@ async def test_killed_at_every_failpoint_the_line_loses_and_repeats_nothing(
 async def test_killed_at_random_moments_the_line_loses_and_repeats_nothing(
         line: Line) -> None:
     rng = random.Random(7)
-    line.units_per_fixture = 5
     for _ in range(8):
         await line.run(kill_after=rng.uniform(0.5, 4.0))
     finished = await line.finish()
