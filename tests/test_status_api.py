@@ -212,3 +212,26 @@ async def _viewer(journal: Journal) -> dict[str, str]:
     token = new_token()
     await journal.add_token("screen", "viewer", token_hash(token))
     return {"Authorization": f"Bearer {token}"}
+
+
+async def test_units_left_unfinished_and_refused_ones_need_a_person(
+        config: StationConfig, journal: Journal) -> None:
+    """A unit written but never verified (the station was killed mid-unit, and the unit was
+    taken away) is shown once no fixture can still be on it; so are refused registrations."""
+    left = await issue(journal, "02:00:00:00:03:01")
+    await journal.record(left, "written", "fixture:f1", {}, state="written")
+    refused = await issue(journal, "02:00:00:00:03:02")
+    await journal.record(refused, "verified", "fixture:f1", {}, state="verified",
+                         enqueue=("register", {"uci": refused}))
+    [entry] = await journal.outbox_due(now=1e12)
+    await journal.record(refused, "register_failed", "upstream", {"reason": "bad product"},
+                         state="failed", settles=(entry.id, "failed"))
+    live = LiveSources(fixtures=lambda: ())
+    now = datetime.now(UTC)
+    soon = await snapshot.build(config, journal, live, now, UTC)
+    assert [a["source"] for a in soon["attention"]] == ["upstream"]
+    assert "refused 1 unit" in soon["attention"][0]["what"]
+    later = await snapshot.build(config, journal, live, now + snapshot.UNFINISHED_AFTER, UTC)
+    assert [a["source"] for a in later["attention"]] == ["upstream", "units"]
+    assert f"1 unit written but never verified ({left})" in later["attention"][1]["what"]
+    assert "plug each in again" in later["attention"][1]["action"]

@@ -318,6 +318,18 @@ class Journal:
                 "SELECT uci FROM labels_owed ORDER BY seq LIMIT ?", (limit,)) as cur:
             return [row[0] async for row in cur]
 
+    async def left_in(self, state: str, before: str, sample: int = 3) -> tuple[int, list[str]]:
+        """How many units have been in `state` since before `before` (a journal time), and
+        the oldest few of them."""
+        args = (state, before)
+        async with self._reader.execute(
+                "SELECT count(*) FROM units WHERE state = ? AND updated_at < ?", args) as cur:
+            row = await cur.fetchone()
+        async with self._reader.execute(
+                "SELECT uci FROM units WHERE state = ? AND updated_at < ? ORDER BY id LIMIT ?",
+                (*args, sample)) as cur:
+            return (int(row[0]) if row else 0), [r[0] async for r in cur]
+
     async def unlabelled(self, products: list[str]) -> list[tuple[str, str]]:
         """(UCI, product) of units of `products` whose device file verified but that have no
         label yet: a station stopped between the two leaves them so."""

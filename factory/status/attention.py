@@ -79,6 +79,28 @@ def printer_alert(queue: str, state: str, reason: str) -> Alert | None:
                  "check power, cable, paper and ribbon; waiting labels print when it is back")
 
 
+def unfinished_alert(count: int, sample: list[str]) -> Alert | None:
+    """Units written but never verified, long enough that no fixture holds them: a station
+    stopped mid-unit, or a unit pulled out mid-write. Re-plugging one finishes it."""
+    if not count:
+        return None
+    which = ", ".join(sample) + (", ..." if count > len(sample) else "")
+    return Alert("units", f"{count} unit{'s' if count != 1 else ''} written but never "
+                 f"verified ({which})",
+                 "find them and plug each in again: the station finishes them with the same "
+                 "ID (`factory units --state written` lists them)")
+
+
+def outbox_failed_alert(failed: int) -> Alert | None:
+    """Units the upstream refused for good: they wait for a person."""
+    if not failed:
+        return None
+    return Alert("upstream", f"The device cloud refused {failed} unit"
+                 f"{'s' if failed != 1 else ''}",
+                 "call an engineer: `factory outbox --state failed` says why; once fixed, "
+                 "`factory outbox retry UCI` sends each again")
+
+
 def upstream_alerts(refused: str, pending: int, age_seconds: float | None,
                     alert_minutes: int) -> list[Alert]:
     """The upstream refusing the station, and a backlog older than the configured limit."""

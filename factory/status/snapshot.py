@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
 from factory import uci as uci_codec
@@ -18,7 +18,9 @@ from factory.status.attention import (
     STEP_WORDS,
     fixture_alert,
     fixture_words,
+    outbox_failed_alert,
     printer_alert,
+    unfinished_alert,
     upstream_alerts,
 )
 from factory.status.shifts import journal_time, windows
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from factory.units.fixture import FixtureStatus
 
 RECENT_UNITS = 20
+# A unit written but not verified for this long is in no fixture: it needs a person.
+UNFINISHED_AFTER = timedelta(minutes=10)
 
 
 class PrinterView(Protocol):
@@ -94,6 +98,11 @@ async def build(config: StationConfig, journal: Journal, live: LiveSources,
     refused = live.upstream.refused if live.upstream else ""
     alerts += upstream_alerts(refused, outbox["pending"], outbox["oldest_age_seconds"],
                               config.status.backlog_alert_minutes)
+    if (alert := outbox_failed_alert(outbox["failed"])):
+        alerts.append(alert)
+    left = await journal.left_in("written", journal_time(now - UNFINISHED_AFTER))
+    if (alert := unfinished_alert(*left)):
+        alerts.append(alert)
 
     return {
         "station": config.station_id,
