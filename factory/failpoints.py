@@ -21,8 +21,9 @@ POINTS = frozenset({
     "journal.commit",      # the batch's statements are in, COMMIT not yet called
     "journal.committed",   # COMMIT returned, nobody told yet
     "api.issued",          # UCIs journaled, the HTTP response not yet sent
-    "step.before",         # a unit step is about to start (any step)
-    "step.after",          # a unit step returned (its journal entry is durable)
+    # A unit's step is about to start (the steps before it are journaled), or all are done.
+    *(f"step.{step}" for step in ("identifying", "issuing", "writing", "verifying", "keying",
+                                  "labelling", "certifying", "done")),
     "serial.write",        # between two chunks/commands of a device file write
     "label.rendered",      # the label PDF is kept, `labelled` not yet journaled
     "print.submitted",     # CUPS took the job, `print_submitted` not yet journaled

@@ -170,7 +170,7 @@ class Pipeline:
             if self._on_step:
                 self._on_step(run)
             started = time.perf_counter()
-            failpoints.hit("step.before")
+            failpoints.hit(f"step.{step.name}")
             try:
                 await step.run(run, driver, self._ledger)
             except UnitError as exc:
@@ -183,8 +183,8 @@ class Pipeline:
                 await self._journal_interruption(run)
                 raise
             self._observed(step.name, "ok", started)
-            failpoints.hit("step.after")
         run.step = "done"
+        failpoints.hit("step.done")
         if self._on_step:
             self._on_step(run)
         return run
