@@ -412,8 +412,9 @@ def _fixture(source: Path, index: int, value: Any, products: set[str]) -> Fixtur
     if not 50 <= baud <= 4_000_000:
         raise table.error("baud", f"must be between 50 and 4000000, got {baud}")
     device_path = table.get("device_path", str, "config/device.json5")
-    if not device_path or "\0" in device_path or "\n" in device_path:
-        raise table.error("device_path", "must be a file path on the unit")
+    if not device_path or any(ord(c) < 32 or ord(c) == 127 for c in device_path):
+        raise table.error("device_path", "must be a file path on the unit (no control "
+                                         "characters)")
     poll = _seconds(table, "poll_interval", 0.5)
     console = _settings(table.table("console"), ConsoleSettings())
     try:

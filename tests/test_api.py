@@ -118,37 +118,8 @@ async def test_healthz_and_openapi_are_open(station: Station) -> None:
     assert (await doc.json())["openapi"] == "3.1.0"
 
 
-async def test_openapi_describes_every_route(station: Station) -> None:
-    doc = await (await station.client.get("/api/v1/openapi.json")).json()
-    documented = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops}
-    served = {(r.method, r.resource.canonical) for r in station.client.app.router.routes()
-              if r.method != "HEAD" and r.resource is not None}
-    assert documented == served
-
-
-# -- roles ----------------------------------------------------------------------------------
-
-ROUTES = [
-    ("POST", "/api/v1/ucis", {"product": PRODUCT}, {"device", "operator"}),
-    ("GET", "/api/v1/units", None, {"operator", "viewer"}),
-    ("GET", "/api/v1/units/{uci}", None, {"operator", "viewer"}),
-    ("POST", "/api/v1/units/{uci}/void", {"reason": "test"}, {"operator"}),
-]
-
-
-@pytest.mark.parametrize(("method", "path", "body", "allowed"), ROUTES)
-async def test_roles(station: Station, method: str, path: str, body: Any,
-                     allowed: set[str]) -> None:
-    for role in ("device", "operator", "viewer"):
-        uci = (await (await post(station, "/api/v1/ucis", {"product": PRODUCT})).json())["uci"]
-        resp = await station.client.request(method, path.format(uci=uci), json=body,
-                                            headers=station.auth(role))
-        if role in allowed:
-            assert resp.status in (200, 201), (role, resp.status, await resp.text())
-        else:
-            assert resp.status == 403, (role, resp.status)
-            problem = await resp.json(content_type=PROBLEM)
-            assert f"a {role} token may not" in problem["detail"]
+# Roles, tokens and which routes are open: tests/test_security_routes.py (every route,
+# every credential, checked against the OpenAPI document).
 
 
 async def test_revoked_token_is_refused(station: Station) -> None:

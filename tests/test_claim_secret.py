@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from factory import claim_secret
+from factory import uci as uci_codec
 from factory.claim_secret import ClaimSecrets
 from factory.config import ConfigError, load
 from factory.journal.sqlite import Journal
@@ -110,3 +111,15 @@ async def test_the_label_shows_the_secret_and_only_its_owner_claims_the_unit(
         data = path.read_bytes()
         assert secret.encode() not in data and secret.replace("-", "").encode() not in data
     assert ROOT.joinpath("labels", "thermal-50x30-secret.toml").exists()
+
+
+def test_a_reprint_shows_the_same_secret(tmp_path: Path) -> None:
+    """`factory label reprint` once refused these labels: it had no claim key."""
+    config = secret_config(tmp_path)
+    uci = uci_codec.parse(run_cli(config, "issue", "--product", PRODUCT).stdout.split()[0])
+    reprinted = run_cli(config, "label", "reprint", uci, "--reason", "smudged").stdout
+    pdf = Path(reprinted.split("; ")[1])
+    secret = ClaimSecrets.open(claim_secret.key_path(load(config).journal)).secret(uci)
+    shown = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
+                           check=True, timeout=30).stdout
+    assert secret in shown

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sqlite3
+import stat
 import subprocess
 import time
 from contextlib import closing
@@ -94,3 +95,7 @@ def test_the_whole_line_runs_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
     assert "stopping: finishing queued journal writes" in text
+    # The tokens the script made, and the folder holding them, are the user's alone.
+    assert stat.S_IMODE(var.stat().st_mode) == 0o700
+    for name in ("upstream.token", "operator.token"):
+        assert stat.S_IMODE((var / name).stat().st_mode) == 0o600, name

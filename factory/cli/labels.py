@@ -101,8 +101,8 @@ def cmd_label_reprint(args: argparse.Namespace) -> int:
             raise CliError(f"unit {unit.uci}'s product has no label template in this config")
         if unit.state == "voided":
             raise CliError(f"unit {unit.uci} is voided; its label must not be printed again")
-        pdf = await Labels(config, journal).make(unit.uci, product, actor(),
-                                                 reason=args.reason.strip())
+        labels = Labels(config, journal, claim_secret.for_station(config))
+        pdf = await labels.make(unit.uci, product, actor(), reason=args.reason.strip())
         where = (f"the station prints it on {config.printer.queue}" if config.printer.enabled
                  else "no printer is configured: print the PDF by hand")
         print(f"reprint of {uci_codec.human(unit.uci)} journaled; {pdf}; {where}")

@@ -153,4 +153,7 @@ def _create(key_path: Path, cert_path: Path) -> None:
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key_pem)
-    cert_path.write_bytes(cert.public_bytes(_PEM))
+    # Public, but only the registry may replace it (whatever the umask).
+    fd = os.open(cert_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(cert.public_bytes(_PEM))

@@ -47,6 +47,7 @@ PRESENT_TIMEOUT = 1.0  # seconds a present unit takes at most to answer a newlin
 LOGIN_QUIET = 0.1  # seconds without output before we trust a login prompt is the last one
 _LOGIN = re.compile(rb"(?i:login): ?$")
 _PASSWORD = re.compile(rb"(?i:password): ?$")
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
 
 class ConsoleDriver:
@@ -138,9 +139,12 @@ class ConsoleDriver:
         at a time: the tty has room for one line only while the shell is busy."""
         tag = next(self._tags)
         line = marked(tag, command).encode()
-        if len(line) > MAX_LINE or b"\n" in line[:-1] or b"\r" in line:
+        if len(line) > MAX_LINE or _CONTROL.search(line[:-1]):
+            # The tty acts on control bytes before the shell sees the line: Ctrl-U drops
+            # what came before it (our quoting too), Ctrl-C and Ctrl-D cut it short.
             raise UnitRefused(f"the command to {what} does not fit in one line of the unit's "
-                              f"console ({MAX_LINE} characters, no line breaks)")
+                              f"console ({MAX_LINE} characters, no line breaks or control "
+                              "characters)")
         heard = self._port.bytes_in
         await self._port.write(line)
         try:

@@ -9,6 +9,10 @@ from aiohttp import web
 from factory import __version__
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
+# Each operation's `security` names the token roles it accepts (any one of them will do;
+# OpenAPI 3.1 allows role names in a bearer scheme's list). tests/test_security_routes.py
+# calls every route with every role and checks the code against these lists.
+# `x-open-networks` names the config key whose networks may call without a token.
 _UCI_PARAM = {
     "name": "uci", "in": "path", "required": True,
     "description": "A UCI in any form: canonical, grouped, with or without check symbol.",
@@ -84,6 +88,7 @@ DOCUMENT: dict[str, Any] = {
             "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1 document")}}},
         "/api/v1/ucis": {"post": {
             "summary": "Issue one UCI (optionally for a hardware id) or a batch of `count`",
+            "security": [{"bearer": ["device", "operator"]}],
             "description": "Roles: device, operator. The same product and hardware id always "
                            "get the same UCI (200); a new one is 201. An Idempotency-Key header "
                            "replays the first answer for the same request.",
@@ -104,7 +109,9 @@ DOCUMENT: dict[str, Any] = {
                              "Idempotency-Key"),
                 **_errors(400, 401, 403, 413, 422, 503)}}},
         "/api/v1/units": {"get": {
-            "summary": "Units, newest first", "description": "Roles: operator, viewer.",
+            "summary": "Units, newest first",
+            "security": [{"bearer": ["operator", "viewer"]}],
+            "description": "Roles: operator, viewer.",
             "parameters": [
                 {"name": "state", "in": "query", "schema": {"type": "string"}},
                 {"name": "product", "in": "query", "schema": {"type": "string"}},
@@ -118,12 +125,16 @@ DOCUMENT: dict[str, Any] = {
                     "next_cursor": {"type": ["string", "null"]}}}, "A page of units"),
                 **_errors(400, 401, 403, 422)}}},
         "/api/v1/units/{uci}": {"get": {
-            "summary": "One unit with its events", "description": "Roles: operator, viewer.",
+            "summary": "One unit with its events",
+            "security": [{"bearer": ["operator", "viewer"]}],
+            "description": "Roles: operator, viewer.",
             "parameters": [_UCI_PARAM],
             "responses": {"200": _json({"$ref": "#/components/schemas/Unit"}, "The unit"),
                           **_errors(400, 401, 403, 404)}}},
         "/api/v1/units/{uci}/void": {"post": {
-            "summary": "Void a unit; its UCI is never reused", "description": "Role: operator.",
+            "summary": "Void a unit; its UCI is never reused",
+            "security": [{"bearer": ["operator"]}],
+            "description": "Role: operator.",
             "parameters": [_UCI_PARAM],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["reason"], "additionalProperties": False,
@@ -133,6 +144,7 @@ DOCUMENT: dict[str, Any] = {
                           **_errors(400, 401, 403, 404, 409, 413, 422, 503)}}},
         "/api/v1/outbox": {"get": {
             "summary": "The upstream backlog: counts by state, oldest pending age, entries",
+            "security": [{"bearer": ["operator", "viewer"]}],
             "description": "Roles: operator, viewer. Entries oldest first; `state` defaults "
                            "to pending.",
             "parameters": [
@@ -157,7 +169,7 @@ DOCUMENT: dict[str, Any] = {
             "summary": "Embedthis Ioto factory serialization",
             "description": "No token: allowed only from the networks in [ioto] networks. The "
                            "agent posts its device section and reads `id` from the reply.",
-            "security": [],
+            "security": [], "x-open-networks": "[ioto] networks",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["product"],
                 "properties": {"product": {"type": "string"}, "name": {"type": "string"},
@@ -174,7 +186,9 @@ DOCUMENT: dict[str, Any] = {
 
 # The operators' status page (factory/web/status.py): viewer or operator token as a bearer
 # header or the cookie that /?token= sets; open without one on [status] open_networks.
-_STATUS_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"statusCookie": []}, {}]
+_STATUS_SECURITY: list[dict[str, list[str]]] = [
+    {"bearer": ["operator", "viewer"]}, {"statusCookie": ["operator", "viewer"]}, {}]
+_STATUS_OPEN = "[status] open_networks"  # the anonymous `{}` above: only from these
 _COUNTS = {"type": "object", "properties": {name: {"type": "integer"} for name in (
     "issued", "verified", "labelled", "registered", "preclaimed", "failed", "voided")}}
 DOCUMENT["components"]["securitySchemes"]["statusCookie"] = {
@@ -231,7 +245,7 @@ DOCUMENT["paths"].update({
         "description": "Roles: viewer, operator (bearer header or cookie), or none from "
                        "[status] open_networks. `?token=<token>` checks the token, keeps it "
                        "in an HttpOnly cookie and redirects to / (303).",
-        "security": _STATUS_SECURITY,
+        "security": _STATUS_SECURITY, "x-open-networks": _STATUS_OPEN,
         "parameters": [{"name": "token", "in": "query", "required": False,
                         "schema": {"type": "string"}}],
         "responses": {"200": {"description": "The page",
@@ -241,14 +255,14 @@ DOCUMENT["paths"].update({
     "/api/v1/status": {"get": {
         "summary": "The line's status: the snapshot the status page shows",
         "description": "Roles: viewer, operator, or none from [status] open_networks.",
-        "security": _STATUS_SECURITY,
+        "security": _STATUS_SECURITY, "x-open-networks": _STATUS_OPEN,
         "responses": {"200": _json({"$ref": "#/components/schemas/Status"}, "The snapshot"),
                       **_errors(401, 403, 503)}}},
     "/api/v1/status/events": {"get": {
         "summary": "The status as server-sent events",
         "description": "`event: status` with the snapshot as `data`: at once, after every "
                        "change (coalesced), and at least every 15 s. Roles as /api/v1/status.",
-        "security": _STATUS_SECURITY,
+        "security": _STATUS_SECURITY, "x-open-networks": _STATUS_OPEN,
         "responses": {"200": {"description": "An endless event stream",
                               "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                       **_errors(401, 403, 503)}}},

@@ -100,12 +100,16 @@ async def events(request: web.Request) -> web.StreamResponse:
     """GET /api/v1/status/events: `status` events carrying the snapshot, first at once, then
     after each change (coalesced) and at least every refresh interval."""
     await allow(request)
+    headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+               "X-Accel-Buffering": "no"}
+    if request.method == "HEAD":
+        # A streamed HEAD answer would still carry the events, and the client would read
+        # them as the next response on its kept-alive connection.
+        return web.Response(headers=headers)
     feed = request.app[STATUS_FEED]
     with feed.subscribe() as updates:  # before the first build: no change slips between
         first = await feed.build()
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream", "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no"})
+        response = web.StreamResponse(headers=headers)
         await response.prepare(request)
         try:
             await response.write(f"retry: {RETRY_MS}\n\n".encode())
