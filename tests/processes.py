@@ -73,3 +73,21 @@ async def registry_process(folder: Path) -> AsyncIterator[RegistryProcess]:
     async with _listening("registry", "serve", "--db", str(db), "--listen",
                           "127.0.0.1:0") as (_, url):
         yield RegistryProcess(url, out.decode().strip(), db)
+
+
+@asynccontextmanager
+async def arriving_units(root: Path, link: Path, every: float,
+                         driver: str = "framed") -> AsyncIterator[asyncio.subprocess.Process]:
+    """`factory sim-unit --arrive-every`: a new simulated unit (new MAC, empty storage) on
+    `link` every `every` seconds, unpaced, until the block ends."""
+    proc = await asyncio.create_subprocess_exec(
+        *FACTORY, "sim-unit", "--driver", driver, "--root", str(root), "--link", str(link),
+        "--baud", "0", "--arrive-every", str(every),
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
