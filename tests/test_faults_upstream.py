@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,7 +47,7 @@ retry_cap = 1
 """ + fixtures
 
 
-def journal_rows(path: Path, sql: str) -> list[tuple[str, ...]]:
+def journal_rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         return db.execute(sql).fetchall()
 
@@ -134,8 +135,9 @@ async def test_registration_survives_every_upstream_fault(tmp_path: Path) -> Non
                 assert again - at >= proxy.retry_after, (at, again)
 
     # Where the registry acted but the station heard no answer, it learnt so on the retry.
-    created = dict(journal_rows(journal, "SELECT uci, json_extract(data, '$.created') "
-                                         "FROM events WHERE kind = 'registered'"))
+    created: dict[str, int] = dict(journal_rows(
+        journal, "SELECT uci, json_extract(data, '$.created') FROM events "
+                 "WHERE kind = 'registered'"))
     lost_answers = {s.uci for s in proxy.seen if s.created and s.mode != "healthy"}
     assert lost_answers and all(created[uci] == 0 for uci in lost_answers)
     assert "OK" in run_cli(config, "journal", "verify").stdout
