@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,3 +91,17 @@ async def arriving_units(root: Path, link: Path, every: float,
         if proc.returncode is None:
             proc.terminate()
         await proc.wait()
+
+
+async def until(check: Callable[[], bool | Awaitable[bool]], seconds: float,
+                what: str) -> None:
+    """Poll `check` (plain or async) until it holds; fail saying `what` did not happen."""
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                done = check()
+                if done is True or (done is not False and await done):
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"not within {seconds} s: {what}") from None

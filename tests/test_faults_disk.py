@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import CONFIG_TEXT, PRODUCT, Station, run_cli, write_config
-from tests.processes import station_process
+from tests.processes import arriving_units, station_process, until
 
 pytestmark = pytest.mark.slow
 PROBLEM = "application/problem+json"
@@ -189,3 +189,76 @@ async def test_a_journal_that_may_not_grow_refuses_and_loses_nothing(station: St
     await check_health(http, url, full=False, headers=headers)
     assert load.acknowledged <= journal_ucis(station.config.journal)
     assert (await station.journal.verify()).ok
+
+
+# --- a fixture at work when the disk fills ----------------------------------------------
+
+
+def fill(folder: Path) -> Path:
+    """A ballast file taking every free byte of the file system under `folder`."""
+    ballast = folder / "ballast"
+    chunk = b"\0" * 65536
+    with ballast.open("wb") as out:
+        try:
+            while True:
+                out.write(chunk)
+                out.flush()
+        except OSError:
+            pass
+    with contextlib.suppress(OSError):  # the last partial chunk may not fit either
+        for _ in range(64):
+            with ballast.open("ab") as out:
+                out.write(b"\0" * 1024)
+    return ballast
+
+
+def verified_units(journal: Path) -> dict[str, str]:
+    """UCI -> the digest the unit reported, for every verified unit."""
+    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
+        return dict(db.execute("SELECT uci, json_extract(data, '$.digest') FROM events "
+                               "WHERE kind = 'verified'").fetchall())
+
+
+async def test_a_fixture_at_work_when_the_disk_fills_goes_on_once_there_is_room(
+        tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", "3m") as disk:
+        journal = disk / "journal.sqlite"
+        config = write_config(tmp_path, CONFIG_TEXT.replace(
+            'journal = "journal.sqlite"', 'journal = "disk/journal.sqlite"') + f"""
+[[fixtures]]
+name = "line-1"
+port = "unit.tty"
+driver = "framed"
+product = "{PRODUCT}"
+poll_interval = 0.1
+""")
+        token = run_cli(config, "token", "new", "--role", "viewer",
+                        "--name", "screen").stdout.strip()
+        async with station_process(config) as (proc, url), aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {token}"}) as http, arriving_units(
+                tmp_path / "units", tmp_path / "unit.tty", 0.6):
+
+            async def fixture() -> dict[str, Any]:
+                async with http.get(f"{url}/api/v1/status") as resp:
+                    return (await resp.json())["fixtures"][0]
+
+            await until(lambda: len(verified_units(journal)) >= 3, 30, "3 units verified")
+            before = verified_units(journal)
+            ballast = fill(disk)
+
+            async def refused() -> bool:
+                state = await fixture()
+                return state["state"] == "failed" and "disk is full" in state["reason"]
+
+            await until(refused, 30, "the fixture says the journal's disk is full")
+            assert proc.returncode is None
+            async with http.get(f"{url}/healthz") as resp:
+                assert resp.status == 503
+            ballast.unlink()  # room again
+
+            await until(lambda: len(verified_units(journal)) >= len(before) + 3, 30,
+                        "3 more units verified once there is room")
+            assert proc.returncode is None
+        after = verified_units(journal)
+        assert before.items() <= after.items()  # nothing verified before was lost
+        assert "OK" in run_cli(config, "journal", "verify").stdout

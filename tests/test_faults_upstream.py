@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from itertools import pairwise
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from tests.conftest import CONFIG_TEXT, PRODUCT, run_cli, write_config
 from tests.fault_proxy import FaultProxy, Mode
-from tests.processes import arriving_units, registry_process, station_process
+from tests.processes import arriving_units, registry_process, station_process, until
 
 pytestmark = pytest.mark.slow
 FAULTS: tuple[Mode, ...] = ("slow", "500", "429", "reset")
@@ -55,19 +54,6 @@ def journal_rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
 def verified_ucis(journal: Path) -> set[str]:
     return {r[0] for r in journal_rows(
         journal, "SELECT DISTINCT uci FROM events WHERE kind = 'verified'")}
-
-
-async def until(check: Callable[[], bool | Awaitable[bool]], seconds: float,
-                what: str) -> None:
-    try:
-        async with asyncio.timeout(seconds):
-            while True:
-                done = check()
-                if done is True or (done is not False and await done):
-                    return
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"not within {seconds} s: {what}") from None
 
 
 async def test_registration_survives_every_upstream_fault(tmp_path: Path) -> None:
