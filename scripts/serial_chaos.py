@@ -61,6 +61,10 @@ async def main(args: argparse.Namespace) -> int:
     print("first turn: verified = despite the fault; failed = journaled failed with its UCI;"
           " unnoticed = never taken for a unit (no UCI); completed = verified, at the latest"
           " when plugged in again healthy")
+    odd = [o for o in outcomes if o.plan.fault == "healthy" and o.first != "verified"]
+    for o in odd:
+        print(f"healthy but {o.first}: {o.plan.mac} on fixture {o.plan.fixture} ({o.driver}),"
+              f" the fixture was {o.note}")
     if broken:
         print(f"{len(broken)} invariants broken:")
         for line_ in broken:

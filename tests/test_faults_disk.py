@@ -153,8 +153,11 @@ async def test_a_full_disk_refuses_new_work_and_loses_nothing(tmp_path: Path) ->
                 status, _, answer, _ = await post({"product": PRODUCT,
                                                    "hardware_id": hardware_id})
                 assert (status, answer["uci"]) == (200, uci)
-        assert load.acknowledged <= journal_ucis(disk / "journal.sqlite")
+        held = journal_ucis(disk / "journal.sqlite")
+        assert load.acknowledged <= held
         assert "OK" in run_cli(config, "journal", "verify").stdout
+        print(f"\n2 MiB tmpfs: {len(load.acknowledged)} UCIs acknowledged, "
+              f"{len(load.refusals)} requests refused (503), {len(held)} in the journal")
 
 
 # --- everywhere: the same checks in-process, the journal held to its current size ---------

@@ -77,6 +77,7 @@ class Outcome:
     uci: str | None = None  # after the faulty turn
     final: str = ""  # verified, or what stopped it
     final_uci: str | None = None
+    note: str = ""  # the fixture's state and reason when the faulty turn ended
 
 
 def schedule(seed: int, fixtures: int, units: int) -> list[list[Plan]]:
@@ -155,6 +156,7 @@ class Line:
                                                    product), product, journal)
                         for i, d in enumerate(drivers)]
         self.outcomes: list[Outcome] = []
+        self._ended = [""] * len(drivers)  # each fixture's state as its last turn ended
 
     def root(self, plan: Plan) -> Path:
         return self.folder / "units" / hardware_id(plan.mac)
@@ -180,6 +182,7 @@ class Line:
             wait = UNNOTICED if plan.fault in ("silent", "garbage") else SETTLE
             outcome.first, outcome.uci = await self._turn(index, plan, misbehaviour, baud,
                                                           wait)
+            outcome.note = self._ended[index]
             if outcome.first == "verified":
                 outcome.final, outcome.final_uci = outcome.first, outcome.uci
             else:  # taken out, and plugged in again healthy
@@ -198,10 +201,12 @@ class Line:
         async with plugged(self.folder / f"tty{index}", self.root(plan), plan.mac,
                            self.drivers[index], misbehaviour, baud):
             await _until(lambda: status.done + status.failed != before, wait)
+            ended = f"{status.state}: {status.reason}"
         # Unplugged, the link is gone: the fixture has let go of the unit once it finds no
         # port. A fixture that never does is stuck, which is what must not happen.
         if not await _until(lambda: status.state == "port-error", SETTLE):
             return f"fixture stuck {status.state}", None
+        self._ended[index] = ended
         return await self._state(plan)
 
     async def _state(self, plan: Plan) -> tuple[str, str | None]:
