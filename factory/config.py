@@ -91,6 +91,10 @@ class Upstream:
     token_file: Path | None = None  # holds the product token; never the config itself
     concurrency: int = 4
     timeout: float = 10.0
+    # The outbox's retries: full-jitter backoff from retry_base seconds doubling up to
+    # retry_cap (a server's Retry-After wins when longer).
+    retry_base: float = 1.0
+    retry_cap: float = 300.0
     # aws-iot (docs/upstream-aws.md); credentials come from the standard AWS chain only.
     region: str = ""
     endpoint_url: str = ""  # e.g. a local emulator; empty: AWS's own endpoint
@@ -276,18 +280,23 @@ def _upstream(table: _Table, products: tuple[Product, ...]) -> Upstream:
     if not re.match(r"^https?://[^\s/]+(/\S*)?$", url):
         raise table.error("url", f"must be an http(s) URL, got {url!r}")
     token_file = _path(table.source, table.get("token_file", str))
-    concurrency, timeout = _sending(table)
+    sending = _sending(table)
     table.finish()
-    return Upstream(kind="http", url=url, token_file=token_file, concurrency=concurrency,
-                    timeout=timeout)
+    return Upstream(kind="http", url=url, token_file=token_file, **sending)
 
 
-def _sending(table: _Table) -> tuple[int, float]:
-    """Any upstream's requests in flight at once and seconds before one is given up."""
+def _sending(table: _Table) -> dict[str, Any]:
+    """Any upstream's requests in flight at once, seconds before one is given up, and the
+    retry schedule's first and longest wait (Upstream's fields of those names)."""
     concurrency = table.get("concurrency", int, 4)
     if not 1 <= concurrency <= 64:
         raise table.error("concurrency", f"must be 1 to 64, got {concurrency}")
-    return concurrency, _seconds(table, "timeout", 10.0)
+    base = _seconds(table, "retry_base", Upstream.retry_base)
+    cap = _seconds(table, "retry_cap", Upstream.retry_cap)
+    if cap < base:
+        raise table.error("retry_cap", f"must be at least retry_base ({base:g} s), got {cap:g}")
+    return {"concurrency": concurrency, "timeout": _seconds(table, "timeout", 10.0),
+            "retry_base": base, "retry_cap": cap}
 
 
 def _status_page(table: _Table) -> StatusPage:
@@ -348,9 +357,9 @@ def _aws_upstream(table: _Table, products: tuple[Product, ...]) -> Upstream:
                 table.error("thing_types", reason)
     types.finish()
     ca_text = table.get("ca_file", str, "")
-    concurrency, timeout = _sending(table)
+    sending = _sending(table)
     table.finish()
-    return Upstream(kind="aws-iot", concurrency=concurrency, timeout=timeout, region=region,
+    return Upstream(kind="aws-iot", **sending, region=region,
                     endpoint_url=endpoint_url, profile=profile, policy=policy,
                     thing_group=thing_group, thing_types=MappingProxyType(thing_types),
                     ca_file=_path(table.source, ca_text) if ca_text else None)

@@ -181,7 +181,8 @@ async def start_upstream(config: StationConfig, journal: Journal,
     client = await upstream_client(config, stack)
     where = f"AWS IoT {upstream.region}" if upstream.kind == "aws-iot" else upstream.url
     log.info("units are registered at %s (%d at a time)", where, upstream.concurrency)
-    return OutboxWorker(journal, client, concurrency=upstream.concurrency, secrets=secrets)
+    return OutboxWorker(journal, client, concurrency=upstream.concurrency,
+                        base=upstream.retry_base, cap=upstream.retry_cap, secrets=secrets)
 
 
 async def upstream_client(config: StationConfig, stack: contextlib.AsyncExitStack) -> Upstream:

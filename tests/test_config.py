@@ -34,6 +34,7 @@ def _replace(old: str, new: str) -> str:
     return CONFIG_TEXT.replace(old, new, 1)
 
 
+UPSTREAM = '\n[upstream]\nkind = "http"\nurl = "http://127.0.0.1:9/"\ntoken_file = "t"\n'
 BAD = [
     ("[station", "", "is not valid TOML"),
     (_replace('id = "test-station"\n', ""), "station.id", "is required"),
@@ -75,6 +76,9 @@ BAD = [
     (CONFIG_TEXT + "\n[printer]\nqueue = \"q\"\n[printer.options]\nmedia = 5\n",
      "printer.options.media", "name = \"value\""),
     (CONFIG_TEXT + "\n[scanner]\nx = 1\n", "scanner", "not a known setting"),
+    (CONFIG_TEXT + UPSTREAM + "retry_base = 0\n", "upstream.retry_base", "seconds above 0"),
+    (CONFIG_TEXT + UPSTREAM + "retry_base = 5\nretry_cap = 2\n", "upstream.retry_cap",
+     "at least retry_base (5 s)"),
     (_replace('claim = "pre"', 'claim = "pre"\nqr = "https://c.example/{serial}"'),
      "products[1].qr", "unknown placeholder {serial}"),
     (_replace('claim = "pre"', 'claim = "pre"\nqr = "https://c.example/{uci"'),

@@ -3,52 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.conftest import FACTORY, PRODUCT, ROOT, run_cli, write_config
+from tests.conftest import PRODUCT, run_cli, write_config
+from tests.processes import station_process
 
 pytestmark = pytest.mark.slow
-LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)/")
-
-
-@asynccontextmanager
-async def station_process(config: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process,
-                                                                 str]]:
-    """`factory serve` as a real process; yields it and its base URL once it listens."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = await asyncio.create_subprocess_exec(
-        *FACTORY, "-c", str(config), "serve", "--no-access-log", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    assert proc.stderr is not None
-    log: list[str] = []
-    drain: asyncio.Task[bytes] | None = None
-    try:
-        async with asyncio.timeout(20):
-            while True:
-                line = (await proc.stderr.readline()).decode()
-                if not line:
-                    raise AssertionError(f"station exited before listening: {''.join(log)}")
-                log.append(line)
-                if match := LISTENING.search(line):
-                    break
-        drain = asyncio.create_task(proc.stderr.read())
-        yield proc, f"http://{match[1]}:{match[2]}"
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-        if drain is not None:
-            await drain
 
 
 async def _load(url: str, token: str, received: list[str], hardware: dict[str, str],

@@ -118,6 +118,12 @@ class Journal:
         """Whether the writer task is alive (the station's watchdog asks)."""
         return not self._task.done()
 
+    @property
+    def write_failure(self) -> str:
+        """Why the newest write failed (disk full, I/O error), or "" if it did not: new work
+        is refused until a write succeeds again."""
+        return self._batches.failure
+
     async def close(self) -> None:
         """Finish queued writes, then close both connections."""
         self._closing = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import sqlite3
@@ -139,6 +140,8 @@ class BatchWriter:
         self._conn, self._station, self._new_ucis = conn, station, new_ucis
         self._head: tuple[int, str, int] | None = None
         self.commits = 0
+        # Why the newest batch could not be written (e.g. the disk is full); "" once one is.
+        self.failure = ""
 
     async def _load_head(self) -> tuple[int, str, int]:
         """The newest event's seq and hash, and the newest unit's id."""
@@ -168,13 +171,15 @@ class BatchWriter:
             except (sqlite3.Error, OSError) as exc:
                 await _rollback(self._conn)
                 self._head = None
+                self.failure = write_failure(exc)
                 log.error("journal write failed, %d requests refused (nothing stored): %s",
-                          len(jobs), exc)
+                          len(jobs), self.failure)
                 fail_jobs(jobs, JournalUnavailable(
-                    f"journal write failed, nothing stored: {exc}"))
+                    f"journal write failed, nothing stored: {self.failure}"))
                 return
             self._head = (plan.seq, plan.head, plan.last_unit)
             self.commits += 1
+            self.failure = ""
             for job, outcome in plan.results:
                 if job.future.done():
                     continue
@@ -253,6 +258,15 @@ class BatchWriter:
             await conn.commit()  # returns once the WAL is synced (synchronous=FULL)
             failpoints.hit("journal.committed")
         return plan
+
+
+def write_failure(exc: sqlite3.Error | OSError) -> str:
+    """What a failed write means for a person: a full disk says where to make room."""
+    full = (getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            or getattr(exc, "errno", None) == errno.ENOSPC)
+    if full:
+        return f"the journal's disk is full ({exc}); make room where the journal is"
+    return str(exc)
 
 
 def fail_jobs(jobs: list[Job], error: JournalError) -> None:

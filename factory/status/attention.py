@@ -47,7 +47,7 @@ COUNTER_NAMES = ("issued", "verified", "labelled", "registered", "preclaimed", "
 class Alert:
     """Something a person has to do now."""
 
-    source: str  # fixture:NAME, printer, upstream
+    source: str  # fixture:NAME, printer, upstream, journal
     what: str
     action: str
 
@@ -70,6 +70,15 @@ def fixture_alert(name: str, state: str, reason: str, action: str) -> Alert | No
                      f"{reason or 'no reason given'}",
                      action or "check the fixture's cable and adapter")
     return None
+
+
+def journal_alert(failure: str) -> Alert | None:
+    """The journal refusing writes: every new unit and request is refused until it can."""
+    if not failure:
+        return None
+    return Alert("journal", f"The journal cannot write: {failure}",
+                 "call an engineer to make room on the station's disk; units wait, nothing "
+                 "already recorded is lost")
 
 
 def printer_alert(queue: str, state: str, reason: str) -> Alert | None:

@@ -18,6 +18,7 @@ from factory.status.attention import (
     STEP_WORDS,
     fixture_alert,
     fixture_words,
+    journal_alert,
     outbox_failed_alert,
     printer_alert,
     unfinished_alert,
@@ -79,6 +80,8 @@ async def build(config: StationConfig, journal: Journal, live: LiveSources,
     outbox = await backlog(journal, limit=0, now=now)
 
     fixtures, alerts = [], []
+    if (alert := journal_alert(journal.write_failure)):
+        alerts.append(alert)
     for status in live.fixtures():
         words, tone = fixture_words(status.state)
         fixtures.append({

@@ -14,7 +14,7 @@ from factory.upstream.backlog import OUTBOX_STATES, backlog
 from factory.web.auth import authorize
 from factory.web.body import json_body
 from factory.web.keys import CONFIG, JOURNAL, TOKENS
-from factory.web.problems import BadRequest
+from factory.web.problems import BadRequest, Unavailable
 
 STATES = ("issued", "written", "verified", "labelled", "printed", "registered", "claimed",
           "preclaimed", "failed", "voided")
@@ -23,8 +23,13 @@ MAX_REASON = 500
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness and the journal's reachability (no token: for load balancers and systemd)."""
-    await request.app[JOURNAL].ping()
+    """Liveness and the journal's health (no token: for load balancers and monitoring): 503
+    while the journal's newest write failed (e.g. its disk is full)."""
+    journal = request.app[JOURNAL]
+    await journal.ping()
+    if journal.write_failure:  # alive, but refusing new work until a write succeeds
+        raise Unavailable(f"the journal cannot write: {journal.write_failure}; new work is "
+                          "refused until it can")
     return web.json_response({"status": "ok", "station": request.app[CONFIG].station_id})
 
 
