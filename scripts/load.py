@@ -35,6 +35,7 @@ from load_line import FACTORY, PRODUCT, Line, running_line
 from load_report import fd_kinds, flatness, print_report, sample_process
 from tqdm import tqdm
 
+MAX_BATCH = 10_000  # factory.issuing.MAX_BATCH
 COOKIE = "factory_status_token"  # factory.web.status.COOKIE: what a browser's page sends
 
 
@@ -173,6 +174,21 @@ async def watch(line: Line, stats: Stats, start: float, end: float, every: float
             await asyncio.sleep(min(1.0, max(0.05, end + 0.5 - now)))
 
 
+async def prefill(line: Line, count: int) -> list[str]:
+    """Issue `count` UCIs in big batches before the clock starts, so the journal is already
+    larger than the writer's page cache (64 MiB, about 170,000 units): a soak then sees the
+    station's memory, not SQLite's cache filling up to its bound."""
+    headers = {"Authorization": f"Bearer {line.device_token}"}
+    got: list[str] = []
+    async with aiohttp.ClientSession(headers=headers) as session:
+        while len(got) < count:
+            body = {"product": PRODUCT, "count": min(MAX_BATCH, count - len(got))}
+            async with session.post(f"{line.url}/api/v1/ucis", json=body) as resp:
+                resp.raise_for_status()
+                got += (await resp.json())["ucis"]
+    return got
+
+
 async def first_look(line: Line) -> None:
     """One status snapshot, as a page opened before the load would ask for."""
     headers = {"Authorization": f"Bearer {line.viewer_token}"}
@@ -228,9 +244,14 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     async with running_line(folder, args.fixtures, args.arrive_every,
                             not args.no_registry) as line:
         await asyncio.sleep(args.warmup)  # fixtures open their ports, first units arrive
+        prefilled: list[str] = []
+        if args.prefill:
+            print(f"prefilling the journal with {args.prefill:,} UCIs ...", file=sys.stderr,
+                  flush=True)
+            prefilled = await prefill(line, args.prefill)
         await first_look(line)  # what a first page opens (a reader) is not counted as growth
         before = sample_process(line.station.pid)
-        before_kinds = fd_kinds(line.station.pid)
+        before_kinds = fd_kinds(line.station.pid, line.port)
         own_cpu = _own_cpu()
         start = loop.time()
         wall_start = time.time()
@@ -246,10 +267,11 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         wall_end = time.time()
         await asyncio.sleep(args.settle)  # the station notices the closed connections
         after = sample_process(line.station.pid)
-        after_kinds = fd_kinds(line.station.pid)
+        after_kinds = fd_kinds(line.station.pid, line.port)
     exit_code = line.station.returncode
     verify = await asyncio.to_thread(_verify, line)
-    facts = journal_facts(line, stats.ucis, journal_time(wall_start), journal_time(wall_end))
+    facts = journal_facts(line, stats.ucis + prefilled, journal_time(wall_start),
+                          journal_time(wall_end))
     if args.folder:
         (folder / "received.txt").write_text("".join(u + "\n" for u in stats.ucis))
     all_latencies = [x for xs in stats.latencies.values() for x in xs]
@@ -261,6 +283,7 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "clients": args.clients, "viewers": args.viewers, "fixtures": args.fixtures,
         "arrive_every_s": args.arrive_every, "rate_limit_req_s": args.rate or None,
         "registry": not args.no_registry, "cpus": os.cpu_count(),
+        "prefilled_ucis": args.prefill,
         "issue": {
             "requests": len(all_latencies), "ucis": len(stats.ucis),
             "ucis_per_s": len(stats.ucis) / elapsed,
@@ -337,6 +360,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         "--soak: 25)")
     p.add_argument("--reconnect", type=float, default=None,
                    help="viewers reopen the stream this often (default: never; --soak: 60)")
+    p.add_argument("--prefill", type=int, default=None,
+                   help="UCIs issued before the clock starts (default 0; --soak: 250000, "
+                        "more than the writer's 64 MiB page cache holds)")
     p.add_argument("--no-registry", action="store_true", help="no upstream, no outbox")
     p.add_argument("--soak", action="store_true",
                    help="sample RSS and fds through the run and judge whether they stay flat")
@@ -348,6 +374,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="keep the line's files here (journal, logs, labels, received.txt)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args(argv)
+    if args.prefill is None:
+        args.prefill = 250_000 if args.soak else 0
     if args.rate is None:
         args.rate = 25.0 if args.soak else 0.0
     if args.reconnect is None:

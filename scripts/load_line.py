@@ -39,6 +39,10 @@ class Line:
     parts: list[asyncio.subprocess.Process] = field(default_factory=list)
 
     @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
     def journal(self) -> Path:
         return self.folder / "journal.sqlite"
 
