@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import resource
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -52,9 +53,10 @@ class Stats:
     lags: list[float] = field(default_factory=list)
     last_counts: dict[str, Any] = field(default_factory=dict)
     samples: list[dict[str, float]] = field(default_factory=list)
+    end: float = 0.0  # loop time the load stops at (moved up by SIGINT or SIGTERM)
 
 
-async def client(line: Line, number: int, stats: Stats, end: float, interval: float,
+async def client(line: Line, number: int, stats: Stats, interval: float,
                  batch: int) -> None:
     """One API client: single UCIs, hardware ids (new ones, and each asked for again, which
     must give the same UCI back) and batches, one request at a time."""
@@ -64,7 +66,7 @@ async def client(line: Line, number: int, stats: Stats, end: float, interval: fl
     last_hw: tuple[str, str] | None = None
     n = 0
     async with aiohttp.ClientSession(headers=headers) as session:
-        while loop.time() < end:
+        while loop.time() < stats.end:
             if interval:
                 due = max(due + interval, loop.time() - interval)  # no burst after a stall
                 await asyncio.sleep(max(0.0, due - loop.time()))
@@ -104,8 +106,7 @@ async def client(line: Line, number: int, stats: Stats, end: float, interval: fl
             stats.ucis.extend(got)
 
 
-async def viewer(line: Line, number: int, stats: Stats, end: float,
-                 reconnect: float) -> None:
+async def viewer(line: Line, number: int, stats: Stats, reconnect: float) -> None:
     """One status page: reads the event stream until the end (or, with `reconnect`, drops
     and reopens it that often, as a screen that is switched off and on). Even viewers send
     the viewer token as a bearer token, odd ones as the page's cookie."""
@@ -114,8 +115,8 @@ async def viewer(line: Line, number: int, stats: Stats, end: float,
             else {"Cookie": f"{COOKIE}={line.viewer_token}"})
     timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
     async with aiohttp.ClientSession(headers=auth, timeout=timeout) as session:
-        while loop.time() < end:
-            until = end if not reconnect else min(end, loop.time() + reconnect)
+        while loop.time() < stats.end:
+            until = stats.end if not reconnect else min(stats.end, loop.time() + reconnect)
             stats.viewer_connects[number] += 1
             try:
                 async with asyncio.timeout_at(until):
@@ -144,17 +145,17 @@ def _event(data: bytes, number: int, stats: Stats) -> None:
         stats.last_counts = snapshot["counts"]["today"]
 
 
-async def watch(line: Line, stats: Stats, start: float, end: float, every: float,
+async def watch(line: Line, stats: Stats, start: float, every: float,
                 periodic_lines: bool) -> None:
     """Samples the station process every `every` seconds; shows progress meanwhile."""
     loop = asyncio.get_running_loop()
     pid = line.station.pid
-    total = round(end - start)
+    total = round(stats.end - start)
     bar = tqdm(total=total, unit="s", disable=not sys.stderr.isatty(),
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s {postfix}")
     next_sample = start
     with bar:
-        while (now := loop.time()) < end + 0.5:
+        while (now := loop.time()) < stats.end + 0.5:
             if now >= next_sample:
                 sample = sample_process(pid)
                 sample.update(t=round(now - start, 1), ucis=len(stats.ucis),
@@ -171,7 +172,7 @@ async def watch(line: Line, stats: Stats, start: float, end: float, every: float
             bar.n = min(total, round(now - start))
             bar.set_postfix_str(f"{len(stats.ucis):,} UCIs, {sum(stats.viewer_events):,} "
                                 f"events, errors {sum(stats.errors.values())}")
-            await asyncio.sleep(min(1.0, max(0.05, end + 0.5 - now)))
+            await asyncio.sleep(min(1.0, max(0.05, stats.end + 0.5 - now)))
 
 
 async def prefill(line: Line, count: int) -> list[str]:
@@ -255,14 +256,22 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         own_cpu = _own_cpu()
         start = loop.time()
         wall_start = time.time()
-        end = start + args.duration
+        stats.end = start + args.duration
         interval = args.clients / args.rate if args.rate else 0.0
-        tasks = [asyncio.create_task(client(line, i, stats, end, interval, args.batch))
+        tasks = [asyncio.create_task(client(line, i, stats, interval, args.batch))
                  for i in range(args.clients)]
-        tasks += [asyncio.create_task(viewer(line, i, stats, end, args.reconnect))
-                  for i in range(args.viewers)]
-        await watch(line, stats, start, end, args.sample_every, args.soak)
-        await asyncio.gather(*tasks)
+        viewers = [asyncio.create_task(viewer(line, i, stats, args.reconnect))
+                   for i in range(args.viewers)]
+
+        def stop_early() -> None:  # Ctrl-C or kill: end the run now, still report it
+            stats.end = min(stats.end, loop.time())
+            for task in viewers:
+                task.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop_early)
+        await watch(line, stats, start, args.sample_every, args.soak)
+        await asyncio.gather(*tasks, *viewers, return_exceptions=True)
         elapsed = loop.time() - start
         wall_end = time.time()
         await asyncio.sleep(args.settle)  # the station notices the closed connections

@@ -101,14 +101,13 @@ def flatness(series: list[dict[str, float]], before: dict[str, float],
 
 
 def _verdict(slope: float | None, rss_flat: bool, fds_flat: bool) -> str:
-    problems = []
+    fds = "descriptors back to where they were" if fds_flat else \
+        "NOT FLAT: descriptors after the load differ from before it"
     if slope is None:
-        problems.append("RSS: too short to judge (fewer than 3 samples in the second half)")
-    elif not rss_flat:
-        problems.append("RSS grows over the second half")
-    if not fds_flat:
-        problems.append("descriptors after the load differ from before it")
-    return "flat" if not problems else "NOT FLAT: " + "; ".join(problems)
+        return f"RSS not judged (too short: under 3 samples in the second half); {fds}"
+    if not rss_flat:
+        return f"NOT FLAT: RSS grows over the second half; {fds}"
+    return "flat" if fds_flat else fds
 
 
 def _mib(kib: float | None) -> str:
