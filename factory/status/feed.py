@@ -23,6 +23,7 @@ from typing import Any
 
 log = logging.getLogger("factory.status")
 Snapshot = dict[str, Any]
+MAX_REST = 5.0  # however slow the last build, pages hear from the station this often
 
 
 class Subscription:
@@ -128,8 +129,8 @@ class StatusFeed:
                 continue
             # The rest of a burst joins this snapshot; after a costly build, rest longer, so
             # steady changes cannot keep the station building snapshots back to back.
-            await asyncio.sleep(max(self._debounce,
-                                    self._pace * took - (time.monotonic() - built_at)))
+            rest = min(self._pace * took, MAX_REST) - (time.monotonic() - built_at)
+            await asyncio.sleep(max(self._debounce, rest))
             self._poked.clear()
             seen, sent = self._signature(), time.monotonic()
             try:
