@@ -265,3 +265,38 @@ async def test_a_broken_unit_left_in_the_fixture_is_journaled_once(
         failures = [e async for e in journal.events() if e.kind == "fixture_failed"]
         assert len(failures) == 1 and runner.status.failed == 1
         assert "identity is unusable" in failures[0].data["reason"]
+
+
+async def test_arriving_units_take_their_link_away_before_their_pty(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A link left on a closed pty may point at a pty number the kernel has given to another
+    # program by the time a fixture opens it.
+    import argparse
+
+    from factory.sim import run as sim_run
+
+    link = tmp_path / "unit.tty"
+    linked_at_hangup: list[bool] = []
+    made: list[SimPty] = []
+
+    class Recording(SimPty):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            made.append(self)
+
+        def hangup(self) -> None:
+            linked_at_hangup.append(os.path.lexists(link))
+            super().hangup()
+
+    monkeypatch.setattr(sim_run, "SimPty", Recording)
+    args = argparse.Namespace(
+        arrive_every=0.1, link=link, root=tmp_path / "units", hardware_id="02:00:00:00:00:01",
+        baud=0, driver="framed", model="SIM-1", no_keygen=False, silent=False, garbage=False,
+        drop_rate=0.0, corrupt_next=0, hangup_after=None, corrupt_storage=False)
+    task = asyncio.create_task(sim_run.run_sim_unit(args))
+    while len(linked_at_hangup) < 3:
+        await asyncio.sleep(0.02)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    made[-1].hangup()  # the unit in the fixture when we stopped
+    assert linked_at_hangup[:3] == [False, False, False]

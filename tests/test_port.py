@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from pathlib import Path
 
@@ -67,6 +68,23 @@ async def test_unplugged_unit_raises_unit_gone() -> None:
             await port.read_exactly(1, 2)
     finally:
         await port.close()
+
+
+async def test_a_write_to_an_unplugged_unit_is_unit_gone_not_a_logged_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A unit pulled while the fixture writes is part of a line's day: the fixture gets
+    # UnitGone; nothing is logged as an error with a traceback (the load run saw six of those
+    # in 800 units).
+    sim = SimPty()
+    port = await open_port(sim.path, 115200)
+    try:
+        sim.hangup()
+        with caplog.at_level(logging.DEBUG), pytest.raises(UnitGone):
+            await port.write(b"HELLO\n")
+        await asyncio.sleep(0)
+    finally:
+        await port.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def test_port_is_exclusive_and_missing_ports_say_so(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ and the [status] config table."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -132,3 +134,52 @@ def test_bad_status_config_names_file_key_and_reason(tmp_path: Path, table: str,
         load(path)
     assert (info.value.source, info.value.key) == (str(path), key)
     assert reason in info.value.reason
+
+
+async def test_a_costly_snapshot_is_not_rebuilt_back_to_back() -> None:
+    # A big day makes each snapshot slow; under steady changes the feed rests three times as
+    # long as a build took before the next, instead of building without pause.
+    spans: list[tuple[float, float]] = []
+
+    async def build() -> dict[str, object]:
+        started = time.monotonic()
+        await asyncio.sleep(0.05)
+        spans.append((started, time.monotonic()))
+        return {"n": len(spans)}
+
+    feed = StatusFeed(build, lambda: None, debounce=0.001, watch=0.005, pace=3.0)
+    task = asyncio.create_task(feed.run())
+    try:
+        with feed.subscribe():
+            while len(spans) < 4:
+                feed.poke()  # a journal commit every few milliseconds
+                await asyncio.sleep(0.005)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    for (start, end), (next_start, _) in itertools.pairwise(spans):
+        assert next_start - end >= 3.0 * (end - start) - 0.01
+
+
+async def test_a_page_that_opens_gets_the_fresh_snapshot_without_a_build() -> None:
+    built: list[int] = []
+
+    async def build() -> dict[str, object]:
+        built.append(len(built) + 1)
+        return {"n": len(built)}
+
+    feed = StatusFeed(build, lambda: None, debounce=0.001, watch=0.005, fresh=0.2)
+    task = asyncio.create_task(feed.run())
+    try:
+        with feed.subscribe() as open_page:
+            feed.poke()
+            assert await anext(aiter(open_page)) == {"n": 1}
+            with feed.subscribe() as new_page:
+                assert await feed.first() == {"n": 1} and built == [1]  # shared, not rebuilt
+                feed.poke()  # a change after it still reaches the new page
+                assert await anext(aiter(new_page)) == {"n": 2}
+            await asyncio.sleep(0.25)
+            assert await feed.first() == {"n": 3}  # too old by now: built afresh
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -67,10 +67,14 @@ async def run_sim_unit(args: argparse.Namespace) -> int:
         waiter.cancel()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        # Unplugged: the link goes first, then the pty. The other way round the link points
+        # for a moment at a pty number the kernel may already have given to another program,
+        # and a fixture polling the link opens that one (a soak's fixture held another test's
+        # pty for two minutes).
+        _relink(link, None)
         sim.hangup()
         if every is None:
             break
-    _relink(link, None)
     print("unit unplugged", file=sys.stderr)
     return 0
 

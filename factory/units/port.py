@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 import serial
@@ -18,6 +20,7 @@ import serial_asyncio_fast
 from factory.units.errors import PortBusy, PortMissing, ProtocolError, UnitGone, UnitTimeout
 
 MAX_LINE = 64 * 1024  # nothing a unit says in one answer is longer
+log = logging.getLogger("factory.port")
 
 
 class Port:
@@ -39,6 +42,8 @@ class Port:
             await self._writer.drain()
         except (OSError, serial.SerialException, ConnectionError) as exc:
             raise UnitGone(f"the unit went away while we were writing ({exc})") from exc
+        if self._writer.transport.is_closing():  # a failed write aborts it; drain says nothing
+            raise UnitGone("the unit went away while we were writing")
         self.bytes_out += len(data)
         self.writes += 1
 
@@ -107,8 +112,31 @@ class Port:
             await self._writer.wait_closed()
 
 
+def _quiet_unplugged_ports(loop: asyncio.AbstractEventLoop) -> None:
+    """pyserial-asyncio-fast reports a write to an unplugged unit (EIO) to the loop, which
+    logs it as an ERROR with a traceback, though the fixture gets UnitGone and carries on.
+    asyncio's own socket transports keep such OSErrors out of the log; so does this handler,
+    put once on the loop in front of whatever handler was there."""
+    previous = loop.get_exception_handler()
+    if getattr(previous, "quiets_unplugged_ports", False):
+        return
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if (isinstance(context.get("exception"), OSError)
+                and isinstance(context.get("transport"), serial_asyncio_fast.SerialTransport)):
+            log.debug("%s: %s", context.get("message"), context["exception"])
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    handler.quiets_unplugged_ports = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
+
+
 async def open_port(url: str, baud: int) -> Port:
     """Open a fixture's port exclusively."""
+    _quiet_unplugged_ports(asyncio.get_running_loop())
     scheme = urlsplit(url).scheme if "://" in url else ""
     try:
         if scheme == "socket":

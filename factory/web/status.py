@@ -84,7 +84,7 @@ async def page(request: web.Request) -> web.Response:
                             httponly=True, samesite="Strict")
         raise response
     await allow(request)
-    body = render(await request.app[STATUS_FEED].build())
+    body = render(await request.app[STATUS_FEED].current())
     return web.Response(text=body, content_type="text/html",
                         headers={"Cache-Control": "no-store"})
 
@@ -92,7 +92,7 @@ async def page(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     """GET /api/v1/status: the snapshot the page shows."""
     await allow(request)
-    return web.json_response(await request.app[STATUS_FEED].build(),
+    return web.json_response(await request.app[STATUS_FEED].current(),
                              headers={"Cache-Control": "no-store"})
 
 
@@ -108,7 +108,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         return web.Response(headers=headers)
     feed = request.app[STATUS_FEED]
     with feed.subscribe() as updates:  # before the first build: no change slips between
-        first = await feed.build()
+        first = await feed.first()
         response = web.StreamResponse(headers=headers)
         await response.prepare(request)
         try:
