@@ -132,7 +132,10 @@ def _int_param(text: str | None, name: str, default: int | None, low: int,
                high: int) -> Any:
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    # ASCII digits only, and few: str.isdigit() takes '²' (which int() refuses) and int()
+    # refuses more than 4300 digits; either was a 500.
+    if not (text.isascii() and text.isdigit() and len(text) <= 19) \
+            or not low <= int(text) <= high:
         raise InvalidField(name, f"must be an integer from {low} to {high}, got {text[:40]!r}")
     return int(text)
 

@@ -168,12 +168,13 @@ DOCUMENT: dict[str, Any] = {
         "/ioto/serialize": {"post": {
             "summary": "Embedthis Ioto factory serialization",
             "description": "No token: allowed only from the networks in [ioto] networks. The "
-                           "agent posts its device section and reads `id` from the reply.",
+                           "agent posts its device section and reads `id` from the reply. "
+                           "Fields other than product, hardware_id and mac (name, model, "
+                           "product-specific ones) are ignored, whatever their type.",
             "security": [], "x-open-networks": "[ioto] networks",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["product"],
-                "properties": {"product": {"type": "string"}, "name": {"type": "string"},
-                               "model": {"type": "string"},
+                "properties": {"product": {"type": "string"},
                                "hardware_id": {"type": "string"}, "mac": {"type": "string"}},
             }}}},
             "responses": {
