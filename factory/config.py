@@ -6,6 +6,7 @@ A bad file fails with the file, the key and the reason, so an engineer can fix i
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import string
@@ -25,8 +26,10 @@ DRIVERS: tuple[DriverName, ...] = ("console", "framed")
 CLAIM_MODES: tuple[ClaimMode, ...] = ("user", "pre")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_FIELD_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# \Z, not $: `$` also matches before a final newline, so "line-1\n" passed as an id.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_KEY_NAME = re.compile(r"[A-Za-z0-9_.-]+(\[[0-9]+\])?")  # a key, or a dotted path or index
+_FIELD_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 # Keys the station itself writes into device.json5; a product may not override them.
 RESERVED_FIELDS = frozenset({"id", "product", "name", "model", "description"})
 
@@ -166,6 +169,10 @@ class _Table(TomlTable):
         self.source, self.path = source, path
 
     def key(self, name: str) -> str:
+        # A key that is not a plain name ("", "a b", one with a newline) is shown quoted, as
+        # TOML writes it, so the message still points at it.
+        if not _KEY_NAME.fullmatch(name):
+            name = json.dumps(name)
         return f"{self.path}.{name}" if self.path else name
 
     def fail(self, key: str, reason: str) -> ConfigError:
@@ -251,9 +258,9 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
 _CREDENTIAL_KEY = re.compile(r"access_key|secret|session_token|password|credential", re.I)
 _AWS_KEYS = ("region", "endpoint_url", "profile", "policy", "thing_group", "thing_types",
              "ca_file")
-_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
-_AWS_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")  # thing types and thing groups
-_AWS_POLICY = re.compile(r"^[\w+=,.@-]{1,128}$")
+_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}\Z")
+_AWS_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}\Z")  # thing types and thing groups
+_AWS_POLICY = re.compile(r"^[\w+=,.@-]{1,128}\Z", re.ASCII)
 
 
 def _upstream(table: _Table, products: tuple[Product, ...]) -> Upstream:
@@ -277,7 +284,7 @@ def _upstream(table: _Table, products: tuple[Product, ...]) -> Upstream:
         if key in table.data:
             raise table.error(key, 'is for kind = "aws-iot" only')
     url = table.get("url", str)
-    if not re.match(r"^https?://[^\s/]+(/\S*)?$", url):
+    if not re.match(r"^https?://[^\s/]+(/\S*)?\Z", url):
         raise table.error("url", f"must be an http(s) URL, got {url!r}")
     token_file = _path(table.source, table.get("token_file", str))
     sending = _sending(table)
@@ -306,7 +313,7 @@ def _status_page(table: _Table) -> StatusPage:
                                     "\"14:00\", \"22:00\"]")
     shifts: list[str] = []
     for i, value in enumerate(shifts_raw):
-        if not isinstance(value, str) or not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", value):
+        if not isinstance(value, str) or not re.match(r"^([01][0-9]|2[0-3]):[0-5][0-9]\Z", value):
             raise table.error(f"shifts[{i}]", f"must be a local time \"HH:MM\" (00:00 to 23:59)"
                                               f", got {value!r}")
         if shifts and value <= shifts[-1]:
@@ -332,7 +339,7 @@ def _aws_upstream(table: _Table, products: tuple[Product, ...]) -> Upstream:
     if not _AWS_REGION.match(region):
         raise table.error("region", f"must be an AWS region such as eu-west-1, got {region!r}")
     endpoint_url = table.get("endpoint_url", str, "")
-    if endpoint_url and not re.match(r"^https?://[^\s/]+/?$", endpoint_url):
+    if endpoint_url and not re.match(r"^https?://[^\s/]+/?\Z", endpoint_url):
         raise table.error("endpoint_url", f"must be http(s)://host[:port], got {endpoint_url!r}")
     profile = table.get("profile", str, "")
     policy = table.get("policy", str, "")
@@ -373,11 +380,11 @@ def _path(source: Path, text: str) -> Path:
 
 def _printer(table: _Table, state_dir: Path) -> Printer:
     queue = table.get("queue", str, "none")
-    if not re.match(r"^[A-Za-z0-9_.-]{1,127}$", queue):
+    if not re.match(r"^[A-Za-z0-9_.-]{1,127}\Z", queue):
         raise table.error("queue", "must be a CUPS queue name (letters, digits, '_', '.', '-')"
                                    " or \"none\"")
     server = table.get("server", str, "")
-    if server and not re.match(r"^[A-Za-z0-9_.\[\]:-]+$", server):
+    if server and not re.match(r"^[A-Za-z0-9_.\[\]:-]+\Z", server):
         raise table.error("server", f"must be HOST or HOST:PORT, got {server!r}")
     copies = table.get("copies", int, 1)
     if not 1 <= copies <= 10:
@@ -385,7 +392,7 @@ def _printer(table: _Table, state_dir: Path) -> Printer:
     options_table = table.table("options")
     options: dict[str, str] = {}
     for key, value in options_table.data.items():
-        if not re.match(r"^[A-Za-z0-9_-]{1,64}$", key) or not isinstance(value, str):
+        if not re.match(r"^[A-Za-z0-9_-]{1,64}\Z", key) or not isinstance(value, str):
             raise options_table.error(key, "an option is name = \"value\" (lp -o name=value)")
         options[key] = value
     keep = table.get("keep", str, "")
@@ -404,7 +411,7 @@ def _fixture(source: Path, index: int, value: Any, products: set[str]) -> Fixtur
         raise table.error("name", "must be 1-64 letters, digits, '.', '_' or '-'")
     port = table.get("port", str)
     if "://" in port:
-        if not re.match(r"^socket://[^/:]+:\d+$", port):
+        if not re.match(r"^socket://[^/:]+:[0-9]+\Z", port):
             raise table.error("port", "must be a device path (/dev/ttyUSB0, "
                                       f"/dev/serial/by-id/...) or socket://HOST:PORT, got {port!r}")
     elif not port:
@@ -472,7 +479,9 @@ def parse_listen(source: str | Path, text: str, key: str = "listen") -> tuple[st
     """HOST:PORT (IPv6 in brackets) into its parts."""
     host, sep, port_text = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    # ASCII digits: str.isdigit() also takes '²', which int() refuses.
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port_text) \
+            or not 0 <= int(port_text) <= 65535:
         raise ConfigError(source, key, f"must be HOST:PORT (e.g. 127.0.0.1:8080), got {text!r}")
     return host, int(port_text)
 

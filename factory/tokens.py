@@ -8,7 +8,7 @@ import re
 import secrets
 
 PREFIX = "fst_"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z")  # \Z: `$` lets "name\n" in
 
 
 def new_token() -> str:

@@ -78,6 +78,9 @@ def parse(text: str) -> str:
     """
     if not isinstance(text, str):
         raise UciError("a UCI must be a string")
+    if not text.isascii():  # upper() maps 'ı' to I and 'ſ' to S: never from a label
+        bad = next(ch for ch in text if not ch.isascii())
+        raise UciError(f"{bad!r} is not an ASCII letter or digit, so not a UCI symbol")
     cleaned = text.translate(_SEPARATORS).upper().translate(_ALIASES)
     if len(cleaned) not in (LENGTH, LENGTH + 1):
         raise UciError(
