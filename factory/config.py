@@ -152,6 +152,9 @@ class StationConfig:
     printer: Printer = field(default_factory=Printer)
     upstream: Upstream = field(default_factory=Upstream)
     status: StatusPage = field(default_factory=StatusPage)
+    # Seconds a client gets to send a request's head (from connecting, or after the last
+    # answer on a kept-alive connection) and, separately, its body; then it is cut off.
+    client_timeout: float = 15.0
 
     def product(self, product_id: str) -> Product | None:
         """The configured product with this id, or None."""
@@ -217,6 +220,7 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
     max_body = station.get("max_body_bytes", int, 1024 * 1024)
     if not 1024 <= max_body <= 64 * 1024 * 1024:
         raise station.error("max_body_bytes", "must be between 1024 and 67108864")
+    client_timeout = _seconds(station, "client_timeout", 15.0)
     station.finish()
 
     ioto = root.table("ioto")
@@ -252,6 +256,7 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
         source=source, station_id=station_id, host=host, port=port, journal=journal,
         max_body_bytes=max_body, ioto_networks=networks, products=products, fixtures=fixtures,
         labels_dir=labels_dir, printer=printer, upstream=upstream, status=status,
+        client_timeout=client_timeout,
     )
 
 

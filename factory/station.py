@@ -29,7 +29,7 @@ from factory.upstream.aws import AwsIotUpstream, make_client
 from factory.upstream.aws_certs import pem_blocks
 from factory.upstream.http import HttpUpstream
 from factory.upstream.outbox import OutboxWorker, preclaim_payload, registration_payload
-from factory.web.app import make_app
+from factory.web.app import http_limits, make_app
 
 log = logging.getLogger("factory.station")
 
@@ -61,7 +61,8 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         runner = web.AppRunner(
             make_app(config, journal, metrics, live),
             access_log=logging.getLogger("aiohttp.access") if access_log else None,
-            handle_signals=False, shutdown_timeout=HTTP_GRACE)
+            handle_signals=False, shutdown_timeout=HTTP_GRACE,
+            **http_limits(config.client_timeout))
         await runner.setup()
         stack.push_async_callback(stop_http, runner)
         site = web.TCPSite(runner, config.host, config.port, backlog=1024)

@@ -218,7 +218,7 @@ prompt = "# $"
 # Every table and array of tables a config has, and the keys each one knows.
 CONFIG_KEYS: dict[str, list[str]] = {
     "": ["station", "ioto", "products", "printer", "upstream", "status", "fixtures"],
-    "station": ["id", "listen", "journal", "labels", "max_body_bytes"],
+    "station": ["id", "listen", "journal", "labels", "max_body_bytes", "client_timeout"],
     "ioto": ["networks"],
     "products.0": ["id", "name", "model", "description", "label", "claim", "fields", "qr",
                    "account", "preclaim_wait", "claim_secret_days"],

@@ -16,6 +16,8 @@ from factory.registry.ca import CertificateAuthority
 from factory.registry.errors import BadRequest, Forbidden, Problem, RegistryUnauthorized
 from factory.registry.store import Store, TokenKind
 from factory.sdnotify import Notifier
+from factory.web.app import http_limits
+from factory.web.body import DEFAULT_BODY_TIMEOUT
 from factory.web.problems import response
 
 log = logging.getLogger("factory.registry")
@@ -130,7 +132,8 @@ async def serve(settings: Settings) -> None:
     """Run the registry until SIGTERM or SIGINT, logging where it listens; tells systemd
     when it is ready (Type=notify) and feeds its watchdog."""
     notifier = Notifier.from_environ()
-    runner = web.AppRunner(make_app(settings), handle_signals=False)
+    runner = web.AppRunner(make_app(settings), handle_signals=False,
+                           **http_limits(DEFAULT_BODY_TIMEOUT))
     await runner.setup()
     watchdog: asyncio.Task[None] | None = None
     try:

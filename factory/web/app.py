@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -12,6 +14,7 @@ from factory.status.snapshot import LiveSources
 from factory.upstream.backlog import backlog
 from factory.web import api, ioto, openapi, status
 from factory.web.auth import TokenCache
+from factory.web.body import BODY_TIMEOUT
 from factory.web.keys import CONFIG, JOURNAL, LIVE, METRICS, TOKENS
 from factory.web.problems import Handler, problem_middleware
 
@@ -35,6 +38,20 @@ async def scrape(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+# aiohttp's parser refuses a request line or header over 8190 bytes and more than 128 headers
+# (400, connection closed); spelt out here so an aiohttp upgrade cannot loosen them.
+MAX_LINE = 8190
+MAX_HEADERS = 128
+
+
+def http_limits(client_timeout: float) -> dict[str, Any]:
+    """AppRunner options: the parser's limits, and `client_timeout` for a request's head. The
+    keep-alive timer runs from the moment a client connects, so a client that connects and
+    sends nothing, or dribbles its headers (slow loris), is cut off after it too."""
+    return {"keepalive_timeout": client_timeout, "max_line_size": MAX_LINE,
+            "max_field_size": MAX_LINE, "max_headers": MAX_HEADERS}
+
+
 def make_app(config: StationConfig, journal: Journal, metrics: Metrics | None = None,
              live: LiveSources | None = None) -> web.Application:
     """The station's HTTP app over an open journal (the caller owns the journal); `live`
@@ -42,6 +59,7 @@ def make_app(config: StationConfig, journal: Journal, metrics: Metrics | None = 
     app = web.Application(middlewares=[count_responses, problem_middleware],
                           client_max_size=config.max_body_bytes)
     app[CONFIG] = config
+    app[BODY_TIMEOUT] = config.client_timeout
     app[JOURNAL] = journal
     app[TOKENS] = TokenCache(journal)
     app[METRICS] = metrics or Metrics(config.journal)

@@ -34,6 +34,7 @@ class Problem(Exception):
     status = 500
     title = "Internal error"
     slug = "internal"
+    close = False  # whether the connection is closed after the answer
 
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)
@@ -63,6 +64,11 @@ class Forbidden(Problem):
 
 class NotFound(Problem):
     status, title, slug = 404, "Not found", "not-found"
+
+
+class RequestTimeout(Problem):
+    status, title, slug = 408, "Request timeout", "request-timeout"
+    close = True  # the rest of a slow body is not waited for
 
 
 class Conflict(Problem):
@@ -117,8 +123,11 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> Problem:
 
 def response(problem: Problem, request: web.Request) -> web.Response:
     """The problem as a JSON response."""
-    return web.Response(status=problem.status, text=json.dumps(problem.body(request.path)),
-                        content_type=CONTENT_TYPE, headers=problem.headers)
+    answer = web.Response(status=problem.status, text=json.dumps(problem.body(request.path)),
+                          content_type=CONTENT_TYPE, headers=problem.headers)
+    if problem.close:
+        answer.force_close()
+    return answer
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
