@@ -6,6 +6,8 @@ test_label_templates.py (which hold the hand-picked cases)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import math
 import os
@@ -23,6 +25,8 @@ from factory import uci
 from factory.config import ConfigError, load, parse_listen
 from factory.labels.errors import TemplateError
 from factory.labels.template import load_template
+from factory.sim.pty import SimPty, Unplugged
+from factory.units.console import ConsoleDriver
 from factory.units.console_commands import check_digest
 from factory.units.errors import ProtocolError, UnitError
 from factory.units.framed import FramedDriver
@@ -38,6 +42,8 @@ from factory.units.framed_payloads import (
     Put,
 )
 from factory.units.framed_protocol import MAGIC, Corrupt, Frame, FrameDecoder, Op
+from factory.units.port import open_port
+from factory.units.settings import ConsoleSettings
 from tests.conftest import CONFIG_TEXT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -452,3 +458,42 @@ def test_any_template_value_loads_or_names_the_element(tmp_path: Path,
     assert template.elements and all(math.isfinite(v) for v in (page.width, page.height))
     for element in template.elements:
         assert math.isfinite(element.x) and math.isfinite(element.y)
+
+
+async def _answer_one_command(sim: SimPty, output: bytes, status: bytes) -> None:
+    """A unit that runs nothing: it answers the station's one command line with `output`
+    between the command's markers and then `status`, as a shell would print them."""
+    line = b""
+    while b"\n" not in line:
+        line += await sim.read()
+    found = re.search(rb"@FS''(\d+)@", line)
+    assert found is not None
+    tag = found[1]
+    await sim.write(b"@FS" + tag + b"@\r\n" + output + b"@FS" + tag + b"@" + status + b"\r\n# ")
+
+
+async def _identify(output: bytes, status: bytes) -> None:
+    sim = SimPty()
+    port = await open_port(sim.path, 115200)
+    unit = asyncio.create_task(_answer_one_command(sim, output, status))
+    try:
+        await ConsoleDriver(port, ConsoleSettings(timeout=1.0)).identify()
+    finally:
+        await port.close()
+        sim.hangup()
+        unit.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Unplugged):
+            await unit
+
+
+@fuzzing(40)
+@given(st.binary(max_size=300).filter(lambda b: b"@FS" not in b),
+       st.from_regex(rb"[0-9]{1,3}", fullmatch=True) | st.from_regex(rb"[0-9]{4300,4400}",
+                                                                     fullmatch=True))
+def test_any_command_output_and_exit_status_is_an_answer_or_a_unit_error(
+        output: bytes, status: bytes) -> None:
+    # Real pty, real driver; only the unit's answer is made up.
+    try:
+        asyncio.run(_identify(output, status))
+    except UnitError as exc:
+        assert exc.reason

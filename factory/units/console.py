@@ -166,6 +166,9 @@ class ConsoleDriver:
         found = end.search(body)
         assert found is not None  # _expect returned through this very pattern
         output = body[:found.start()].replace(b"\r\n", b"\n").decode(errors="replace")
+        if len(found.group(1)) > 3:  # a shell's is 0-255; int() refuses 4301+ digits
+            raise ProtocolError(f"the unit's exit status when asked to {what} is not a shell's: "
+                                f"{found.group(1)[:20].decode()}... (garbled line?)")
         status = int(found.group(1))
         if status:
             raise UnitRefused(f"the unit could not {what}: exit status {status}: "
