@@ -31,12 +31,27 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from factory.web.app import MAX_HEADERS, MAX_LINE
+
 PROBLEM_FIELDS = {"type": str, "title": str, "status": int, "detail": str}
+
+
+def over_parser_limits(response: Response) -> bool:
+    """Whether the request broke HTTP framing limits (factory/web/app.py): aiohttp's parser
+    refuses those with a plain-text 400 before any app sees a request (tests/test_http_limits.py
+    covers that refusal)."""
+    request = response.request
+    line = f"{request.method} {request.path_url} HTTP/1.1"
+    headers = request.headers.items()
+    return (len(line) > MAX_LINE or len(headers) > MAX_HEADERS
+            or any(len(name) + 2 + len(value) > MAX_LINE for name, value in headers))
 
 
 def problem_body(ctx: CheckContext, response: Response, case: Case) -> bool | None:
     """Every 4xx and 5xx is application/problem+json with type, title, status and detail."""
     if response.status_code < 400:
+        return None
+    if response.status_code == 400 and over_parser_limits(response):
         return None
     kind = response.headers.get("content-type", [""])[0].split(";")[0].strip()
     if kind != "application/problem+json":
@@ -52,10 +67,18 @@ def problem_body(ctx: CheckContext, response: Response, case: Case) -> bool | No
     return True
 
 
+def content_type_documented(ctx: CheckContext, response: Response,
+                            case: Case) -> bool | None:
+    """Schemathesis' content_type_conformance, but for the parser's refusals."""
+    if response.status_code == 400 and over_parser_limits(response):
+        return None
+    return content_type_conformance(ctx, response, case)
+
+
 # Not `positive_data_acceptance`: a schema-valid request may still be refused by design (an
 # unknown product id, a UCI whose check symbol is wrong); the document cannot say either.
 # Not the stateful checks (use_after_free, ...): the documents declare no links.
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+CHECKS = [not_a_server_error, status_code_conformance, content_type_documented,
           response_headers_conformance, response_schema_conformance, negative_data_rejection,
           missing_required_header, ignored_auth, problem_body]
 
