@@ -285,7 +285,7 @@ def nearly_good_configs(draw: st.DrawFn) -> dict[str, Any]:
     return data
 
 
-@fuzzing()
+@fuzzing(300)
 @given(mutated_configs() | nearly_good_configs())
 def test_any_config_value_loads_or_names_the_file_and_key(tmp_path: Path,
                                                           data: dict[str, Any]) -> None:
