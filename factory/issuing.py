@@ -52,8 +52,9 @@ def ioto_request(body: Any, config: StationConfig, actor: str) -> IssueRequest:
     if not isinstance(body, Mapping):
         raise InvalidField("(body)", f"must be a JSON object, got {_json_type(body)}")
     product = _product(body, config)
-    raw = body.get("hardware_id", body.get("mac"))
-    hardware_id = _hardware_id(raw, "hardware_id" if "hardware_id" in body else "mac")
+    # A null hardware_id is none; the mac is then the id (a retry must find its UCI again).
+    field = "hardware_id" if body.get("hardware_id") is not None else "mac"
+    hardware_id = _hardware_id(body.get(field), field)
     return IssueRequest(product=product, actor=actor, hardware_id=hardware_id,
                         fingerprint=json.dumps([product, hardware_id, 1, False]))
 

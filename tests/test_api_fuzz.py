@@ -17,7 +17,7 @@ import schemathesis
 
 from factory.web.openapi import DOCUMENT
 from tests.api_fuzz import fuzz, table
-from tests.conftest import Station
+from tests.conftest import PRODUCT, Station
 from tests.test_upstream_http import Registry, registry
 
 __all__ = ["registry"]  # the fixture, imported for this file's tests
@@ -80,3 +80,13 @@ async def test_a_number_that_is_not_plain_ascii_digits_is_a_422(station: Station
         assert resp.status == 422, await resp.text()
         assert resp.content_type == "application/problem+json"
         assert (await resp.json())["field"] == query.split("=")[0]
+
+
+async def test_an_ioto_retry_with_a_null_hardware_id_and_a_mac_gets_the_same_id(
+        station: Station) -> None:
+    # Found by schemathesis: a null hardware_id hid the mac, so each retry got a new UCI.
+    body = {"product": PRODUCT, "hardware_id": None, "mac": "7c:df:a1:00:03:3c"}
+    first = await (await station.client.post("/ioto/serialize", json=body)).json()
+    again = await (await station.client.post("/ioto/serialize", json=body)).json()
+    assert first == again
+    assert (await station.journal.unit(first["id"])).hardware_id == "7CDFA100033C"

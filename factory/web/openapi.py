@@ -174,8 +174,11 @@ DOCUMENT: dict[str, Any] = {
             "security": [], "x-open-networks": "[ioto] networks",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["product"],
-                "properties": {"product": {"type": "string"},
-                               "hardware_id": {"type": "string"}, "mac": {"type": "string"}},
+                "properties": {
+                    "product": {"type": "string"},
+                    "hardware_id": {"type": ["string", "null"]},
+                    "mac": {"description": "the hardware id when hardware_id is absent or "
+                                           "null (a string then); ignored otherwise"}},
             }}}},
             "responses": {
                 "200": _json({"type": "object", "required": ["id"],
