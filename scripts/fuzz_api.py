@@ -11,47 +11,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.api_fuzz import Outcome, fuzz, table  # noqa: E402
-from tests.conftest import FACTORY, run_cli, write_config  # noqa: E402
+from tests.conftest import run_cli, write_config  # noqa: E402
+from tests.processes import registry_process, station_process  # noqa: E402
 from tests.test_api_fuzz import REGISTRY_DOC, station_schema  # noqa: E402
-from tests.test_durability import station_process  # noqa: E402
-
-REGISTRY_LISTENING = re.compile(r"registry listening on (http://[\d.]+:\d+)/")
-
-
-@asynccontextmanager
-async def registry_process(db: Path) -> AsyncIterator[str]:
-    """`factory registry serve` on a free port; yields its base URL once it listens."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = await asyncio.create_subprocess_exec(
-        *FACTORY, "registry", "serve", "--db", str(db), "--listen", "127.0.0.1:0", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    assert proc.stderr is not None
-    try:
-        async with asyncio.timeout(20):
-            while not (match := REGISTRY_LISTENING.search(
-                    line := (await proc.stderr.readline()).decode())):
-                if not line:
-                    raise RuntimeError("the registry exited before listening")
-        drain = asyncio.create_task(proc.stderr.read())
-        yield match[1]
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-        await proc.wait()
-    await drain
 
 
 async def fuzz_station(folder: Path, examples: int, seed: int) -> list[Outcome]:
@@ -68,15 +39,13 @@ async def fuzz_station(folder: Path, examples: int, seed: int) -> list[Outcome]:
 async def fuzz_registry(folder: Path, examples: int, seed: int) -> list[Outcome]:
     import schemathesis
 
-    db = folder / "registry.db"
-    tokens = {kind: run_cli(None, "registry", "token", "--db", str(db), "--kind", kind,
-                            "--name", f"fuzz-{kind}").stdout.strip()
-              for kind in ("product", "account")}
     schema = schemathesis.openapi.from_path(REGISTRY_DOC)
-    async with registry_process(db) as url:
+    async with registry_process(folder) as registry:
+        account = run_cli(None, "registry", "token", "--db", str(registry.db), "--kind",
+                          "account", "--name", "fuzz").stdout.strip()
         return await asyncio.to_thread(
-            fuzz, schema, url,
-            lambda op: tokens["account" if op.path.startswith("/v1/claims") else "product"],
+            fuzz, schema, registry.url,
+            lambda op: account if op.path.startswith("/v1/claims") else registry.token,
             examples=examples, seed=seed)
 
 

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import CONFIG_TEXT, PRODUCT, run_cli, write_config
-from tests.test_durability import station_process
+from tests.processes import station_process
 
 pytestmark = pytest.mark.slow
 CLIENT_TIMEOUT = 2  # [station] client_timeout in these tests: cut-offs come quickly
