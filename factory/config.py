@@ -419,8 +419,9 @@ def _fixture(source: Path, index: int, value: Any, products: set[str]) -> Fixtur
         if not re.match(r"^socket://[^/:]+:[0-9]+\Z", port):
             raise table.error("port", "must be a device path (/dev/ttyUSB0, "
                                       f"/dev/serial/by-id/...) or socket://HOST:PORT, got {port!r}")
-    elif not port:
-        raise table.error("port", "must name the fixture's serial port")
+    elif not port or not port.isprintable():  # "/dev/ttyUSB0\n" or a NUL: never a port
+        raise table.error("port", "must name the fixture's serial port (a path without "
+                                  f"control characters), got {port!r}")
     elif not port.startswith("/"):
         port = str(_path(source, port))  # e.g. a simulated unit's link
     driver = table.get("driver", str)
