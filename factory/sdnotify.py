@@ -35,7 +35,8 @@ class Notifier:
         usec_text = env.pop("WATCHDOG_USEC", "")
         pid_text = env.pop("WATCHDOG_PID", "")
         usec: int | None = None
-        if usec_text.isdigit() and int(usec_text) > 0:
+        if usec_text.isascii() and usec_text.isdigit() and 0 < len(usec_text) < 19 and \
+                int(usec_text) > 0:  # '²' is a digit to isdigit(), not to int()
             usec = int(usec_text)
         if pid_text and pid_text != str(os.getpid()):
             usec = None  # the watchdog is meant for another process (e.g. our parent)

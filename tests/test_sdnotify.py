@@ -73,6 +73,12 @@ def test_a_watchdog_meant_for_another_process_is_ignored() -> None:
     assert Notifier.from_environ(env).watchdog_interval is None
 
 
+@pytest.mark.parametrize("usec", ["", "0", "-5", "²", "12a", "9" * 5000])
+def test_a_watchdog_setting_that_is_no_number_of_microseconds_is_ignored(usec: str) -> None:
+    env = {"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": usec}
+    assert Notifier.from_environ(env).watchdog_interval is None
+
+
 async def test_an_unhealthy_station_stops_feeding_the_watchdog(tmp_path: Path) -> None:
     address = f"@factory-test-{os.getpid()}-{time.monotonic_ns()}"
     healthy = True
