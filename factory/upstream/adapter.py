@@ -14,6 +14,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
+from factory.uci import UciError, parse
+
 ClaimState = Literal["unclaimed", "claimed"]
 ClaimHow = Literal["user", "pre"]
 
@@ -165,3 +167,14 @@ class RetryableError(UpstreamError):
         super().__init__(reason)
         self.status = status
         self.retry_after = retry_after
+
+
+def canonical_uci(uci: str) -> str:
+    """`uci` if it is a UCI in canonical form (it goes into URLs and thing names), else a
+    ValueError: an upstream is never sent a UCI another form could alias."""
+    try:
+        if parse(uci) == uci:
+            return uci
+    except UciError:
+        pass
+    raise ValueError(f"{uci!r} is not a canonical UCI (16 Crockford symbols, no hyphens)")

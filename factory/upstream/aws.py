@@ -36,10 +36,10 @@ from factory.upstream.adapter import (
     RegisterResult,
     Registration,
     RetryableError,
+    canonical_uci,
 )
 from factory.upstream.aws_certs import ThingCertificates, info
 from factory.upstream.aws_errors import translate
-from factory.upstream.http import _canonical
 from factory.web.problems import TYPE_BASE
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class AwsIotUpstream:
     async def register(self, device: Registration) -> RegisterResult:
         """Make the thing, or find it with the same attributes (created False); a thing with
         other attributes is a ConflictError naming them."""
-        uci = _canonical(device.uci)
+        uci = canonical_uci(device.uci)
         try:
             wanted = attrs.attributes(device, self._station)
         except ValueError as exc:
@@ -131,7 +131,7 @@ class AwsIotUpstream:
     async def preclaim(self, uci: str, account: str, csr_pem: str) -> Certificate:
         """Certify the CSR's key for the registered thing `uci`, attach the policy and the
         thing, and mark the thing as claimed for `account`."""
-        uci = _canonical(uci)
+        uci = canonical_uci(uci)
         if not self._policy:
             raise PermanentError(f"pre-claim {uci}: no AWS IoT policy for certificates; set "
                                  f"[upstream] policy in the station config", status=400)
@@ -174,7 +174,7 @@ class AwsIotUpstream:
 
     async def lookup(self, uci: str) -> DeviceStatus:
         """DescribeThing and the thing's active certificate; unknown is a 404 PermanentError."""
-        uci = _canonical(uci)
+        uci = canonical_uci(uci)
         held = await self._describe(uci)
         if held is None:
             raise _not_found(f"lookup {uci}: no such thing in AWS IoT", uci)

@@ -15,7 +15,6 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from factory import __version__
-from factory.uci import UciError, parse
 from factory.upstream.adapter import (
     Certificate,
     CertificateInfo,
@@ -28,6 +27,7 @@ from factory.upstream.adapter import (
     RegisterResult,
     Registration,
     RetryableError,
+    canonical_uci,
 )
 from factory.upstream.backoff import parse_retry_after
 
@@ -73,7 +73,7 @@ class HttpUpstream:
     async def register(self, device: Registration) -> RegisterResult:
         """POST /v1/devices: 201 registered now, 200 already registered identically."""
         body: dict[str, Any] = {
-            "id": _canonical(device.uci), "product": device.product,
+            "id": canonical_uci(device.uci), "product": device.product,
             "hardware_id": device.hardware_id, "model": device.model, "name": device.name,
             "created": _iso(device.created),
         }
@@ -89,13 +89,13 @@ class HttpUpstream:
         """POST /v1/devices/{id}/preclaim: a certificate for the CSR's key, claimed for
         `account`; a retry with the same key gets the same certificate back."""
         return await self._call(
-            "POST", ("v1", "devices", _canonical(uci), "preclaim"),
+            "POST", ("v1", "devices", canonical_uci(uci), "preclaim"),
             {"account": account, "csr": csr_pem}, idempotency_key=f"{uci}:preclaim",
             read=lambda status, answer: _certificate(answer, created=status == 201))
 
     async def lookup(self, uci: str) -> DeviceStatus:
         """GET /v1/devices/{id}; an unknown unit is a PermanentError with status 404."""
-        return await self._call("GET", ("v1", "devices", _canonical(uci)),
+        return await self._call("GET", ("v1", "devices", canonical_uci(uci)),
                                 read=lambda _, answer: _device(answer))
 
     async def _call(self, method: str, path: tuple[str, ...], body: Any = None, *,
@@ -172,16 +172,6 @@ def _json(raw: bytes) -> Any:
 def _snippet(raw: bytes) -> str:
     text = " ".join(raw.decode("utf-8", errors="replace").split())
     return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…"
-
-
-def _canonical(uci: str) -> str:
-    """UCIs go into URL paths, so only the canonical form is let through."""
-    try:
-        if parse(uci) == uci:
-            return uci
-    except UciError:
-        pass
-    raise ValueError(f"{uci!r} is not a canonical UCI (16 Crockford symbols, no hyphens)")
 
 
 def _iso(when: datetime) -> str:
