@@ -20,7 +20,7 @@ import signal
 import sqlite3
 import subprocess
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -181,9 +181,10 @@ class Line:
         if unit is None:
             return
         self.plugged[fixture] = None
-        unit.sim.hangup()
+        # The link first: once the pty is closed its number may go to another program.
         with contextlib.suppress(FileNotFoundError):
             (self.folder / f"{fixture}.tty").unlink()
+        unit.sim.hangup()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(unit.task, 5)
 
@@ -200,7 +201,7 @@ class Line:
         return [kind for (kind,) in rows]
 
     @contextlib.contextmanager
-    def _db(self) -> Any:
+    def _db(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(f"file:{self.journal}?mode=ro", uri=True, timeout=10)
         try:
             yield db
