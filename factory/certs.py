@@ -75,20 +75,51 @@ def spki_sha256(public: ec.EllipticCurvePublicKey | rsa.RSAPublicKey | object) -
     return hashlib.sha256(public.public_bytes(_DER, _SPKI)).hexdigest()
 
 
-def csr_key_id(csr_pem: str, uci: str) -> str:
-    """The CSR's key as `spki_sha256`, once it is shown to be a signed CSR for this UCI
-    (what a unit returns is checked before anything is sent upstream)."""
+@dataclass(frozen=True)
+class CheckedCsr:
+    """A CSR that passed `check_csr`, with its key's `spki_sha256`."""
+
+    csr: x509.CertificateSigningRequest
+    spki_sha256: str
+
+
+def check_csr(pem: str, uci: str) -> CheckedCsr:
+    """The CSR, if it is PEM PKCS#10 with a valid signature, CN = `uci`, and a P-256 or
+    RSA-2048 key; otherwise a CertError saying which. The one CSR check: the reference
+    registry and every upstream adapter translate its error at their own boundary."""
     try:
-        csr = x509.load_pem_x509_csr(csr_pem.encode())
+        csr = x509.load_pem_x509_csr(pem.encode())
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CertError("csr is not a PEM PKCS#10 certificate request") from exc
+    try:
         public = csr.public_key()
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise CertError("the unit's answer is not a PEM certificate request") from exc
+        raise CertError("the CSR's public key cannot be read") from exc
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        if not isinstance(public.curve, ec.SECP256R1):
+            raise CertError(f"ECDSA keys must be P-256, this one is {public.curve.name}")
+    elif isinstance(public, rsa.RSAPublicKey):
+        if public.key_size != 2048:
+            raise CertError(f"RSA keys must be 2048 bits, this one is {public.key_size}")
+    else:
+        raise CertError("the key must be ECDSA P-256 (preferred) or RSA-2048")
     if not csr.is_signature_valid:
-        raise CertError("the unit's CSR signature does not verify")
-    names = [n.value for n in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    if names != [uci]:
-        raise CertError(f"the unit's CSR names CN {names or 'none'}, not its UCI {uci}")
-    return spki_sha256(public)
+        raise CertError("the CSR's signature does not verify: it was altered or signed with "
+                        "another key")
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1 or names[0].value != uci:
+        found = ", ".join(str(n.value) for n in names) or "none"
+        raise CertError(f"the CSR's subject CN must be the unit's UCI {uci}; found {found}")
+    return CheckedCsr(csr, spki_sha256(public))
+
+
+def csr_key_id(csr_pem: str, uci: str) -> str:
+    """The CSR's key as `spki_sha256`, once `check_csr` passed it (what a unit returns is
+    checked before anything is sent upstream)."""
+    try:
+        return check_csr(csr_pem, uci).spki_sha256
+    except CertError as exc:
+        raise CertError(f"the unit's CSR: {exc}") from exc
 
 
 def certificate_key_id(cert_pem: str) -> str:

@@ -10,15 +10,16 @@ upstream holds the hashes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
 
 from factory import uci as uci_codec
 from factory.config import StationConfig
-from factory.registry.secret import hash_secret
+from factory.files import write_in_place
+from factory.secret_hash import hash_secret
 
 KEY_BYTES = 32
 SECRET_SYMBOLS = 16  # 80 bits, Crockford base32, printed in groups of four
@@ -35,14 +36,8 @@ class ClaimSecrets:
     @classmethod
     def open(cls, path: Path) -> ClaimSecrets:
         """The station's claim key at `path`, made (0600) on first use."""
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return cls(path.read_bytes())
-        with os.fdopen(fd, "wb") as out:
-            out.write(secrets.token_bytes(KEY_BYTES))
-            out.flush()
-            os.fsync(out.fileno())
+        with contextlib.suppress(FileExistsError):
+            write_in_place(path, secrets.token_bytes(KEY_BYTES), exclusive=True, sync=True)
         return cls(path.read_bytes())
 
     def secret(self, uci: str) -> str:

@@ -9,25 +9,20 @@ import signal
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 from aiohttp import web
-from botocore.exceptions import ProfileNotFound
 
 from factory import claim_secret
 from factory.claim_secret import ClaimSecrets
-from factory.config import ConfigError, Product, StationConfig
+from factory.config import Product, StationConfig
 from factory.journal.sqlite import Journal
 from factory.labels.service import Label, Labels
-from factory.metrics import Metrics
 from factory.sdnotify import Notifier
+from factory.status.metrics import Metrics
 from factory.status.snapshot import LiveSources
+from factory.units.certificate import InstallCertificate, MakeKey
 from factory.units.fixture import FixtureRunner
 from factory.units.pipeline import Identify, Issue, Step, UnitRun, Verify, Write
-from factory.units.preclaim import InstallCertificate, MakeKey
-from factory.upstream.adapter import Upstream
-from factory.upstream.aws import AwsIotUpstream, make_client
-from factory.upstream.aws_certs import pem_blocks
-from factory.upstream.http import HttpUpstream
+from factory.upstream.kinds import upstream_client
 from factory.upstream.outbox import OutboxWorker, preclaim_payload, registration_payload
 from factory.web.app import http_limits, make_app
 
@@ -184,47 +179,6 @@ async def start_upstream(config: StationConfig, journal: Journal,
     log.info("units are registered at %s (%d at a time)", where, upstream.concurrency)
     return OutboxWorker(journal, client, concurrency=upstream.concurrency,
                         base=upstream.retry_base, cap=upstream.retry_cap, secrets=secrets)
-
-
-async def upstream_client(config: StationConfig, stack: contextlib.AsyncExitStack) -> Upstream:
-    """The configured upstream's adapter, open until `stack` closes."""
-    upstream = config.upstream
-    if upstream.kind == "aws-iot":
-        aws = aws_upstream(config)
-        stack.callback(aws.close)
-        return aws
-    assert upstream.token_file is not None
-    try:
-        token = upstream.token_file.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(config.source, "upstream.token_file",
-                          f"cannot be read: {exc.strerror}") from exc
-    session = await stack.enter_async_context(aiohttp.ClientSession())
-    return HttpUpstream(session, upstream.url, token, timeout=upstream.timeout)
-
-
-def aws_upstream(config: StationConfig) -> AwsIotUpstream:
-    """The aws-iot adapter for the config: credentials from the standard AWS chain."""
-    upstream = config.upstream
-    chain: tuple[str, ...] = ()
-    if upstream.ca_file is not None:
-        try:
-            chain = tuple(pem_blocks(upstream.ca_file.read_text()))
-        except OSError as exc:
-            raise ConfigError(config.source, "upstream.ca_file",
-                              f"cannot be read: {exc.strerror}") from exc
-        except ValueError as exc:
-            raise ConfigError(config.source, "upstream.ca_file",
-                              f"is not a PEM certificate bundle: {exc}") from exc
-    try:
-        client = make_client(upstream.region, endpoint_url=upstream.endpoint_url,
-                             profile=upstream.profile, timeout=upstream.timeout,
-                             pool=max(10, upstream.concurrency))
-    except ProfileNotFound as exc:
-        raise ConfigError(config.source, "upstream.profile", str(exc)) from exc
-    return AwsIotUpstream(client, station=config.station_id, policy=upstream.policy,
-                          thing_types=upstream.thing_types, thing_group=upstream.thing_group,
-                          ca_chain=chain, workers=upstream.concurrency)
 
 
 def start_fixtures(config: StationConfig, journal: Journal, labels: Labels,

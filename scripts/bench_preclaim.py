@@ -29,16 +29,16 @@ from pathlib import Path
 import aiohttp
 
 from factory import certs
-from factory.config import load
-from factory.journal.sqlite import Journal
-from factory.preclaim_run import (
+from factory.batch.preclaim import (
     PreclaimRun,
     bundle_path,
     key_path,
     make_bundle,
-    write_private,
 )
-from factory.station import upstream_client
+from factory.config import load
+from factory.files import write_private
+from factory.journal.sqlite import Journal
+from factory.upstream.kinds import upstream_client
 from factory.upstream.outbox import OutboxWorker
 
 PRODUCT = "01H4R15D3Q7K9M2X8Z5V6W4T0P"

@@ -28,16 +28,16 @@ from pathlib import Path
 from types import MappingProxyType
 
 from factory.config import Fixture, Product
+from factory.config.drivers import ConsoleSettings
 from factory.journal.sqlite import Journal
-from factory.sim.console import run_console_unit
-from factory.sim.framed import run_framed_unit
-from factory.sim.pty import SimPty
+from factory.testbed.sim.console import run_console_unit
+from factory.testbed.sim.framed import run_framed_unit
+from factory.testbed.sim.pty import SimPty
 from factory.units.device_file import render
 from factory.units.driver import Identity
 from factory.units.fixture import make_driver
 from factory.units.pipeline import Pipeline, UnitRun
 from factory.units.port import Port, open_port
-from factory.units.settings import ConsoleSettings
 
 DEVICE = "config/device.json5"
 _MACS = itertools.count(1)

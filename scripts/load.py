@@ -37,7 +37,7 @@ from load_report import fd_kinds, flatness, print_report, sample_process
 from tqdm import tqdm
 
 MAX_BATCH = 10_000  # factory.issuing.MAX_BATCH
-COOKIE = "factory_status_token"  # factory.web.status.COOKIE: what a browser's page sends
+COOKIE = "factory_status_token"  # factory.web.status_routes.COOKIE: what a browser's page sends
 
 
 @dataclass

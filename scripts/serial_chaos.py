@@ -1,5 +1,5 @@
 """Serial chaos for long runs: fixtures side by side on one journal, fed simulated units with
-seeded random faults (factory/sim/chaos.py); prints, per fault kind, how many units met it,
+seeded random faults (factory/testbed/sim/chaos.py); prints, per fault kind, how many units met it,
 how their first turn went and whether they completed when plugged in again healthy, then
 every invariant that did not hold (none, or the exit status is 1).
 
@@ -22,7 +22,7 @@ from types import MappingProxyType
 
 from factory.config import Product
 from factory.journal.sqlite import Journal
-from factory.sim.chaos import FIRST_OUTCOMES, Line, Outcome, check, drivers, schedule, table
+from factory.testbed.sim.chaos import FIRST_OUTCOMES, Line, Outcome, check, drivers, schedule, table
 
 
 async def main(args: argparse.Namespace) -> int:

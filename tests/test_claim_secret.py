@@ -16,8 +16,8 @@ from factory.config import ConfigError, load
 from factory.journal.sqlite import Journal
 from factory.labels.errors import TemplateError
 from factory.labels.service import Label, Labels
-from factory.registry.app import STORE
 from factory.station import registration
+from factory.testbed.registry.keys import STORE
 from factory.units.pipeline import Identify, Issue, Pipeline, Step, UnitRun, Verify, Write
 from factory.upstream.http import HttpUpstream
 from factory.upstream.outbox import OutboxWorker

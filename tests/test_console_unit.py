@@ -1,4 +1,4 @@
-"""The console driver against a real `sh` on a real pseudo-terminal (factory.sim.console):
+"""The console driver against a real `sh` on a real pseudo-terminal (factory.testbed.sim.console):
 files are read straight from the unit's disk (its root directory)."""
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from factory.sim.console import run_console_unit
-from factory.sim.pty import Misbehaviour, SimPty
+from factory.config.drivers import ConsoleSettings
+from factory.testbed.sim.console import run_console_unit
+from factory.testbed.sim.pty import Misbehaviour, SimPty
 from factory.units.console import ConsoleDriver
 from factory.units.console_commands import posix_cksum, write_commands
 from factory.units.errors import (
@@ -29,7 +30,6 @@ from factory.units.errors import (
     VerifyMismatch,
 )
 from factory.units.port import Port, open_port
-from factory.units.settings import ConsoleSettings
 
 MAC = "02:5e:c0:11:aa:07"
 SETTINGS = ConsoleSettings(identify_command="cat sys/class/net/eth0/address", timeout=1.0)

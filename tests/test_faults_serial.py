@@ -1,6 +1,6 @@
 """Serial chaos in CI: eight fixtures at once (six framed, two console), each fed units on a
 seeded random schedule of faults; a unit that does not come out verified is plugged in
-again healthy. The invariants are factory/sim/chaos.py's `check`; scripts/serial_chaos.py
+again healthy. The invariants are factory/testbed/sim/chaos.py's `check`; scripts/serial_chaos.py
 runs the same for longer."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from factory.config import StationConfig
 from factory.journal.sqlite import Journal
-from factory.sim.chaos import FAULTS, Line, check, drivers, schedule
+from factory.testbed.sim.chaos import FAULTS, Line, check, drivers, schedule
 from tests.conftest import PRODUCT
 
 pytestmark = pytest.mark.slow

@@ -18,14 +18,14 @@ import json5
 import pytest
 
 from factory.config import DriverName, Fixture, StationConfig
+from factory.config.drivers import ConsoleSettings
 from factory.journal.sqlite import Journal
-from factory.sim.console import run_console_unit
-from factory.sim.framed import run_framed_unit
-from factory.sim.pty import Misbehaviour, SimPty
+from factory.testbed.sim.console import run_console_unit
+from factory.testbed.sim.framed import run_framed_unit
+from factory.testbed.sim.pty import Misbehaviour, SimPty
 from factory.units.driver import Identity
 from factory.units.fixture import FixtureRunner
 from factory.units.port import open_port
-from factory.units.settings import ConsoleSettings
 from tests.conftest import FACTORY, PRODUCT, ROOT
 
 pytestmark = pytest.mark.slow
@@ -273,7 +273,7 @@ async def test_arriving_units_take_their_link_away_before_their_pty(
     # program by the time a fixture opens it.
     import argparse
 
-    from factory.sim import run as sim_run
+    from factory.testbed.sim import run as sim_run
 
     link = tmp_path / "unit.tty"
     linked_at_hangup: list[bool] = []

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from factory.sim.framed import run_framed_unit
-from factory.sim.pty import Misbehaviour, SimPty
+from factory.config.drivers import FramedSettings
+from factory.testbed.sim.framed import run_framed_unit
+from factory.testbed.sim.pty import Misbehaviour, SimPty
 from factory.units.driver import Identity, Verification
 from factory.units.errors import (
     ProtocolError,
@@ -40,7 +41,6 @@ from factory.units.framed_protocol import (
     Status,
 )
 from factory.units.port import Port, open_port
-from factory.units.settings import FramedSettings
 
 IDENTITY = Identity(hardware_id="02:00:00:12:34:56", model="AQ-100", firmware="sim-1.0")
 FAST = FramedSettings(timeout=0.5, retries=2, chunk_size=256)  # a healthy reply takes ~1 ms

@@ -23,9 +23,10 @@ from hypothesis import strategies as st
 
 from factory import uci
 from factory.config import ConfigError, load, parse_listen
+from factory.config.drivers import ConsoleSettings
 from factory.labels.errors import TemplateError
 from factory.labels.template import load_template
-from factory.sim.pty import SimPty, Unplugged
+from factory.testbed.sim.pty import SimPty, Unplugged
 from factory.units.console import ConsoleDriver
 from factory.units.console_commands import check_digest
 from factory.units.errors import ProtocolError, UnitError
@@ -43,7 +44,6 @@ from factory.units.framed_payloads import (
 )
 from factory.units.framed_protocol import MAGIC, Corrupt, Frame, FrameDecoder, Op
 from factory.units.port import open_port
-from factory.units.settings import ConsoleSettings
 from tests.conftest import CONFIG_TEXT
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,10 +17,11 @@ from reportlab.pdfbase import pdfmetrics
 from factory import uci
 from factory.config import Product
 from factory.labels import metrics, placeholders, symbols
+from factory.labels.elements import Qr
 from factory.labels.errors import ContentError, TemplateError
 from factory.labels.layout import LabelData, QrSymbol, TextRun, check_product, layout
 from factory.labels.sheet import load_sheet
-from factory.labels.template import Qr, load_template
+from factory.labels.template import load_template
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = ROOT / "labels"

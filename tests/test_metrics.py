@@ -7,8 +7,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from factory.config import StationConfig
 from factory.journal.sqlite import Journal
+from factory.states import FixtureStatus
 from factory.units.errors import UnitGone
-from factory.units.fixture import FixtureStatus
 from factory.units.pipeline import Pipeline, UnitRun
 from factory.web.keys import METRICS
 from tests.conftest import PRODUCT, Station

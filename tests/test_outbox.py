@@ -18,8 +18,9 @@ from aiohttp.test_utils import TestServer
 
 from factory.config import StationConfig, load
 from factory.journal.sqlite import Journal
-from factory.registry.app import STORE, Settings, make_app
 from factory.station import registration
+from factory.testbed.registry.app import make_app
+from factory.testbed.registry.keys import STORE, Settings
 from factory.units.pipeline import Identify, Issue, Pipeline, Step, UnitRun, Verify, Write
 from factory.upstream.http import HttpUpstream
 from factory.upstream.outbox import OutboxWorker, registration_from

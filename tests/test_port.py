@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from factory.sim.pty import Misbehaviour, SimPty
+from factory.testbed.sim.pty import Misbehaviour, SimPty
 from factory.units.errors import PortBusy, PortMissing, ProtocolError, UnitGone, UnitTimeout
 from factory.units.port import open_port
 

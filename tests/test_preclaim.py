@@ -19,18 +19,18 @@ from cryptography import x509
 
 from factory import certs
 from factory.config import DriverName, Fixture, StationConfig
+from factory.config.drivers import ConsoleSettings
 from factory.journal.sqlite import Journal
 from factory.labels.service import Labels
-from factory.registry.app import STORE
-from factory.sim.console import run_console_unit
-from factory.sim.framed import run_framed_unit
-from factory.sim.pty import SimPty
 from factory.station import unit_steps
+from factory.testbed.registry.keys import STORE
+from factory.testbed.sim.console import run_console_unit
+from factory.testbed.sim.framed import run_framed_unit
+from factory.testbed.sim.pty import SimPty
 from factory.units.driver import Identity
 from factory.units.errors import PreclaimRefused, UpstreamPending
 from factory.units.fixture import FixtureRunner
 from factory.units.pipeline import Pipeline, UnitRun
-from factory.units.settings import ConsoleSettings
 from factory.upstream.http import HttpUpstream
 from factory.upstream.outbox import OutboxWorker
 from tests.conftest import OTHER_PRODUCT

@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 
 from factory import certs
-from factory.registry.app import STORE
+from factory.testbed.registry.keys import STORE
 from tests.conftest import CONFIG_TEXT, FACTORY, OTHER_PRODUCT, PRODUCT, ROOT, run_cli, write_config
 from tests.test_outbox import Registry
 

@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from factory.registry.app import STORE, Settings, make_app
-from factory.registry.secret import hash_secret
+from factory.secret_hash import hash_secret
+from factory.testbed.registry.app import make_app
+from factory.testbed.registry.keys import STORE, Settings
 from factory.uci import human, new_uci
 
 SECRET = "H7K2-9QPM"

@@ -15,8 +15,8 @@ import pytest
 from factory import claim_secret
 from factory import uci as uci_codec
 from factory.journal.sqlite import Journal
-from factory.registry.ca import CertificateAuthority
-from factory.registry.store import Store
+from factory.testbed.registry.ca import CertificateAuthority
+from factory.testbed.registry.store import Store
 from tests.conftest import CONFIG_TEXT, PRODUCT, ROOT, run_cli, write_config
 from tests.test_preclaim_run import config_for, finished, preclaim, registry_with_account
 

@@ -17,11 +17,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from factory.config import load
 from factory.journal.sqlite import Journal
-from factory.registry.app import STORE, Settings
-from factory.registry.app import make_app as make_registry
+from factory.testbed.registry.app import make_app as make_registry
+from factory.testbed.registry.keys import STORE, Settings
 from factory.tokens import new_token, token_hash
 from factory.web.app import make_app
-from factory.web.status import COOKIE
+from factory.web.status_routes import COOKIE
 from tests.conftest import CONFIG_TEXT, PRODUCT, ROOT, write_config
 
 PROBLEM = "application/problem+json"

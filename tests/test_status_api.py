@@ -20,9 +20,9 @@ from factory.config import StationConfig, load
 from factory.journal import writer
 from factory.journal.records import IssueRequest
 from factory.journal.sqlite import Journal
+from factory.states import FixtureStatus
 from factory.status import snapshot
 from factory.status.snapshot import LiveSources
-from factory.units.fixture import FixtureStatus
 from factory.web.app import make_app
 from tests.conftest import CONFIG_TEXT, PRODUCT, Station, write_config
 

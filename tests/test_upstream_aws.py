@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from factory.config import ConfigError, StationConfig, load
 from factory.journal.sqlite import Journal
-from factory.station import aws_upstream, start_upstream
+from factory.station import start_upstream
 from factory.uci import new_uci
 from factory.upstream import (
     ConflictError,
@@ -34,6 +34,7 @@ from factory.upstream import (
 )
 from factory.upstream import aws_attributes as attrs
 from factory.upstream.aws import AwsIotUpstream, make_client
+from factory.upstream.kinds import aws_upstream
 from factory.upstream.outbox import OutboxWorker
 from tests.aws_iot import FAKE_CREDENTIALS, REGION, Fault, FaultProxy, MotoServer, free_port
 from tests.conftest import CONFIG_TEXT, PRODUCT, ROOT, write_config
@@ -511,9 +512,9 @@ async def test_the_station_refuses_a_bad_ca_file_or_profile(tmp_path):
 async def test_a_batch_preclaim_run_works_against_aws_iot(tmp_path, proxy, admin):
     """`factory preclaim`'s run with the aws-iot adapter: one thing per unit, one active
     certificate on it, certifying the key in the unit's bundle."""
+    from factory.batch.preclaim import PreclaimRun
     from factory.certs import load_key, spki_sha256
-    from factory.preclaim_run import PreclaimRun
-    from factory.station import upstream_client
+    from factory.upstream.kinds import upstream_client
     from tests.conftest import OTHER_PRODUCT
 
     config = aws_config(tmp_path, proxy.url)

@@ -1,6 +1,6 @@
 """The `http` upstream adapter.
 
-End to end against the real reference registry (factory/registry) on 127.0.0.1; the error
+End to end against the real reference registry (factory/testbed/registry) on 127.0.0.1; the error
 classification against a small aiohttp server that answers with the contract's wire format
 (statuses, problem bodies, Retry-After), because the registry cannot be made to fail on cue;
 TLS against a real TLS server with a private CA and client certificates.
@@ -29,8 +29,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from factory.registry.app import STORE, Settings, make_app
-from factory.registry.secret import hash_secret
+from factory.secret_hash import hash_secret
+from factory.testbed.registry.app import make_app
+from factory.testbed.registry.keys import STORE, Settings
 from factory.uci import new_uci
 from factory.upstream import (
     ConflictError,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from typing import Any, TextIO
 
 from factory.cli.common import Subcommands, command, group, with_journal
 from factory.config import StationConfig
+from factory.files import open_private
 from factory.journal.sqlite import Journal
 
 EXPORT_FIELDS = ("seq", "uci", "kind", "at", "station", "actor", "data", "hash")
@@ -42,8 +42,7 @@ def cmd_journal_export(args: argparse.Namespace) -> int:
     out: TextIO = sys.stdout
     if args.output:
         # Audit exports hold the whole journal: private like the journal itself.
-        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        out = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        out = open(open_private(args.output), "w", encoding="utf-8", newline="")  # noqa: SIM115
 
     async def work(journal: Journal, config: StationConfig) -> int:
         writer = csv.writer(out) if args.format == "csv" else None

@@ -1,4 +1,4 @@
-"""`factory preclaim`: a batch pre-claim run (factory/preclaim_run.py) from the command line."""
+"""`factory preclaim`: a batch pre-claim run (factory/batch/preclaim.py) from the command line."""
 
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ def register(sub: Subcommands) -> None:
 
 
 def cmd_preclaim(args: argparse.Namespace) -> int:
+    from factory.batch.preclaim import PreclaimRun, RunError, read_unit_list
     from factory.journal.sqlite import Journal
-    from factory.preclaim_run import PreclaimRun, RunError, read_unit_list
-    from factory.station import upstream_client
+    from factory.upstream.kinds import upstream_client
     from factory.upstream.outbox import OutboxWorker
 
     config = station_config(args)

@@ -98,6 +98,6 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_unit(args: argparse.Namespace) -> int:
-    from factory.sim.run import run_sim_unit
+    from factory.testbed.sim.run import run_sim_unit
 
     return asyncio.run(run_sim_unit(args))

@@ -33,7 +33,7 @@ def register(sub: Subcommands) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from factory.registry.app import Settings, serve  # aiohttp only when serving
+    from factory.testbed.registry.app import Settings, serve  # aiohttp only when serving
 
     host, port = parse_listen("--listen", args.listen)
     if args.poll_delay < 1:
@@ -44,7 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from factory.registry.store import Store
+    from factory.testbed.registry.store import Store
 
     if not valid_name(args.name):
         raise CliError("a token name is 1-64 letters, digits and . _ @ -")

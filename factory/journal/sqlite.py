@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -19,6 +18,7 @@ from typing import Any
 
 import aiosqlite
 
+from factory.files import create_private
 from factory.journal import activity
 from factory.journal.chain import GENESIS, event_hash
 from factory.journal.errors import JournalUnavailable, TokenExists, TokenNotFound, UnitNotFound
@@ -59,13 +59,6 @@ _UNIT_COLUMNS = "uci, product, hardware_id, state, station, created_at, updated_
 _EVENT_COLUMNS = "seq, uci, kind, at, station, actor, data, hash"  # unit_id is storage only
 
 
-def _create_private(path: Path) -> None:
-    """Create the journal file 0600 (SQLite gives its -wal and -shm files the same mode)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-
-
 async def _connect(path: Path, isolation_level: str | None = None) -> aiosqlite.Connection:
     try:
         conn = await aiosqlite.connect(path, isolation_level=isolation_level)
@@ -99,7 +92,7 @@ class Journal:
         """Open (creating if needed) the journal file and apply pending migrations."""
         path = Path(path)
         try:
-            _create_private(path)
+            create_private(path)
         except OSError as exc:
             raise JournalUnavailable(f"cannot create journal {path}: {exc.strerror}") from exc
         # IMMEDIATE: the first INSERT of a batch takes the write lock (no BEGIN round trip).

@@ -9,16 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from factory.labels import placeholders, symbols
+from factory.labels.elements import MM_PER_PT, Code128, Image, Page, Qr, Text
 from factory.labels.errors import TemplateError
 from factory.labels.metrics import FONTS, text_width
 
-if TYPE_CHECKING:
-    from factory.labels.template import Code128, Image, Page, Qr, Text
-
-MM_PER_PT = 25.4 / 72
 # Two dots of a 203 dpi thermal head: smaller QR modules or bars do not print reliably.
 MIN_MODULE_MM = 0.25
 CODE128_QUIET = 10  # modules of quiet zone each side, as the standard asks

@@ -13,9 +13,10 @@ from pathlib import Path
 from factory import uci as ucis
 from factory.config import Product
 from factory.labels import geometry, placeholders, symbols
+from factory.labels.elements import MM_PER_PT, Code128, Image, Qr, Text
 from factory.labels.errors import ContentError
 from factory.labels.metrics import text_width
-from factory.labels.template import Code128, Image, Qr, Template, Text
+from factory.labels.template import Template
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def _text(template: Template, text: Text, data: LabelData,
         raise ContentError(template.source, text.name, data.uci,
                            f"{content!r} has a control character; a label line is one line")
     try:
-        width = text_width(content, text.font, text.size) * geometry.MM_PER_PT
+        width = text_width(content, text.font, text.size) * MM_PER_PT
     except UnicodeEncodeError as exc:
         raise ContentError(template.source, text.name, data.uci, (
             f"{content[exc.start]!r} in {content!r} is not in the WinAnsi character set of "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import zlib
 from array import array
-from typing import BinaryIO
+from typing import IO
 
 # Catalog, page tree and the one resource dictionary all pages share are numbered first and
 # written last, when the fonts and images they list are known.
@@ -34,7 +34,7 @@ def string(text: str) -> bytes:
 class PdfWriter:
     """Writes pages to `out` as they are added; call `close()` once to finish the file."""
 
-    def __init__(self, out: BinaryIO, *, title: str = "") -> None:
+    def __init__(self, out: IO[bytes], *, title: str = "") -> None:
         self._out = out
         self._position = 0
         self._offsets = array("Q", [0, 0, 0])  # offset of object n at index n - 1

@@ -12,7 +12,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from factory.labels.errors import LabelError, TemplateError
 from factory.labels.layout import Barcode, Label, LabelData, Picture, QrSymbol, TextRun, layout
@@ -25,7 +25,7 @@ PT_PER_MM = 72 / 25.4
 
 
 def render_labels(template: Template, labels: Iterable[LabelData],
-                  out: BinaryIO | str | Path) -> int:
+                  out: IO[bytes] | str | Path) -> int:
     """One page per label into one PDF; returns the number of pages."""
     width, height = template.page.width * PT_PER_MM, template.page.height * PT_PER_MM
     with _output(out) as stream:
@@ -37,7 +37,7 @@ def render_labels(template: Template, labels: Iterable[LabelData],
     return pdf.page_count
 
 
-def render_sheet(sheet: Sheet, labels: Iterable[LabelData], out: BinaryIO | str | Path, *,
+def render_sheet(sheet: Sheet, labels: Iterable[LabelData], out: IO[bytes] | str | Path, *,
                  skip: int = 0) -> int:
     """Labels in order into the cells of as many sheets as needed; `skip` leaves that many
     cells of the first sheet empty (a sheet already partly used). Returns the page count."""
@@ -69,7 +69,7 @@ def _finish(pdf: PdfWriter, name: str) -> None:
 
 
 @contextlib.contextmanager
-def _output(out: BinaryIO | str | Path) -> Iterator[BinaryIO]:
+def _output(out: IO[bytes] | str | Path) -> Iterator[IO[bytes]]:
     """A file object as given, or a path written through a temporary file that replaces it
     only when the whole PDF is written (a half-written PDF never has the real name)."""
     if not isinstance(out, str | Path):

@@ -16,12 +16,12 @@ import asyncio
 import datetime
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 from factory import failpoints
 from factory.claim_secret import ClaimSecrets
 from factory.config import Product, StationConfig
+from factory.files import replacing
 from factory.journal.records import Event
 from factory.journal.sqlite import Journal
 from factory.labels import placeholders
@@ -256,12 +256,8 @@ class LabelFailed(UnitError):
 
 def _render(template: Template, data: LabelData, pdf: Path) -> str:
     """Write the label PDF (0600 in a 0700 folder: it carries the claim ID) and hash it."""
-    pdf.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = pdf.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "wb") as out:
+    with replacing(pdf) as out:
         render_labels(template, [data], out)
-    os.replace(tmp, pdf)
     return hashlib.sha256(pdf.read_bytes()).hexdigest()
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from factory import uci as uci_codec
 from factory.config import StationConfig
+from factory.journal.backlog import backlog
 from factory.journal.records import Unit
 from factory.journal.sqlite import Journal
 from factory.status.attention import (
@@ -25,10 +26,9 @@ from factory.status.attention import (
     upstream_alerts,
 )
 from factory.status.shifts import journal_time, windows
-from factory.upstream.backlog import backlog
 
 if TYPE_CHECKING:
-    from factory.units.fixture import FixtureStatus
+    from factory.states import FixtureStatus
 
 RECENT_UNITS = 20
 # A unit written but not verified for this long is in no fixture: it needs a person.

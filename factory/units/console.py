@@ -25,6 +25,7 @@ import secrets
 import shlex
 
 from factory import failpoints
+from factory.config.drivers import ConsoleSettings
 from factory.units.console_commands import (
     MAX_LINE,
     check_digest,
@@ -40,7 +41,6 @@ from factory.units.errors import (
     UnitTimeout,
 )
 from factory.units.port import Port
-from factory.units.settings import ConsoleSettings
 
 WAKE_TRIES = 3  # newlines sent (the later ones after Ctrl-C) before giving up
 PRESENT_TIMEOUT = 1.0  # seconds a present unit takes at most to answer a newline

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from factory.config import Fixture, Product
 from factory.journal.errors import JournalError
+from factory.states import FixtureStatus
 from factory.units.driver import UnitDriver
 from factory.units.errors import PortBusy, PortMissing, UnitError, UnitGone
 from factory.units.pipeline import (
@@ -41,26 +40,6 @@ def make_driver(fixture: Fixture, port: Port) -> UnitDriver:
         return ConsoleDriver(port, fixture.console)
     from factory.units.framed import FramedDriver
     return FramedDriver(port, fixture.framed)
-
-
-@dataclass
-class FixtureStatus:
-    """What the status page and the logs show for one fixture."""
-
-    name: str
-    port: str
-    state: str = "starting"  # waiting, identifying, issuing, writing, verifying, done, failed,
-    reason: str = ""         # port-error
-    action: str = ""
-    uci: str | None = None
-    since: float = field(default_factory=time.time)
-    done: int = 0
-    failed: int = 0
-
-    def set(self, state: str, reason: str = "", action: str = "",
-            uci: str | None = None) -> None:
-        self.state, self.reason, self.action, self.uci = state, reason, action, uci
-        self.since = time.time()
 
 
 class FixtureRunner:

@@ -13,6 +13,7 @@ import os
 from typing import TypeVar
 
 from factory import failpoints
+from factory.config.drivers import FramedSettings
 from factory.units.driver import Identity, Verification
 from factory.units.errors import (
     ProtocolError,
@@ -45,7 +46,6 @@ from factory.units.framed_protocol import (
     status_words,
 )
 from factory.units.port import Port
-from factory.units.settings import FramedSettings
 
 PRESENT_TIMEOUT = 0.5  # seconds a present unit takes at most to answer HELLO
 _P = TypeVar("_P", Hello, Count, Digest)

@@ -23,8 +23,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from factory import __version__
-from factory.registry.ca import check_csr
-from factory.registry.errors import InvalidCsr
+from factory.certs import CertError, check_csr
+from factory.problem_types import TYPE_BASE
 from factory.upstream import aws_attributes as attrs
 from factory.upstream.adapter import (
     Certificate,
@@ -40,7 +40,6 @@ from factory.upstream.adapter import (
 )
 from factory.upstream.aws_certs import ThingCertificates, info
 from factory.upstream.aws_errors import translate
-from factory.web.problems import TYPE_BASE
 
 if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
@@ -137,9 +136,10 @@ class AwsIotUpstream:
                                  f"[upstream] policy in the station config", status=400)
         try:
             key = check_csr(csr_pem, uci).spki_sha256
-        except InvalidCsr as exc:
-            raise PermanentError(f"pre-claim {uci}: {exc.detail}", status=exc.status,
-                                 problem=exc.body(uci)) from exc
+        except CertError as exc:
+            raise PermanentError(f"pre-claim {uci}: {exc}", status=422,
+                                 problem=_problem("invalid-csr", "Invalid CSR", 422, uci,
+                                                  detail=str(exc), field="csr")) from exc
         held = await self._describe(uci)
         if held is None:
             raise _not_found(f"pre-claim {uci}: no such thing in AWS IoT; register the unit "

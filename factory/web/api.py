@@ -9,8 +9,8 @@ from aiohttp import web
 from factory import failpoints
 from factory import uci as uci_codec
 from factory.issuing import InvalidField, issue_request
+from factory.journal.backlog import OUTBOX_STATES, backlog
 from factory.journal.records import Event, Unit
-from factory.upstream.backlog import OUTBOX_STATES, backlog
 from factory.web.auth import authorize
 from factory.web.body import json_body
 from factory.web.keys import CONFIG, JOURNAL, TOKENS

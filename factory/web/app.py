@@ -8,11 +8,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from factory.config import StationConfig
+from factory.journal.backlog import backlog
 from factory.journal.sqlite import Journal
-from factory.metrics import Metrics
+from factory.status.metrics import Metrics
 from factory.status.snapshot import LiveSources
-from factory.upstream.backlog import backlog
-from factory.web import api, ioto, openapi, status
+from factory.web import api, ioto, openapi, status_routes
 from factory.web.auth import TokenCache
 from factory.web.body import BODY_TIMEOUT
 from factory.web.keys import CONFIG, JOURNAL, LIVE, METRICS, TOKENS
@@ -73,5 +73,5 @@ def make_app(config: StationConfig, journal: Journal, metrics: Metrics | None = 
     app.router.add_post("/api/v1/units/{uci}/void", api.void_unit)
     app.router.add_get("/api/v1/outbox", api.outbox)
     app.router.add_post("/ioto/serialize", ioto.serialize)
-    status.add_routes(app)
+    status_routes.add_routes(app)
     return app

@@ -6,8 +6,8 @@ from aiohttp import web
 
 from factory.config import StationConfig
 from factory.journal.sqlite import Journal
-from factory.metrics import Metrics
 from factory.status.feed import StatusFeed
+from factory.status.metrics import Metrics
 from factory.status.snapshot import LiveSources
 from factory.web.auth import TokenCache
 

@@ -188,7 +188,7 @@ DOCUMENT: dict[str, Any] = {
 }
 
 
-# The operators' status page (factory/web/status.py): viewer or operator token as a bearer
+# The operators' status page (factory/web/status_routes.py): viewer or operator token as a bearer
 # header or the cookie that /?token= sets; open without one on [status] open_networks.
 _STATUS_SECURITY: list[dict[str, list[str]]] = [
     {"bearer": ["operator", "viewer"]}, {"statusCookie": ["operator", "viewer"]}, {}]

@@ -22,10 +22,10 @@ from factory.journal.errors import (
     TokenExists,
     UnitNotFound,
 )
+from factory.problem_types import TYPE_BASE
 
 log = logging.getLogger("factory.web")
 CONTENT_TYPE = "application/problem+json"
-TYPE_BASE = "urn:factory-station:problem:"
 
 
 class Problem(Exception):

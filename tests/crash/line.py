@@ -29,10 +29,10 @@ import json5
 
 from factory import uci as uci_codec
 from factory.hardware import normalise
-from factory.registry.app import STORE
-from factory.sim.console import run_console_unit
-from factory.sim.framed import run_framed_unit
-from factory.sim.pty import SimPty
+from factory.testbed.registry.keys import STORE
+from factory.testbed.sim.console import run_console_unit
+from factory.testbed.sim.framed import run_framed_unit
+from factory.testbed.sim.pty import SimPty
 from factory.units.driver import Identity
 from tests.conftest import FACTORY, OTHER_PRODUCT, PRODUCT, ROOT, run_cli
 from tests.cups import PrivateCups, private_cups

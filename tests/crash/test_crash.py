@@ -13,8 +13,8 @@ import pytest
 
 from factory import failpoints
 from factory.labels.service import Label
+from factory.units.certificate import InstallCertificate, MakeKey
 from factory.units.pipeline import Identify, Issue, Verify, Write
-from factory.units.preclaim import InstallCertificate, MakeKey
 from tests.crash.line import Line, line_up, summary
 
 pytestmark = pytest.mark.slow

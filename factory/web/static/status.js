@@ -1,5 +1,5 @@
 // The status page's live updates: one EventSource, each `status` event a whole snapshot
-// (the JSON of /api/v1/status) rendered as factory/web/status_page.py renders it. When the
+// (the JSON of /api/v1/status) rendered as factory/web/status_html.py renders it. When the
 // station cannot be reached the page keeps the last snapshot and says so.
 "use strict";
 (function () {

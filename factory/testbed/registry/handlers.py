@@ -5,23 +5,47 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from typing import Any
 
 from aiohttp import web
 
-from factory.registry import model
-from factory.registry.app import CA, SETTINGS, STORE, caller, json_response
-from factory.registry.ca import check_csr
-from factory.registry.claims import proves_knowledge, secret_expired
-from factory.registry.errors import (
+from factory.testbed.registry import model
+from factory.testbed.registry.ca import check_csr
+from factory.testbed.registry.claims import proves_knowledge, secret_expired
+from factory.testbed.registry.errors import (
     Claimed,
     ClaimRefused,
     Conflict,
+    Forbidden,
     NotFound,
+    RegistryUnauthorized,
     Unprocessable,
 )
-from factory.registry.store import Certified
+from factory.testbed.registry.keys import CA, SETTINGS, STORE
+from factory.testbed.registry.store import Certified, TokenKind
 from factory.web.body import json_body
+
+
+async def caller(request: web.Request, kind: TokenKind) -> str:
+    """The name behind the request's bearer token, if it is of `kind`; else 401/403."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise RegistryUnauthorized("send Authorization: Bearer <token> (make one with "
+                                   "`factory registry token`)")
+    found = await request.app[STORE].token(token.strip())
+    if found is None:
+        raise RegistryUnauthorized("this bearer token is not known to the registry")
+    if found[0] != kind:
+        raise Forbidden(f"this endpoint needs a {kind} token; a {found[0]} token was sent")
+    return found[1]
+
+
+def json_response(body: object, status: int = 200,
+                  headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json",
+                        headers=headers)
 
 
 def _now() -> dt.datetime:

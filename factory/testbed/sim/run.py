@@ -13,7 +13,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from factory.sim.pty import Misbehaviour, SimPty
+from factory.testbed.sim.pty import Misbehaviour, SimPty
 from factory.units.driver import Identity
 
 
@@ -86,11 +86,11 @@ def _unit(args: argparse.Namespace, sim: SimPty, root: Path,
           hardware_id: str) -> Coroutine[Any, Any, None]:
     """The simulated unit's coroutine for the chosen driver."""
     if args.driver == "framed":
-        from factory.sim.framed import run_framed_unit
+        from factory.testbed.sim.framed import run_framed_unit
         return run_framed_unit(sim, root, Identity(hardware_id=hardware_id, model=args.model,
                                                    firmware="sim-1.0"),
                                keygen=not args.no_keygen)
-    from factory.sim.console import run_console_unit
+    from factory.testbed.sim.console import run_console_unit
     return run_console_unit(sim, root, hardware_id, openssl=not args.no_keygen)
 
 

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from factory.registry.errors import InvalidCsr
+from factory import certs
+from factory.certs import CertError, CheckedCsr
+from factory.files import write_in_place
+from factory.testbed.registry.errors import InvalidCsr
 
 CA_YEARS = 20
 DEVICE_DAYS = 3650
@@ -32,12 +34,6 @@ class Issued:
     fingerprint: str  # "sha256:<hex of DER>"
     not_after: dt.datetime
     spki_sha256: str  # hex SHA-256 of the public key, to answer a retry with the same cert
-
-
-@dataclass(frozen=True)
-class CheckedCsr:
-    csr: x509.CertificateSigningRequest
-    spki_sha256: str
 
 
 class CertificateAuthority:
@@ -91,33 +87,11 @@ class CertificateAuthority:
 
 
 def check_csr(pem: str, uci: str) -> CheckedCsr:
-    """The CSR, if it is PEM PKCS#10 with a valid signature, CN = `uci`, and a P-256 or
-    RSA-2048 key; otherwise an InvalidCsr problem saying which."""
+    """`certs.check_csr`, its refusal as the registry's InvalidCsr problem."""
     try:
-        csr = x509.load_pem_x509_csr(pem.encode())
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise InvalidCsr("csr is not a PEM PKCS#10 certificate request") from exc
-    try:
-        public = csr.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise InvalidCsr("the CSR's public key cannot be read") from exc
-    if isinstance(public, ec.EllipticCurvePublicKey):
-        if not isinstance(public.curve, ec.SECP256R1):
-            raise InvalidCsr(f"ECDSA keys must be P-256, this one is {public.curve.name}")
-    elif isinstance(public, rsa.RSAPublicKey):
-        if public.key_size != 2048:
-            raise InvalidCsr(f"RSA keys must be 2048 bits, this one is {public.key_size}")
-    else:
-        raise InvalidCsr("the key must be ECDSA P-256 (preferred) or RSA-2048")
-    if not csr.is_signature_valid:
-        raise InvalidCsr("the CSR's signature does not verify: it was altered or signed with "
-                         "another key")
-    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if len(names) != 1 or names[0].value != uci:
-        found = ", ".join(str(n.value) for n in names) or "none"
-        raise InvalidCsr(f"the CSR's subject CN must be the unit's UCI {uci}; found {found}")
-    spki = hashlib.sha256(public.public_bytes(_DER, _SPKI)).hexdigest()
-    return CheckedCsr(csr, spki)
+        return certs.check_csr(pem, uci)
+    except CertError as exc:
+        raise InvalidCsr(str(exc)) from exc
 
 
 def _key_usage(*, rsa_key: bool) -> x509.KeyUsage:
@@ -150,9 +124,7 @@ def _create(key_path: Path, cert_path: Path) -> None:
     key_pem = key.private_bytes(_PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     # O_EXCL + 0600 at creation: the key is never readable by others, not even briefly.
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_pem)
+    write_in_place(key_path, key_pem, exclusive=True)
     # Public, but only the registry may replace it (whatever the umask).
     fd = os.open(cert_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     with os.fdopen(fd, "wb") as f:

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from factory import uci as uci_codec
-from factory.registry.errors import Unprocessable
-from factory.registry.secret import SecretFormatError, check_format
+from factory.secret_hash import SecretFormatError, check_format
+from factory.testbed.registry.errors import Unprocessable
 
 REGISTRATION_FIELDS = ("id", "product", "hardware_id", "model", "name", "created",
                        "claim_secret_hash", "claim_expires")

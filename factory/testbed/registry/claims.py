@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from factory.registry.model import DeviceRow, parse_time
-from factory.registry.secret import burn, verify_secret
+from factory.secret_hash import burn, verify_secret
+from factory.testbed.registry.model import DeviceRow, parse_time
 
 
 def proves_knowledge(device: DeviceRow | None, secret: str | None) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from factory import certs
-from factory.sim.pty import Misbehaviour, SimPty, Unplugged
+from factory.testbed.sim.pty import Misbehaviour, SimPty, Unplugged
 from factory.units.driver import Identity
 from factory.units.framed_payloads import (
     Commit,

@@ -17,8 +17,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar, cast
 
+from factory.config.drivers import ConsoleSettings, FramedSettings
 from factory.tomltable import TomlTable
-from factory.units.settings import ConsoleSettings, FramedSettings
 
 ClaimMode = Literal["user", "pre"]
 DriverName = Literal["console", "framed"]

@@ -10,7 +10,6 @@ WAL lets run beside the writer.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +19,9 @@ from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
-from factory.registry.ca import Issued
-from factory.registry.model import CertRow, DeviceRow, Registration, iso
+from factory.files import create_private
+from factory.testbed.registry.ca import Issued
+from factory.testbed.registry.model import CertRow, DeviceRow, Registration, iso
 from factory.tokens import new_token, token_hash
 
 TokenKind = Literal["product", "account"]
@@ -68,7 +68,7 @@ class Store:
     async def open(cls, path: Path) -> Store:
         """Open (creating, mode 0600) the registry database."""
         # Made 0600 before SQLite sees it; SQLite gives the -wal and -shm files the same mode.
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        create_private(path)
         thread = ThreadPoolExecutor(1, thread_name_prefix="registry-writer")
         writer = await asyncio.get_running_loop().run_in_executor(thread, _open_writer, path)
         reader = await aiosqlite.connect(path, isolation_level=None)

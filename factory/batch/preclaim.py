@@ -38,10 +38,11 @@ from tqdm import tqdm
 from factory import certs
 from factory import uci as uci_codec
 from factory.config import Product
+from factory.files import FOLDER_MODE, private_folder, replacing, write_in_place, write_private
 from factory.issuing import MAX_BATCH
 from factory.journal.records import IssueRequest, Unit
 from factory.journal.sqlite import Journal
-from factory.units.preclaim import KEY_FILE, certificate_files
+from factory.units.certificate import KEY_FILE, certificate_files
 from factory.upstream.outbox import OutboxWorker, preclaim_payload, registration_payload
 
 RUN_FILE = "run.json"
@@ -94,31 +95,10 @@ def make_keys(folder: str, ucis: list[str], key_type: certs.KeyType) -> list[Key
             fresh = False
         except (FileNotFoundError, certs.CertError):  # none, or cut short by a crash before
             made = certs.key_and_csr(uci, key_type)  # it was synced (so never journaled)
-            write_flat(path, made.key_pem)
+            write_in_place(path, made.key_pem)
             fresh = True
         out.append(KeyOutcome(uci, made.csr_pem, made.spki_sha256, fresh))
     return out
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """`data` at `path`, mode 0600 in a 0700 folder, synced, appearing whole or not at all."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temp, path)
-
-
-def write_flat(path: Path, data: bytes) -> None:
-    """`data` at `path`, mode 0600, in place: for files a run can make again if a crash cuts
-    them short (a key before it was synced and journaled, a bundle); a temporary file and a
-    rename each would double the cost of tens of thousands of files."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
 
 
 def sync_files(folder: Path) -> None:
@@ -149,8 +129,8 @@ class PreclaimRun:
                     ) -> list[str]:
         """The run's UCIs: as recorded in run.json when resuming, else issued now (`count`)
         or taken from `listed` (already issued, of this product)."""
-        self._out.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self._out, 0o700)
+        private_folder(self._out)
+        os.chmod(self._out, FOLDER_MODE)  # also when the folder was there
         run_file = self._out / RUN_FILE
         if run_file.exists():
             state = json.loads(run_file.read_text())
@@ -292,7 +272,7 @@ class PreclaimRun:
                 data = make_bundle(uci, key.read_text(), granted.data)
                 if not bundle.exists() or bundle.read_bytes() != data:
                     # Not synced one by one: the journal holds it, a rerun writes it again.
-                    write_flat(bundle, data)
+                    write_in_place(bundle, data)
                 row.update(status="preclaimed", fingerprint=granted.data["fingerprint"],
                            not_after=granted.data["not_after"])
                 result.preclaimed += 1
@@ -333,13 +313,10 @@ def _key_id(path: Path) -> str | None:
 
 
 def _write_report(path: Path, rows: Iterable[dict[str, str]]) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+    with replacing(path, "w", newline="", encoding="utf-8") as out:
         writer = csv.DictWriter(out, REPORT_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(temp, path)
 
 
 def read_unit_list(path: Path, parse: Callable[[str], str] = uci_codec.parse) -> list[str]:

@@ -11,10 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from factory.units.fixture import FixtureStatus
+from factory.states import FIXTURE_STATES, FixtureStatus
 
-FIXTURE_STATES = ("starting", "waiting", "identifying", "issuing", "writing", "verifying",
-                  "keying", "certifying", "labelling", "done", "failed", "port-error")
 # Steps on a serial line take milliseconds to seconds.
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 

@@ -23,7 +23,7 @@ from factory.status.feed import Snapshot, StatusFeed
 from factory.web.auth import PERMISSIONS, authorize, from_networks
 from factory.web.keys import CONFIG, JOURNAL, LIVE, STATUS_FEED, TOKENS
 from factory.web.problems import Forbidden, NotFound, Unauthorized
-from factory.web.status_page import render
+from factory.web.status_html import render
 
 COOKIE = "factory_status_token"
 COOKIE_MAX_AGE = 400 * 24 * 3600  # the longest a browser keeps a cookie: a kiosk stays in

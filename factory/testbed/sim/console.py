@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from factory.sim.pty import SimPty, Unplugged
+from factory.testbed.sim.pty import SimPty, Unplugged
 
 _CORRUPTING_MV = r"""
 mv() {

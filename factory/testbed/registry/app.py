@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
-from factory.registry.ca import CertificateAuthority
-from factory.registry.errors import BadRequest, Forbidden, Problem, RegistryUnauthorized
-from factory.registry.store import Store, TokenKind
 from factory.sdnotify import Notifier
+from factory.testbed.registry import handlers
+from factory.testbed.registry.ca import CertificateAuthority
+from factory.testbed.registry.errors import BadRequest, Problem
+from factory.testbed.registry.keys import CA, SETTINGS, STORE, Settings
+from factory.testbed.registry.store import Store
 from factory.web.app import http_limits
 from factory.web.body import DEFAULT_BODY_TIMEOUT
 from factory.web.problems import response
@@ -24,35 +23,11 @@ log = logging.getLogger("factory.registry")
 MAX_BODY = 64 * 1024
 
 
-@dataclass(frozen=True)
-class Settings:
-    """What `factory registry serve` is told; building it does no I/O."""
-
-    db: Path
-    host: str = "127.0.0.1"
-    port: int = 8700
-    endpoint: str = "mqtts://localhost:8883"
-    poll_delay: int = 10
-
-    @property
-    def ca_key(self) -> Path:
-        return self.db.with_name(self.db.name + ".ca-key.pem")
-
-    @property
-    def ca_cert(self) -> Path:
-        return self.db.with_name(self.db.name + ".ca.pem")
-
-
-SETTINGS = web.AppKey("settings", Settings)
-STORE = web.AppKey("store", Store)
-CA = web.AppKey("ca", CertificateAuthority)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def make_app(settings: Settings) -> web.Application:
     """The registry as an aiohttp app; opens the store and the CA on start-up."""
-    from factory.registry import handlers  # handlers use the keys above
-
     app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_resources)
@@ -74,21 +49,6 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = await Store.open(settings.db)
     yield
     await app[STORE].close()
-
-
-async def caller(request: web.Request, kind: TokenKind) -> str:
-    """The name behind the request's bearer token, if it is of `kind`; else 401/403."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise RegistryUnauthorized("send Authorization: Bearer <token> (make one with "
-                                   "`factory registry token`)")
-    found = await request.app[STORE].token(token.strip())
-    if found is None:
-        raise RegistryUnauthorized("this bearer token is not known to the registry")
-    if found[0] != kind:
-        raise Forbidden(f"this endpoint needs a {kind} token; a {found[0]} token was sent")
-    return found[1]
 
 
 @web.middleware
@@ -120,12 +80,6 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     if key is not None and "Idempotency-Key" not in answer.headers:
         answer.headers["Idempotency-Key"] = key
     return answer
-
-
-def json_response(body: object, status: int = 200,
-                  headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json",
-                        headers=headers)
 
 
 async def serve(settings: Settings) -> None:

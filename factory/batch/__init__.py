@@ -1,0 +1,1 @@
+"""Batch runs from the command line: pre-claiming thousands of units at once."""

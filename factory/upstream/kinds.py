@@ -1,0 +1,72 @@
+"""Building the configured upstream's adapter: the one place a new cloud registers (its
+`[upstream] kind` and a builder that opens the adapter for a station config)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from botocore.exceptions import ProfileNotFound
+
+from factory.config import ConfigError, StationConfig
+from factory.upstream.adapter import Upstream
+from factory.upstream.aws import AwsIotUpstream, make_client
+from factory.upstream.aws_certs import pem_blocks
+from factory.upstream.http import HttpUpstream
+
+Builder = Callable[[StationConfig, contextlib.AsyncExitStack], Awaitable[Upstream]]
+
+
+async def upstream_client(config: StationConfig, stack: contextlib.AsyncExitStack) -> Upstream:
+    """The configured upstream's adapter, open until `stack` closes."""
+    build = BUILDERS.get(config.upstream.kind)
+    if build is None:
+        raise ConfigError(config.source, "upstream.kind", "no upstream is configured")
+    return await build(config, stack)
+
+
+async def http_upstream(config: StationConfig, stack: contextlib.AsyncExitStack) -> Upstream:
+    """The http adapter: the product token from its file, one aiohttp session."""
+    upstream = config.upstream
+    assert upstream.token_file is not None
+    try:
+        token = upstream.token_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(config.source, "upstream.token_file",
+                          f"cannot be read: {exc.strerror}") from exc
+    session = await stack.enter_async_context(aiohttp.ClientSession())
+    return HttpUpstream(session, upstream.url, token, timeout=upstream.timeout)
+
+
+async def _aws(config: StationConfig, stack: contextlib.AsyncExitStack) -> Upstream:
+    aws = aws_upstream(config)
+    stack.callback(aws.close)
+    return aws
+
+
+def aws_upstream(config: StationConfig) -> AwsIotUpstream:
+    """The aws-iot adapter for the config: credentials from the standard AWS chain."""
+    upstream = config.upstream
+    chain: tuple[str, ...] = ()
+    if upstream.ca_file is not None:
+        try:
+            chain = tuple(pem_blocks(upstream.ca_file.read_text()))
+        except OSError as exc:
+            raise ConfigError(config.source, "upstream.ca_file",
+                              f"cannot be read: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise ConfigError(config.source, "upstream.ca_file",
+                              f"is not a PEM certificate bundle: {exc}") from exc
+    try:
+        client = make_client(upstream.region, endpoint_url=upstream.endpoint_url,
+                             profile=upstream.profile, timeout=upstream.timeout,
+                             pool=max(10, upstream.concurrency))
+    except ProfileNotFound as exc:
+        raise ConfigError(config.source, "upstream.profile", str(exc)) from exc
+    return AwsIotUpstream(client, station=config.station_id, policy=upstream.policy,
+                          thing_types=upstream.thing_types, thing_group=upstream.thing_group,
+                          ca_chain=chain, workers=upstream.concurrency)
+
+
+BUILDERS: dict[str, Builder] = {"http": http_upstream, "aws-iot": _aws}
