@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from factory.config import ConfigError, load
+from factory.config import DRIVERS, UPSTREAM_KINDS, ConfigError, Fixture, load
+from factory.config.fixtures import SETTINGS
+from factory.config.upstream import PARSERS
 from tests.conftest import CONFIG_TEXT, PRODUCT, ROOT, run_cli, write_config
 
 
@@ -199,6 +202,13 @@ media = "Custom.50x30mm"
     assert config.printer.keep == tmp_path / "pdfs"
     assert config.products[1].qr == "https://c.example/c/{uci}"
     assert config.products[0].qr == "{uci}"
+
+
+def test_every_upstream_kind_and_driver_has_a_parser() -> None:
+    # The Literal types name the kinds and drivers; their parsers register separately.
+    assert list(PARSERS) == list(UPSTREAM_KINDS)
+    assert list(SETTINGS) == list(DRIVERS)
+    assert set(SETTINGS) <= {f.name for f in fields(Fixture)}
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -1,0 +1,109 @@
+"""The [[products]] a station issues: what a unit is, how it is claimed, what its label says."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, cast
+
+from factory.config.table import ID, ConfigError, Table, seconds
+
+ClaimMode = Literal["user", "pre"]
+CLAIM_MODES: tuple[ClaimMode, ...] = ("user", "pre")
+QR_PLACEHOLDERS = frozenset({"uci", "human", "product", "model", "name"})
+# Keys the station itself writes into device.json5; a product may not override them.
+RESERVED_FIELDS = frozenset({"id", "product", "name", "model", "description"})
+_FIELD_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+
+
+@dataclass(frozen=True)
+class Product:
+    id: str
+    name: str
+    model: str = ""
+    description: str = ""
+    label: str = ""  # label template name in the labels folder, without .toml
+    claim: ClaimMode = "user"
+    fields: Mapping[str, str | int | float | bool] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    qr: str = "{uci}"  # what the label's QR code holds; placeholders in QR_PLACEHOLDERS
+    # claim = "pre": the account units are pre-claimed for, and how long a fixture waits
+    # for a unit's certificate before asking for the unit to be plugged in again later.
+    account: str = ""
+    preclaim_wait: float = 30.0
+    # claim = "user": a per-unit claim secret printed on the label, valid this many days
+    # (0: no secret; the UCI alone claims the unit).
+    claim_secret_days: int = 0
+
+
+def read_products(root: Table) -> tuple[Product, ...]:
+    """The file's [[products]], each id once."""
+    source = root.source
+    products_raw = root.get("products", list, [], what="an array of tables ([[products]])")
+    found = tuple(_product(source, i, p) for i, p in enumerate(products_raw))
+    seen: set[str] = set()  # product ids
+    for i, product in enumerate(found):
+        if product.id in seen:
+            raise ConfigError(source, f"products[{i}].id", f"{product.id!r} is defined twice")
+        seen.add(product.id)
+    return found
+
+
+def _product(source: Path, index: int, value: Any) -> Product:
+    if not isinstance(value, dict):
+        raise ConfigError(source, f"products[{index}]", "must be a table ([[products]])")
+    table = Table(source, f"products[{index}]", value)
+    product_id = table.get("id", str)
+    if not ID.match(product_id):
+        raise table.error("id", "must be 1-64 letters, digits, '.', '_' or '-'")
+    name = table.get("name", str)
+    model = table.get("model", str, "")
+    description = table.get("description", str, "")
+    label = table.get("label", str, "")
+    if label and not ID.match(label):
+        raise table.error("label", "must be a template name in the labels folder, e.g. "
+                                   "'thermal-50x30'")
+    qr = table.get("qr", str, "{uci}")
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(qr) if name is not None}
+    except ValueError as exc:
+        raise table.error("qr", f"is not a format string: {exc}") from exc
+    if names - QR_PLACEHOLDERS:
+        raise table.error("qr", f"unknown placeholder {{{sorted(names - QR_PLACEHOLDERS)[0]}}};"
+                                f" use {', '.join('{' + n + '}' for n in sorted(QR_PLACEHOLDERS))}")
+    claim = table.get("claim", str, "user")
+    if claim not in CLAIM_MODES:
+        raise table.error("claim", f"must be one of {', '.join(CLAIM_MODES)}, got {claim!r}")
+    account, wait, secret_days = "", 30.0, 0
+    if claim == "pre":
+        account = table.get("account", str, "")
+        if not 1 <= len(account) <= 64 or not account.isprintable():
+            raise table.error("account", "a pre-claimed product names the account its units "
+                                         "are claimed for (1-64 printable characters)")
+        wait = seconds(table, "preclaim_wait", 30.0)
+    else:
+        secret_days = table.get("claim_secret_days", int, 0)
+        if not 0 <= secret_days <= 3650:
+            raise table.error("claim_secret_days", f"must be 0 (no claim secret) to 3650 days, "
+                                                   f"got {secret_days}")
+    fields_table = table.table("fields")
+    fields: dict[str, str | int | float | bool] = {}
+    for key, item in fields_table.data.items():
+        if not _FIELD_KEY.match(key):
+            raise fields_table.error(key, "a field name is letters, digits and '_'")
+        if key in RESERVED_FIELDS:
+            raise fields_table.error(key, "is set by the station; it cannot be a product field")
+        if not isinstance(item, (str, int, float, bool)):
+            raise fields_table.error(key, "must be a string, number or true/false")
+        fields[key] = item
+    table.finish()
+    return Product(
+        id=product_id, name=name, model=model, description=description, label=label,
+        claim=cast(ClaimMode, claim), fields=MappingProxyType(fields), qr=qr,
+        account=account, preclaim_wait=wait, claim_secret_days=secret_days,
+    )

@@ -1,0 +1,153 @@
+"""The [upstream] table: the device cloud units are registered with.
+
+A new kind of cloud adds its name to `UpstreamKind`, its settings to `Upstream`, a parser here,
+and registers the parser in `PARSERS` (its adapter registers in factory/upstream/kinds.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, cast, get_args
+
+from factory.config.products import Product
+from factory.config.table import Table, config_path, seconds
+
+UpstreamKind = Literal["none", "http", "aws-iot"]
+UPSTREAM_KINDS: tuple[UpstreamKind, ...] = get_args(UpstreamKind)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The device cloud units are registered with (kind "none": no registration)."""
+
+    kind: UpstreamKind = "none"
+    url: str = ""
+    token_file: Path | None = None  # holds the product token; never the config itself
+    concurrency: int = 4
+    timeout: float = 10.0
+    # The outbox's retries: full-jitter backoff from retry_base seconds doubling up to
+    # retry_cap (a server's Retry-After wins when longer).
+    retry_base: float = 1.0
+    retry_cap: float = 300.0
+    # aws-iot (docs/upstream-aws.md); credentials come from the standard AWS chain only.
+    region: str = ""
+    endpoint_url: str = ""  # e.g. a local emulator; empty: AWS's own endpoint
+    profile: str = ""  # a profile name in ~/.aws (not a credential); empty: the default chain
+    policy: str = ""  # the IoT policy attached to every pre-claimed certificate
+    thing_group: str = ""  # every thing is added to it (made if missing); empty: none
+    thing_types: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    ca_file: Path | None = None  # PEM CA chain handed out with certificates (AmazonRootCA1)
+
+    @property
+    def enabled(self) -> bool:
+        return self.kind != "none"
+
+
+_CREDENTIAL_KEY = re.compile(r"access_key|secret|session_token|password|credential", re.I)
+_AWS_KEYS = ("region", "endpoint_url", "profile", "policy", "thing_group", "thing_types",
+             "ca_file")
+_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}\Z")
+_AWS_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}\Z")  # thing types and thing groups
+_AWS_POLICY = re.compile(r"^[\w+=,.@-]{1,128}\Z", re.ASCII)
+
+
+def read_upstream(table: Table, products: tuple[Product, ...]) -> Upstream:
+    """The [upstream] table, read by its kind's parser; no kind takes credentials."""
+    for key in table.data:
+        if _CREDENTIAL_KEY.search(key):
+            raise table.error(key, "credentials never go in the station config (it is copied, "
+                                   "printed and committed); give the station AWS credentials "
+                                   "through the standard chain: AWS_ACCESS_KEY_ID and "
+                                   "AWS_SECRET_ACCESS_KEY in its environment, a profile in "
+                                   "~/.aws (upstream.profile or AWS_PROFILE), or the "
+                                   "instance role")
+    kind = table.get("kind", str, "none")
+    if kind not in UPSTREAM_KINDS:
+        kinds = f"{', '.join(UPSTREAM_KINDS[:-1])} or {UPSTREAM_KINDS[-1]}"
+        raise table.error("kind", f"must be {kinds}, got {kind!r}")
+    return PARSERS[cast(UpstreamKind, kind)](table, products)
+
+
+def _none(table: Table, products: tuple[Product, ...]) -> Upstream:
+    table.finish()
+    return Upstream()
+
+
+def _http(table: Table, products: tuple[Product, ...]) -> Upstream:
+    for key in _AWS_KEYS:
+        if key in table.data:
+            raise table.error(key, 'is for kind = "aws-iot" only')
+    url = table.get("url", str)
+    if not re.match(r"^https?://[^\s/]+(/\S*)?\Z", url):
+        raise table.error("url", f"must be an http(s) URL, got {url!r}")
+    token_file = config_path(table.source, table.get("token_file", str))
+    sending = _sending(table)
+    table.finish()
+    return Upstream(kind="http", url=url, token_file=token_file, **sending)
+
+
+def _aws_iot(table: Table, products: tuple[Product, ...]) -> Upstream:
+    for key in ("url", "token_file"):
+        if key in table.data:
+            raise table.error(key, 'is for kind = "http" only; AWS IoT is reached by region '
+                                   '(and endpoint_url), with credentials from the AWS chain')
+    region = table.get("region", str)
+    if not _AWS_REGION.match(region):
+        raise table.error("region", f"must be an AWS region such as eu-west-1, got {region!r}")
+    endpoint_url = table.get("endpoint_url", str, "")
+    if endpoint_url and not re.match(r"^https?://[^\s/]+/?\Z", endpoint_url):
+        raise table.error("endpoint_url", f"must be http(s)://host[:port], got {endpoint_url!r}")
+    profile = table.get("profile", str, "")
+    policy = table.get("policy", str, "")
+    if policy and not _AWS_POLICY.match(policy):
+        raise table.error("policy", "must be an AWS IoT policy name (letters, digits, "
+                                    f"'_+=,.@-', at most 128), got {policy!r}")
+    preclaimed = [p.id for p in products if p.claim == "pre"]
+    if preclaimed and not policy:
+        raise table.error("policy", f"is required: product {preclaimed[0]} is pre-claimed, "
+                                    "and its certificates need an AWS IoT policy")
+    thing_group = table.get("thing_group", str, "")
+    if thing_group and not _AWS_NAME.match(thing_group):
+        raise table.error("thing_group", "must be letters, digits, ':', '_' or '-' (at most "
+                                         f"128), got {thing_group!r}")
+    types = table.table("thing_types")
+    thing_types = {p.id: types.get(p.id, str, p.id) for p in products}
+    for product, name in thing_types.items():
+        if not _AWS_NAME.match(name):
+            reason = (f"{name!r} is not a valid thing type name (letters, digits, ':', '_', "
+                      f"'-'); set upstream.thing_types.\"{product}\" to one")
+            raise types.error(product, reason) if product in types.data else \
+                table.error("thing_types", reason)
+    types.finish()
+    ca_text = table.get("ca_file", str, "")
+    sending = _sending(table)
+    table.finish()
+    return Upstream(kind="aws-iot", **sending, region=region,
+                    endpoint_url=endpoint_url, profile=profile, policy=policy,
+                    thing_group=thing_group, thing_types=MappingProxyType(thing_types),
+                    ca_file=config_path(table.source, ca_text) if ca_text else None)
+
+
+def _sending(table: Table) -> dict[str, Any]:
+    """Any upstream's requests in flight at once, seconds before one is given up, and the
+    retry schedule's first and longest wait (Upstream's fields of those names)."""
+    concurrency = table.get("concurrency", int, 4)
+    if not 1 <= concurrency <= 64:
+        raise table.error("concurrency", f"must be 1 to 64, got {concurrency}")
+    base = seconds(table, "retry_base", Upstream.retry_base)
+    cap = seconds(table, "retry_cap", Upstream.retry_cap)
+    if cap < base:
+        raise table.error("retry_cap", f"must be at least retry_base ({base:g} s), got {cap:g}")
+    return {"concurrency": concurrency, "timeout": seconds(table, "timeout", 10.0),
+            "retry_base": base, "retry_cap": cap}
+
+
+# Each kind's parser: the one place an upstream kind registers (tests/test_config.py checks
+# that every UpstreamKind has one).
+PARSERS: dict[UpstreamKind, Callable[[Table, tuple[Product, ...]], Upstream]] = {
+    "none": _none, "http": _http, "aws-iot": _aws_iot,
+}
