@@ -275,8 +275,12 @@ DOCUMENT["paths"].update({
     "/api/v1/status/events": {"get": {
         "summary": "The status as server-sent events",
         "description": "`event: status` with the snapshot as `data`: at once, after every "
-                       "change (coalesced), and at least every 15 s. Roles as /api/v1/status.",
+                       "change (coalesced), and at least every 15 s. Roles as /api/v1/status. "
+                       "`?view=page` is the status page's own stream: `event: page` with the "
+                       "page's changing parts as rendered HTML, by element id.",
         "security": _STATUS_SECURITY, "x-open-networks": _STATUS_OPEN,
+        "parameters": [{"name": "view", "in": "query", "required": False,
+                        "schema": {"enum": ["page"]}}],
         "responses": {"200": {"description": "An endless event stream",
                               "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                       **_errors(401, 403, 503)}}},
