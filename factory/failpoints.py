@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import signal
 
+from factory.states import STEP_NAMES
+
 ENV = "FACTORY_FAILPOINTS"
 
 # Every point the station passes, so the harness can choose among them and a typo is refused.
@@ -22,8 +24,7 @@ POINTS = frozenset({
     "journal.committed",   # COMMIT returned, nobody told yet
     "api.issued",          # UCIs journaled, the HTTP response not yet sent
     # A unit's step is about to start (the steps before it are journaled), or all are done.
-    *(f"step.{step}" for step in ("identifying", "issuing", "writing", "verifying", "keying",
-                                  "labelling", "certifying", "done")),
+    *(f"step.{step}" for step in (*STEP_NAMES, "done")),
     "serial.write",        # between two chunks/commands of a device file write
     "label.rendered",      # the label PDF is kept, `labelled` not yet journaled
     "print.submitted",     # CUPS took the job, `print_submitted` not yet journaled

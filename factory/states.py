@@ -1,18 +1,70 @@
-"""One home for the station's names: the states a unit and a fixture can be in.
+"""One home for the station's names: the states a unit, a fixture and an outbox entry can be
+in, the kinds of event the journal holds, and the status page's counters and tones.
 
-Everything else derives from these (the API's checks, the OpenAPI enums, the metrics, the status
-page's words); adding a step or a state means editing this module plus the code that acts on it.
+Everything else derives from these (the API's checks, the OpenAPI enums, the metrics, the
+failpoints, the status page's words); adding a step or a state means editing this module plus
+the code that acts on it. Tests check the tables keyed by these names cover every one.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal, TypeGuard, get_args
 
-FixtureState = Literal["starting", "waiting", "identifying", "issuing", "writing", "verifying",
-                       "keying", "certifying", "labelling", "done", "failed", "port-error"]
+UnitState = Literal["issued", "written", "verified", "labelled", "printed", "registered",
+                    "claimed", "preclaimed", "failed", "voided"]
+UNIT_STATES: tuple[UnitState, ...] = get_args(UnitState)
+# A unit in one of these states has a verified device file; re-plugging it only re-checks.
+DONE_STATES: frozenset[UnitState] = frozenset({"verified", "labelled", "printed",
+                                               "registered", "claimed", "preclaimed"})
+
+# A unit's steps as the journal records them, in the order a unit usually meets them.
+UnitEventKind = Literal[
+    "issued", "written", "verified", "interrupted", "failed",
+    "key_made", "certificate_written",  # pre-claimed products
+    "labelled", "print_submitting", "print_submitted", "printed", "print_failed",
+    "registered", "register_failed", "preclaimed", "preclaim_failed",
+    "claimed",  # older stations' name for preclaimed; their journals still hold it
+    "requeued", "voided",
+]
+# The station's own notes (no unit): a fixture that failed or stopped before it had a UCI.
+NoteKind = Literal["fixture_failed", "fixture_interrupted", "fixture_port_error"]
+EventKind = Literal[UnitEventKind, NoteKind]
+EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
+
+# What a fixture shows while each step of a unit runs (also the step's name and failpoint).
+StepName = Literal["identifying", "issuing", "writing", "verifying", "keying", "certifying",
+                   "labelling"]
+STEP_NAMES: tuple[StepName, ...] = get_args(StepName)
+FixtureState = Literal["starting", "waiting", StepName, "done", "failed", "port-error",
+                       "stopped"]
 FIXTURE_STATES: tuple[FixtureState, ...] = get_args(FixtureState)
+
+OutboxState = Literal["pending", "failed", "done"]
+OUTBOX_STATES: tuple[OutboxState, ...] = get_args(OutboxState)
+
+# The status page's counters (units per counter, this shift and today), in the page's order.
+CounterName = Literal["issued", "verified", "labelled", "registered", "preclaimed", "failed",
+                      "voided"]
+COUNTER_NAMES: tuple[CounterName, ...] = get_args(CounterName)
+
+# The colour class of a fixture, a tile or the attention banner (status.css styles each).
+Tone = Literal["idle", "busy", "ok", "stop"]
+TONES: tuple[Tone, ...] = get_args(Tone)
+
+PrinterState = Literal["none", "idle", "unavailable"]  # none: labels are kept as PDF
+PRINTER_STATES: tuple[PrinterState, ...] = get_args(PrinterState)
+
+
+def is_fixture_state(value: str) -> TypeGuard[FixtureState]:
+    """True for a known fixture state (a status may hold any string a step set)."""
+    return value in FIXTURE_STATES
+
+
+def is_event_kind(value: str) -> TypeGuard[EventKind]:
+    """True for a kind of event this station journals."""
+    return value in EVENT_KINDS
 
 
 @dataclass

@@ -167,13 +167,14 @@ async def test_open_networks_see_the_page_without_a_token(
     assert (await open_station.post("/api/v1/ucis", json={"product": PRODUCT})).status == 401
 
 
-async def read_events(resp: ClientResponse) -> AsyncIterator[dict[str, Any]]:
-    """The `status` events of a server-sent event stream, parsed."""
+async def read_events(resp: ClientResponse, want: str = "status"
+                      ) -> AsyncIterator[dict[str, Any]]:
+    """The `want` events of a server-sent event stream, parsed."""
     kind = ""
     while line := (await resp.content.readline()).decode():
         if line.startswith("event: "):
             kind = line[7:].strip()
-        elif line.startswith("data: ") and kind == "status":
+        elif line.startswith("data: ") and kind == want:
             yield json.loads(line[6:])
 
 
@@ -191,6 +192,29 @@ async def test_the_event_stream_pushes_journal_changes(station: Station) -> None
     assert second["units"][0]["uci"] == (await issued.json())["uci"]
     await station.client.app.shutdown()  # the station stops: the open stream ends at once
     assert [e async for e in events] == []
+
+
+async def test_the_pages_own_stream_sends_its_parts_as_the_page_renders_them(
+        station: Station) -> None:
+    viewer = station.auth("viewer")
+    resp = await station.client.get("/api/v1/status/events?view=page", headers=viewer)
+    assert resp.status == 200 and resp.headers["Content-Type"] == "text/event-stream"
+    events = aiter(read_events(resp, "page"))
+    first = await anext(events)
+    page = await (await station.client.get("/", headers=viewer)).text()
+    for name, part in first.items():
+        assert f'id="{name}"' in page
+        if name != "updated":  # the page's own snapshot may be a second younger
+            assert part["html"] in page
+    assert first["attention"]["class"] == "attention tone-ok"
+    issued = await station.client.post("/api/v1/ucis", json={"product": PRODUCT},
+                                       headers=station.auth("device"))
+    second = await anext(events)
+    assert ('<tr class="count-issued"><th>Issued</th><td class="shift">1</td>'
+            '<td class="today">1</td></tr>') in second["counts"]["html"]
+    assert (await issued.json())["human"] in second["units"]["html"]
+    head = await station.client.head("/api/v1/status/events?view=page", headers=viewer)
+    assert head.status == 200 and head.headers["Content-Type"] == "text/event-stream"
 
 
 async def test_the_event_stream_pushes_fixture_changes(config: StationConfig,

@@ -42,13 +42,14 @@ from factory.files import FOLDER_MODE, private_folder, replacing, write_in_place
 from factory.issuing import MAX_BATCH
 from factory.journal.records import IssueRequest, Unit
 from factory.journal.sqlite import Journal
+from factory.states import EventKind
 from factory.units.certificate import KEY_FILE, certificate_files
 from factory.upstream.outbox import OutboxWorker, preclaim_payload, registration_payload
 
 RUN_FILE = "run.json"
 REPORT_FILE = "report.csv"
 REPORT_FIELDS = ("uci", "human", "status", "fingerprint", "not_after", "reason")
-_KINDS = ("key_made", "preclaimed", "preclaim_failed")
+_KINDS: tuple[EventKind, ...] = ("key_made", "preclaimed", "preclaim_failed")  # a run's steps
 KEY_CHUNK = 100  # units per task of the key-making processes
 _LIBC = ctypes.CDLL(None, use_errno=True)
 

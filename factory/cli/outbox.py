@@ -8,8 +8,9 @@ import json
 from factory import uci as uci_codec
 from factory.cli.common import CliError, Subcommands, actor, command, with_journal
 from factory.config import StationConfig
-from factory.journal.backlog import OUTBOX_STATES, backlog
+from factory.journal.backlog import backlog
 from factory.journal.sqlite import Journal
+from factory.states import OUTBOX_STATES
 
 
 def register(sub: Subcommands) -> None:

@@ -9,8 +9,6 @@ from typing import Any
 from factory.journal.records import OutboxRow
 from factory.journal.sqlite import Journal
 
-OUTBOX_STATES = ("pending", "failed", "done")
-
 
 async def backlog(journal: Journal, *, state: str | None = "pending", uci: str | None = None,
                   limit: int = 100, now: datetime | None = None) -> dict[str, Any]:

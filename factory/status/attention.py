@@ -4,12 +4,19 @@ values in, plain values out (no I/O), so every rule is tested on its own."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
-Tone = Literal["idle", "busy", "ok", "stop"]
+from factory.states import (
+    CounterName,
+    EventKind,
+    FixtureState,
+    Tone,
+    is_event_kind,
+    is_fixture_state,
+)
 
 # Fixture state → (what the screen says, its colour class).
-FIXTURE_WORDS: dict[str, tuple[str, Tone]] = {
+FIXTURE_WORDS: dict[FixtureState, tuple[str, Tone]] = {
     "starting": ("Starting", "idle"),
     "waiting": ("Ready: plug in a unit", "idle"),
     "identifying": ("Identifying", "busy"),
@@ -22,9 +29,10 @@ FIXTURE_WORDS: dict[str, tuple[str, Tone]] = {
     "done": ("Done: unplug the unit", "ok"),
     "failed": ("FAILED", "stop"),
     "port-error": ("Port problem", "stop"),
+    "stopped": ("Stopped", "busy"),
 }
-# Journal event kinds as a unit's steps; internal bookkeeping kinds are left out.
-STEP_WORDS: dict[str, str] = {
+# Journal event kinds as a unit's steps; the kinds in UNSHOWN_KINDS are left out.
+STEP_WORDS: dict[EventKind, str] = {
     "issued": "issued", "written": "written", "verified": "verified",
     "labelled": "labelled", "printed": "printed", "print_failed": "print failed",
     "registered": "registered", "register_failed": "registration refused",
@@ -32,15 +40,18 @@ STEP_WORDS: dict[str, str] = {
     "preclaim_failed": "pre-claim refused", "certificate_written": "certificate written",
     "requeued": "sent again", "failed": "failed", "voided": "voided",
 }
+# Bookkeeping a person on the line need not see (a print job's hand-over, a step cut short
+# by a restart that redoes it), and notes that belong to no unit.
+UNSHOWN_KINDS: frozenset[EventKind] = frozenset({
+    "print_submitting", "print_submitted", "interrupted", "fixture_failed",
+    "fixture_interrupted", "fixture_port_error"})
 # Event kind → the counter it adds to.
-COUNTERS: dict[str, str] = {
+COUNTERS: dict[EventKind, CounterName] = {
     "issued": "issued", "verified": "verified", "labelled": "labelled",
     "registered": "registered", "claimed": "preclaimed", "preclaimed": "preclaimed",
     "failed": "failed", "fixture_failed": "failed", "print_failed": "failed",
     "register_failed": "failed", "preclaim_failed": "failed", "voided": "voided",
 }
-COUNTER_NAMES = ("issued", "verified", "labelled", "registered", "preclaimed", "failed",
-                 "voided")
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,14 @@ class Alert:
 
 def fixture_words(state: str) -> tuple[str, Tone]:
     """The words and tone for a fixture state (an unknown one is shown as it is)."""
-    return FIXTURE_WORDS.get(state, (state.capitalize(), "busy"))
+    if is_fixture_state(state):
+        return FIXTURE_WORDS[state]
+    return state.capitalize(), "busy"
+
+
+def step_words(kind: str) -> str | None:
+    """How a unit's list of steps names an event, or None for one it does not show."""
+    return STEP_WORDS.get(kind) if is_event_kind(kind) else None
 
 
 def fixture_alert(name: str, state: str, reason: str, action: str) -> Alert | None:

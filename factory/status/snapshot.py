@@ -13,15 +13,15 @@ from factory.config import StationConfig
 from factory.journal.backlog import backlog
 from factory.journal.records import Unit
 from factory.journal.sqlite import Journal
+from factory.states import COUNTER_NAMES
 from factory.status.attention import (
-    COUNTER_NAMES,
     COUNTERS,
-    STEP_WORDS,
     fixture_alert,
     fixture_words,
     journal_alert,
     outbox_failed_alert,
     printer_alert,
+    step_words,
     unfinished_alert,
     upstream_alerts,
 )
@@ -75,7 +75,8 @@ async def build(config: StationConfig, journal: Journal, live: LiveSources,
     """The snapshot at `now` (default: now), shifts read in `tz` (default: local time)."""
     now = now or datetime.now(UTC)
     win = windows(config.status.shifts, now, tz)
-    counted = await journal.count_events(COUNTERS, win.journal_times())
+    counters: dict[str, str] = {kind: counter for kind, counter in COUNTERS.items()}
+    counted = await journal.count_events(counters, win.journal_times())
     units = await journal.recent_units(RECENT_UNITS)
     outbox = await backlog(journal, limit=0, now=now)
 
@@ -135,8 +136,8 @@ def _unit(config: StationConfig, unit: Unit) -> dict[str, Any]:
         "uci": unit.uci, "human": uci_codec.human(unit.uci),
         "product": product.name if product else unit.product,
         "state": unit.state, "updated_at": unit.updated_at,
-        "steps": [{"kind": e.kind, "words": STEP_WORDS[e.kind], "at": e.at}
-                  for e in unit.events if e.kind in STEP_WORDS],
+        "steps": [{"kind": e.kind, "words": words, "at": e.at}
+                  for e in unit.events if (words := step_words(e.kind)) is not None],
     }
 
 

@@ -20,15 +20,13 @@ from factory import failpoints
 from factory.config import Product
 from factory.hardware import HardwareIdError, normalise
 from factory.journal.records import IssueRequest, IssueResult, Unit
+from factory.states import DONE_STATES, EventKind
 from factory.units.device_file import render
 from factory.units.driver import Identity, UnitDriver, Verification
 from factory.units.errors import IdentityConflict, ProtocolError, UnitError
 
 log = logging.getLogger("factory.pipeline")
 
-# A unit in one of these states has a verified device file; re-plugging it only re-checks.
-DONE_STATES = frozenset({"verified", "labelled", "printed", "registered", "claimed",
-                         "preclaimed"})
 
 
 class Ledger(Protocol):
@@ -36,10 +34,10 @@ class Ledger(Protocol):
 
     async def issue(self, request: IssueRequest) -> IssueResult: ...
     async def unit(self, uci: str) -> Unit: ...
-    async def record(self, uci: str, kind: str, actor: str, data: dict[str, Any],
+    async def record(self, uci: str, kind: EventKind, actor: str, data: dict[str, Any],
                      state: str | None = None, *,
                      enqueue: tuple[str, dict[str, Any]] | None = None) -> None: ...
-    async def note(self, kind: str, actor: str, data: dict[str, Any]) -> None: ...
+    async def note(self, kind: EventKind, actor: str, data: dict[str, Any]) -> None: ...
     async def live_units_for_hardware(self, hardware_id: str) -> list[Unit]: ...
 
 

@@ -9,15 +9,14 @@ from aiohttp import web
 from factory import failpoints
 from factory import uci as uci_codec
 from factory.issuing import InvalidField, issue_request
-from factory.journal.backlog import OUTBOX_STATES, backlog
+from factory.journal.backlog import backlog
 from factory.journal.records import Event, Unit
+from factory.states import OUTBOX_STATES, UNIT_STATES
 from factory.web.auth import authorize
 from factory.web.body import json_body
 from factory.web.keys import CONFIG, JOURNAL, TOKENS
 from factory.web.problems import BadRequest, Unavailable
 
-STATES = ("issued", "written", "verified", "labelled", "printed", "registered", "claimed",
-          "preclaimed", "failed", "voided")
 MAX_PAGE = 1000
 MAX_REASON = 500
 
@@ -68,8 +67,8 @@ async def list_units(request: web.Request) -> web.Response:
         raise BadRequest(f"unknown query parameter {unknown[0]!r}; use state, product, "
                          "limit, cursor")
     state = query.get("state")
-    if state is not None and state not in STATES:
-        raise InvalidField("state", f"must be one of {', '.join(STATES)}")
+    if state is not None and state not in UNIT_STATES:
+        raise InvalidField("state", f"must be one of {', '.join(UNIT_STATES)}")
     limit = _int_param(query.get("limit"), "limit", 100, 1, MAX_PAGE)
     cursor = _int_param(query.get("cursor"), "cursor", None, 1, 2**63 - 1)
     units, next_cursor = await request.app[JOURNAL].units(

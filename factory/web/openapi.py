@@ -7,8 +7,20 @@ from typing import Any
 from aiohttp import web
 
 from factory import __version__
+from factory.states import (
+    COUNTER_NAMES,
+    EVENT_KINDS,
+    FIXTURE_STATES,
+    OUTBOX_STATES,
+    PRINTER_STATES,
+    TONES,
+    UNIT_STATES,
+)
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
+# The names states.py defines, as the document's enums (tests/test_states.py pins them).
+_UNIT_STATE = {"type": "string", "enum": list(UNIT_STATES)}
+_EVENT_KIND = {"type": "string", "enum": list(EVENT_KINDS)}
 # Each operation's `security` names the token roles it accepts (any one of them will do;
 # OpenAPI 3.1 allows role names in a bearer scheme's list). tests/test_security_routes.py
 # calls every route with every role and checks the code against these lists.
@@ -48,7 +60,7 @@ DOCUMENT: dict[str, Any] = {
             "Event": {
                 "type": "object",
                 "required": ["seq", "kind", "at", "station", "actor", "data", "hash"],
-                "properties": {"seq": {"type": "integer"}, "kind": {"type": "string"},
+                "properties": {"seq": {"type": "integer"}, "kind": _EVENT_KIND,
                                "at": {"type": "string", "format": "date-time"},
                                "station": {"type": "string"}, "actor": {"type": "string"},
                                "data": {"type": "object"}, "hash": {"type": "string"}},
@@ -60,7 +72,7 @@ DOCUMENT: dict[str, Any] = {
                 "properties": {
                     "uci": {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{16}$"},
                     "human": {"type": "string"}, "product": {"type": "string"},
-                    "hardware_id": {"type": ["string", "null"]}, "state": {"type": "string"},
+                    "hardware_id": {"type": ["string", "null"]}, "state": _UNIT_STATE,
                     "station": {"type": "string"}, "created_at": {"type": "string"},
                     "updated_at": {"type": "string"},
                     "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
@@ -113,7 +125,7 @@ DOCUMENT: dict[str, Any] = {
             "security": [{"bearer": ["operator", "viewer"]}],
             "description": "Roles: operator, viewer.",
             "parameters": [
-                {"name": "state", "in": "query", "schema": {"type": "string"}},
+                {"name": "state", "in": "query", "schema": _UNIT_STATE},
                 {"name": "product", "in": "query", "schema": {"type": "string"}},
                 {"name": "limit", "in": "query",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
@@ -149,7 +161,7 @@ DOCUMENT: dict[str, Any] = {
                            "to pending.",
             "parameters": [
                 {"name": "state", "in": "query",
-                 "schema": {"type": "string", "enum": ["pending", "failed", "done"]}},
+                 "schema": {"type": "string", "enum": list(OUTBOX_STATES)}},
                 {"name": "uci", "in": "query", "schema": {"type": "string"}},
                 {"name": "limit", "in": "query",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
@@ -193,8 +205,8 @@ DOCUMENT: dict[str, Any] = {
 _STATUS_SECURITY: list[dict[str, list[str]]] = [
     {"bearer": ["operator", "viewer"]}, {"statusCookie": ["operator", "viewer"]}, {}]
 _STATUS_OPEN = "[status] open_networks"  # the anonymous `{}` above: only from these
-_COUNTS = {"type": "object", "properties": {name: {"type": "integer"} for name in (
-    "issued", "verified", "labelled", "registered", "preclaimed", "failed", "voided")}}
+_COUNTS = {"type": "object",
+           "properties": {name: {"type": "integer"} for name in COUNTER_NAMES}}
 DOCUMENT["components"]["securitySchemes"]["statusCookie"] = {
     "type": "apiKey", "in": "cookie", "name": "factory_status_token",
     "description": "Set by GET /?token=<viewer token> (HttpOnly, SameSite=Strict)."}
@@ -216,17 +228,15 @@ DOCUMENT["components"]["schemas"]["Status"] = {
                            "60 minutes"},
         "fixtures": {"type": "array", "items": {"type": "object", "properties": {
             "name": {"type": "string"}, "port": {"type": "string"},
-            "state": {"type": "string", "description": "starting, waiting, identifying, "
-                      "issuing, writing, verifying, keying, certifying, labelling, done, "
-                      "failed, port-error"},
-            "words": {"type": "string"}, "tone": {"enum": ["idle", "busy", "ok", "stop"]},
+            "state": {"type": "string", "enum": list(FIXTURE_STATES)},
+            "words": {"type": "string"}, "tone": {"enum": list(TONES)},
             "reason": {"type": "string"}, "action": {"type": "string"},
             "uci": {"type": ["string", "null"]}, "since": {"type": "string"},
             "done": {"type": "integer"}, "failed": {"type": "integer"}}}},
         "units": {"type": "array", "description": "The 20 units with the newest events",
                   "items": {"type": "object", "properties": {
                       "uci": {"type": "string"}, "human": {"type": "string"},
-                      "product": {"type": "string"}, "state": {"type": "string"},
+                      "product": {"type": "string"}, "state": _UNIT_STATE,
                       "updated_at": {"type": "string"},
                       "steps": {"type": "array", "items": {"type": "object"}}}}},
         "upstream": {"type": "object", "properties": {
@@ -236,7 +246,7 @@ DOCUMENT["components"]["schemas"]["Status"] = {
             "last_error": {"type": "string"}, "refused": {"type": "string"}}},
         "printer": {"type": "object", "properties": {
             "enabled": {"type": "boolean"}, "queue": {"type": "string"},
-            "state": {"enum": ["none", "idle", "unavailable"]}, "reason": {"type": "string"}}},
+            "state": {"enum": list(PRINTER_STATES)}, "reason": {"type": "string"}}},
         "attention": {"type": "array", "description": "What needs a person now",
                       "items": {"type": "object", "properties": {
                           "source": {"type": "string"}, "what": {"type": "string"},
@@ -265,8 +275,12 @@ DOCUMENT["paths"].update({
     "/api/v1/status/events": {"get": {
         "summary": "The status as server-sent events",
         "description": "`event: status` with the snapshot as `data`: at once, after every "
-                       "change (coalesced), and at least every 15 s. Roles as /api/v1/status.",
+                       "change (coalesced), and at least every 15 s. Roles as /api/v1/status. "
+                       "`?view=page` is the status page's own stream: `event: page` with the "
+                       "page's changing parts as rendered HTML, by element id.",
         "security": _STATUS_SECURITY, "x-open-networks": _STATUS_OPEN,
+        "parameters": [{"name": "view", "in": "query", "required": False,
+                        "schema": {"enum": ["page"]}}],
         "responses": {"200": {"description": "An endless event stream",
                               "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                       **_errors(401, 403, 503)}}},

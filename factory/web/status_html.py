@@ -1,5 +1,8 @@
-"""The status page's HTML, rendered from a snapshot. static/status.js builds the same markup
-from each live snapshot; keep the two in step (the browser test reads both)."""
+"""The status page's HTML, rendered from a snapshot: the only place its markup is built.
+
+The page is rendered whole once; after that its event stream (GET /api/v1/status/events
+?view=page) sends `live_parts` of each new snapshot, which static/status.js swaps in by
+element id. Pure: plain values in, a string out."""
 
 from __future__ import annotations
 
@@ -7,12 +10,15 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from factory.states import COUNTER_NAMES, CounterName, PrinterState
 from factory.status.attention import duration
 
-COUNTER_WORDS = (("issued", "Issued"), ("verified", "Verified"), ("labelled", "Labelled"),
-                 ("registered", "Registered"), ("preclaimed", "Pre-claimed"),
-                 ("failed", "Failed"), ("voided", "Voided"))
-PRINTER_WORDS = {"none": "None", "idle": "Ready", "unavailable": "NOT PRINTING"}
+COUNTER_WORDS: dict[CounterName, str] = {
+    "issued": "Issued", "verified": "Verified", "labelled": "Labelled",
+    "registered": "Registered", "preclaimed": "Pre-claimed", "failed": "Failed",
+    "voided": "Voided"}
+PRINTER_WORDS: dict[PrinterState, str] = {"none": "None", "idle": "Ready",
+                                          "unavailable": "NOT PRINTING"}
 
 
 def h(tag: str, cls: str = "", *children: str, **attrs: str) -> str:
@@ -63,8 +69,8 @@ def counts(snap: dict[str, Any]) -> str:
     shift = t(f"Shift from {snap['shift']['name']}")
     head = h("thead", "", h("tr", "", h("th", ""), h("th", "", shift), h("th", "", "Today")))
     rows = []
-    for key, words in COUNTER_WORDS:
-        cells = [h("th", "", t(words))]
+    for key in COUNTER_NAMES:
+        cells = [h("th", "", t(COUNTER_WORDS[key]))]
         for window in ("shift", "today"):
             n = snap["counts"][window][key]
             cells.append(h("td", f"{window} warn" if key == "failed" and n else window, t(n)))
@@ -111,9 +117,31 @@ def units(snap: dict[str, Any]) -> str:
         for u in snap["units"])
 
 
+def live_parts(snap: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The page's parts that follow the line, by element id: the inner HTML and, where it
+    changes with the snapshot, the element's class. The page is rendered with them and its
+    stream sends them again, so the page and its updates cannot differ."""
+    tone = "stop" if snap["attention"] else "ok"
+    return {
+        "station": {"html": t(snap["station"])},
+        "updated": {"html": t(clock(snap["now"]))},
+        "attention": {"html": attention(snap), "class": f"attention tone-{tone}"},
+        "fixtures": {"html": fixtures(snap)},
+        "counts": {"html": counts(snap)},
+        "tiles": {"html": tiles(snap)},
+        "units": {"html": units(snap)},
+    }
+
+
 def render(snap: dict[str, Any]) -> str:
     """The whole page for one snapshot (it then updates itself from the event stream)."""
-    tone = "stop" if snap["attention"] else "ok"
+    parts = live_parts(snap)
+
+    def live(tag: str, name: str, cls: str = "", **attrs: str) -> str:
+        part = parts[name]
+        names = {key.replace("_", "-"): value for key, value in attrs.items()}  # aria-*
+        return h(tag, part.get("class", cls), part["html"], id=name, **names)
+
     station = t(snap["station"])
     return f"""<!doctype html>
 <html lang="en">
@@ -126,28 +154,27 @@ def render(snap: dict[str, Any]) -> str:
 </head>
 <body>
 <header>
-<h1>Station <b id="station">{station}</b></h1>
+<h1>Station {live("b", "station")}</h1>
 <p id="link" class="link">Connecting…</p>
-<p class="updated">Updated <time id="updated">{clock(snap["now"])}</time></p>
+<p class="updated">Updated {live("time", "updated")}</p>
 </header>
 <section id="lost" class="lost" role="alert" hidden>
 <p class="what">STATION UNREACHABLE since <time id="lost-since"></time></p>
 <p class="action">This screen shows the last known state. Check the station PC and its network;
 the page reconnects by itself.</p>
 </section>
-<section id="attention" class="attention tone-{tone}" aria-live="assertive">
-{attention(snap)}</section>
+{live("section", "attention", aria_live="assertive")}
 <main>
 <div class="left">
-<section id="fixtures" class="fixtures" aria-label="Fixtures">{fixtures(snap)}</section>
+{live("section", "fixtures", "fixtures", aria_label="Fixtures")}
 <div class="numbers">
-<table id="counts" class="counts">{counts(snap)}</table>
-<section id="tiles" class="tiles">{tiles(snap)}</section>
+{live("table", "counts", "counts")}
+{live("section", "tiles", "tiles")}
 </div>
 </div>
 <section class="units" aria-label="Last units">
 <h2>Last units</h2>
-<table><tbody id="units">{units(snap)}</tbody></table>
+<table>{live("tbody", "units")}</table>
 </section>
 </main>
 </body>

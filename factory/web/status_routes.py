@@ -1,6 +1,7 @@
 """The operators' status page: GET / (HTML), GET /api/v1/status (its JSON snapshot),
-GET /api/v1/status/events (the same snapshot as server-sent events, on every change) and the
-page's own CSS and JavaScript under /static/.
+GET /api/v1/status/events (the same snapshot as server-sent events, on every change; with
+?view=page the page's own stream: its live parts as rendered HTML) and the page's own CSS and
+JavaScript under /static/.
 
 Read-only. Open to the networks in [status] open_networks; elsewhere it needs a viewer or
 operator token: as a bearer token, or given once as /?token=... which the station keeps in
@@ -23,7 +24,7 @@ from factory.status.feed import Snapshot, StatusFeed
 from factory.web.auth import PERMISSIONS, authorize, from_networks
 from factory.web.keys import CONFIG, JOURNAL, LIVE, STATUS_FEED, TOKENS
 from factory.web.problems import Forbidden, NotFound, Unauthorized
-from factory.web.status_html import render
+from factory.web.status_html import live_parts, render
 
 COOKIE = "factory_status_token"
 COOKIE_MAX_AGE = 400 * 24 * 3600  # the longest a browser keeps a cookie: a kiosk stays in
@@ -98,8 +99,10 @@ async def status(request: web.Request) -> web.Response:
 
 async def events(request: web.Request) -> web.StreamResponse:
     """GET /api/v1/status/events: `status` events carrying the snapshot, first at once, then
-    after each change (coalesced) and at least every refresh interval."""
+    after each change (coalesced) and at least every refresh interval. With ?view=page,
+    `page` events carry the page's live parts instead, rendered as the page renders them."""
     await allow(request)
+    as_page = request.query.get("view") == "page"
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                "X-Accel-Buffering": "no"}
     if request.method == "HEAD":
@@ -114,8 +117,9 @@ async def events(request: web.Request) -> web.StreamResponse:
         try:
             await response.write(f"retry: {RETRY_MS}\n\n".encode())
             async for snap in _chain(first, updates):
-                await response.write(b"event: status\ndata: " + json.dumps(snap).encode()
-                                     + b"\n\n")
+                event, data = ("page", live_parts(snap)) if as_page else ("status", snap)
+                await response.write(f"event: {event}\ndata: ".encode()
+                                     + json.dumps(data).encode() + b"\n\n")
         except ConnectionResetError:
             pass  # the page went away
     return response

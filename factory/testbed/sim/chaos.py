@@ -24,12 +24,12 @@ from pathlib import Path
 from factory.config import DriverName, Fixture, Product
 from factory.config.drivers import ConsoleSettings
 from factory.journal.sqlite import Journal
+from factory.states import DONE_STATES
 from factory.testbed.sim.console import run_console_unit
 from factory.testbed.sim.framed import run_framed_unit
 from factory.testbed.sim.pty import Misbehaviour, SimPty
 from factory.units.driver import Identity
 from factory.units.fixture import FixtureRunner
-from factory.units.pipeline import DONE_STATES
 
 FAULTS = ("healthy", "unplug", "garbage", "corrupt", "drop", "slow", "bad-storage", "silent")
 FIRST_OUTCOMES = ("verified", "failed", "unnoticed")  # what a faulty first turn can end in
