@@ -64,6 +64,7 @@ class Product:
 
 
 QR_PLACEHOLDERS = frozenset({"uci", "human", "product", "model", "name"})
+PrinterKind = Literal["cups"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ class Printer:
     """Where labels go: a CUPS queue, or none (PDFs are kept in `keep` either way)."""
 
     queue: str = "none"
+    # How labels reach the printer (factory/labels/printers/kinds.py). Only CUPS so far, so
+    # the file has no key for it yet; a second kind adds one.
+    kind: PrinterKind = "cups"
     server: str = ""  # CUPS server HOST:PORT; empty: the system's default
     copies: int = 1
     options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
