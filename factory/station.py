@@ -15,7 +15,10 @@ from factory import claim_secret
 from factory.claim_secret import ClaimSecrets
 from factory.config import Product, StationConfig
 from factory.journal.sqlite import Journal
-from factory.labels.service import Label, Labels
+from factory.labels.making import Label, LabelMaker
+from factory.labels.print_queue import PrintQueue
+from factory.labels.printers.kinds import label_printer
+from factory.labels.products import ProductLabels
 from factory.sdnotify import Notifier
 from factory.status.metrics import Metrics
 from factory.status.snapshot import LiveSources
@@ -47,12 +50,14 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         journal = await Journal.open(config.journal, config.station_id)
         stack.push_async_callback(journal.close)
         secrets = claim_secret.for_station(config)
-        labels = Labels(config, journal, secrets)
-        labels.check()  # a bad template stops the station here, before any unit
-        await labels.recover()
+        products = ProductLabels(config, secrets)
+        products.check()  # a bad template stops the station here, before any unit
+        printing = PrintQueue(config.printer, journal, label_printer(config.printer))
+        maker = LabelMaker(config, journal, products, wake=printing.wake)
+        await maker.recover()
         metrics = Metrics(config.journal)
         outbox = await start_upstream(config, journal, stack, secrets)
-        live = LiveSources(fixtures=metrics.fixtures, printer=labels, upstream=outbox)
+        live = LiveSources(fixtures=metrics.fixtures, printer=printing, upstream=outbox)
         runner = web.AppRunner(
             make_app(config, journal, metrics, live),
             access_log=logging.getLogger("aiohttp.access") if access_log else None,
@@ -70,8 +75,8 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_stop_signal, stop, hurry)
-        fixtures = start_fixtures(config, journal, labels, metrics, outbox)
-        tasks = [asyncio.create_task(labels.run_forever(), name="label-printer"),
+        fixtures = start_fixtures(config, journal, maker, metrics, outbox)
+        tasks = [asyncio.create_task(printing.run_forever(), name="label-printer"),
                  asyncio.create_task(notifier.feed_watchdog(lambda: journal.writing),
                                      name="watchdog"),
                  asyncio.create_task(report_status(notifier, urls, fixtures), name="status")]
@@ -181,7 +186,7 @@ async def start_upstream(config: StationConfig, journal: Journal,
                         base=upstream.retry_base, cap=upstream.retry_cap, secrets=secrets)
 
 
-def start_fixtures(config: StationConfig, journal: Journal, labels: Labels,
+def start_fixtures(config: StationConfig, journal: Journal, maker: LabelMaker,
                    metrics: Metrics, outbox: OutboxWorker | None = None
                    ) -> list[FixtureRunner]:
     """One running task per configured fixture; each keeps going whatever its units do."""
@@ -189,7 +194,7 @@ def start_fixtures(config: StationConfig, journal: Journal, labels: Labels,
     for fixture in config.fixtures:
         product = config.product(fixture.product)
         assert product is not None  # the config checked it
-        runner = FixtureRunner(fixture, product, journal, unit_steps(product, labels, outbox),
+        runner = FixtureRunner(fixture, product, journal, unit_steps(product, maker, outbox),
                                metrics.observe_step)
         metrics.watch_fixture(runner.status)
         log.info("fixture %s: %s driver on %s at %d baud, product %s", fixture.name,
@@ -199,16 +204,16 @@ def start_fixtures(config: StationConfig, journal: Journal, labels: Labels,
     return runners
 
 
-def unit_steps(product: Product, labels: Labels, outbox: OutboxWorker | None) -> list[Step]:
+def unit_steps(product: Product, maker: LabelMaker, outbox: OutboxWorker | None) -> list[Step]:
     """What a fixture does to each unit of `product`. A label only after the device file
     verified; a user-claimed unit's registration is queued with `verified`, a pre-claimed
     unit's (registration and pre-claim in one request) with its key."""
     steps: list[Step] = [Identify(), Issue(), Write()]
     if product.claim == "pre":
         assert outbox is not None  # the config checked it
-        return [*steps, Verify(), MakeKey(preclaim_request, outbox.wake), Label(labels),
+        return [*steps, Verify(), MakeKey(preclaim_request, outbox.wake), Label(maker),
                 InstallCertificate(wait=product.preclaim_wait)]
-    return [*steps, Verify(registration if outbox else None), Label(labels)]
+    return [*steps, Verify(registration if outbox else None), Label(maker)]
 
 
 def registration(run: UnitRun) -> tuple[str, dict[str, Any]]:

@@ -15,7 +15,8 @@ from factory.claim_secret import ClaimSecrets
 from factory.config import ConfigError, load
 from factory.journal.sqlite import Journal
 from factory.labels.errors import TemplateError
-from factory.labels.service import Label, Labels
+from factory.labels.making import Label, LabelMaker
+from factory.labels.products import ProductLabels
 from factory.station import registration
 from factory.testbed.registry.keys import STORE
 from factory.units.pipeline import Identify, Issue, Pipeline, Step, UnitRun, Verify, Write
@@ -51,7 +52,7 @@ def test_a_secret_is_stable_per_unit_and_the_key_file_private(tmp_path: Path) ->
 def test_a_template_without_the_secret_is_refused_at_start(tmp_path: Path) -> None:
     config = load(secret_config(tmp_path, "thermal-50x30"))
     with pytest.raises(TemplateError, match=r"never prints \{claim_secret\}"):
-        Labels.check_config(config)
+        ProductLabels(config).check()
     failed = run_cli(None, "config", "check", str(secret_config(tmp_path, "thermal-50x30")),
                      check=False)
     assert failed.returncode == 2 and "claim_secret" in failed.stderr
@@ -70,8 +71,9 @@ async def test_the_label_shows_the_secret_and_only_its_owner_claims_the_unit(
     registry = Registry(tmp_path / "registry.db")
     await registry.start()
     try:
-        labels = Labels(config, journal, secrets)
-        labels.check()
+        products = ProductLabels(config, secrets)
+        products.check()
+        labels = LabelMaker(config, journal, products)
         product = config.product(PRODUCT)
         assert product is not None
         steps: list[Step] = [Identify(), Issue(), Write(), Verify(registration), Label(labels)]

@@ -15,8 +15,11 @@ import pytest
 from factory import uci as uci_codec
 from factory.config import StationConfig, load
 from factory.journal.sqlite import Journal
-from factory.labels.printer import submit
-from factory.labels.service import Label, Labels
+from factory.labels.making import Label, LabelMaker
+from factory.labels.print_queue import PrintQueue
+from factory.labels.printers.cups.lp import submit
+from factory.labels.printers.kinds import label_printer
+from factory.labels.products import ProductLabels
 from factory.units.pipeline import DEFAULT_STEPS, Pipeline, UnitRun
 from tests.conftest import CONFIG_TEXT, PRODUCT, ROOT, run_cli, write_config
 from tests.cups import PrivateCups, private_cups
@@ -46,7 +49,7 @@ def qr_codes(pdf: Path) -> list[str]:
     return found
 
 
-async def provision(config: StationConfig, journal: Journal, labels: Labels,
+async def provision(config: StationConfig, journal: Journal, labels: LabelMaker,
                     mac: str, unit: MemoryUnit | None = None) -> str:
     product = config.product(PRODUCT)
     assert product is not None
@@ -65,7 +68,7 @@ async def test_a_verified_unit_gets_its_label_kept_as_pdf(tmp_path: Path) -> Non
     config = load(station_config(tmp_path))
     journal = await Journal.open(config.journal, config.station_id)
     try:
-        labels = Labels(config, journal)
+        labels = LabelMaker(config, journal, ProductLabels(config))
         device = MemoryUnit(hardware_id="02:00:00:00:00:01")
         uci = await provision(config, journal, labels, "", device)
         assert await kinds(journal, uci) == ["issued", "written", "verified", "labelled"]
@@ -86,9 +89,9 @@ async def test_a_verified_unit_gets_its_label_kept_as_pdf(tmp_path: Path) -> Non
 
 @contextlib.asynccontextmanager
 async def printing_station(tmp_path: Path, *, worker: bool = True) -> AsyncIterator[
-        tuple[PrivateCups, StationConfig, Journal, Labels]]:
-    """A private cupsd, a config printing to it, the journal and (unless told not to) the
-    print queue worker running."""
+        tuple[PrivateCups, StationConfig, Journal, LabelMaker, PrintQueue]]:
+    """A private cupsd, a config printing to it, the journal, the label maker and the print
+    queue, and (unless told not to) the queue's worker running."""
     async with private_cups(tmp_path) as cups:
         config = load(station_config(tmp_path, f"""
 [printer]
@@ -96,10 +99,11 @@ queue = "{cups.queue}"
 server = "{cups.server}"
 """))
         journal = await Journal.open(config.journal, config.station_id)
-        labels = Labels(config, journal)
-        task = asyncio.create_task(labels.run_forever()) if worker else None
+        queue = PrintQueue(config.printer, journal, label_printer(config.printer))
+        labels = LabelMaker(config, journal, ProductLabels(config), wake=queue.wake)
+        task = asyncio.create_task(queue.run_forever()) if worker else None
         try:
-            yield cups, config, journal, labels
+            yield cups, config, journal, labels, queue
         finally:
             if task is not None:
                 task.cancel()
@@ -114,7 +118,7 @@ async def until_state(journal: Journal, uci: str, state: str, seconds: float = 2
 
 
 async def test_labels_print_once_and_wait_out_a_stopped_printer(tmp_path: Path) -> None:
-    async with printing_station(tmp_path) as (cups, config, journal, labels):
+    async with printing_station(tmp_path) as (cups, config, journal, labels, queue):
         first = await provision(config, journal, labels, "02:00:00:00:00:01")
         await until_state(journal, first, "printed")
         printed = await cups.device.wait_jobs(1)
@@ -125,8 +129,8 @@ async def test_labels_print_once_and_wait_out_a_stopped_printer(tmp_path: Path) 
         second = await provision(config, journal, labels, "02:00:00:00:00:02")
         await asyncio.sleep(1.5)  # the worker tries, finds the printer stopped, waits
         assert (await journal.unit(second)).state == "labelled"
-        assert labels.printer_state == "unavailable" and "out of labels" in \
-            labels.printer_reason
+        assert queue.printer_state == "unavailable" and "out of labels" in \
+            queue.printer_reason
         third = await provision(config, journal, labels, "02:00:00:00:00:03")  # line goes on
         await cups.enable()
         await until_state(journal, second, "printed", 60)
@@ -140,7 +144,7 @@ async def test_a_label_waiting_for_the_printer_survives_the_unit_moving_on(
         tmp_path: Path) -> None:
     """The unit is registered upstream (its state moves on) while its label waits for a
     stopped printer: the label is still owed, and printed once the printer is back."""
-    async with printing_station(tmp_path) as (cups, config, journal, labels):
+    async with printing_station(tmp_path) as (cups, config, journal, labels, _):
         await cups.disable("out of labels")
         uci = await provision(config, journal, labels, "02:00:00:00:00:0a")
         await journal.record(uci, "registered", "upstream", {"created": True},
@@ -171,7 +175,7 @@ async def test_a_unit_verified_but_never_labelled_gets_its_label_at_start(
             UnitRun(fixture="f1", product=product, device_path="config/device.json5"), device)
         assert run.uci is not None
         assert await kinds(journal, run.uci) == ["issued", "written", "verified"]
-        labels = Labels(config, journal)
+        labels = LabelMaker(config, journal, ProductLabels(config))
         assert await labels.recover() == 1
         assert await labels.recover() == 0
         assert await kinds(journal, run.uci) == ["issued", "written", "verified", "labelled"]
@@ -188,7 +192,7 @@ async def test_a_unit_verified_but_never_labelled_gets_its_label_at_start(
 
 async def test_a_job_submitted_before_a_crash_is_adopted_not_printed_twice(
         tmp_path: Path) -> None:
-    async with printing_station(tmp_path, worker=False) as (cups, config, journal, labels):
+    async with printing_station(tmp_path, worker=False) as (cups, config, journal, labels, queue):
         uci = await provision(config, journal, labels, "02:00:00:00:00:09")
         pdf = Path((await journal.unit(uci)).events[-1].data["pdf"])
         # The station journaled that it was sending the job, sent it, then died before
@@ -198,7 +202,7 @@ async def test_a_job_submitted_before_a_crash_is_adopted_not_printed_twice(
         job = await submit(pdf, cups.queue, title=f"label {uci} 1", server=cups.server)
         await cups.device.wait_jobs(1)
         await asyncio.sleep(2)  # CUPS unloads the finished job (and its name) meanwhile
-        await labels.print_unit(uci)
+        await queue.print_unit(uci)
         events = (await journal.unit(uci)).events
         submitted = [e for e in events if e.kind == "print_submitted"]
         assert [e.data["job"] for e in submitted] == [job]
@@ -209,17 +213,17 @@ async def test_a_job_submitted_before_a_crash_is_adopted_not_printed_twice(
 
 
 async def test_reprint_is_journaled_with_reason_and_copy(tmp_path: Path) -> None:
-    async with printing_station(tmp_path) as (cups, config, journal, labels):
+    async with printing_station(tmp_path) as (cups, config, journal, labels, queue):
         uci = await provision(config, journal, labels, "02:00:00:00:00:05")
         await until_state(journal, uci, "printed")
         result = await asyncio.to_thread(run_cli, config.source, "label", "reprint",
                                          uci_codec.human(uci), "--reason", "smudged")
         assert "reprint" in result.stdout
-        labels._wakeup.set()
+        queue.wake()
         async with asyncio.timeout(30):
             while (await kinds(journal, uci)).count("printed") < 2:
                 await asyncio.sleep(0.05)
-                labels._wakeup.set()
+                queue.wake()
         events = (await journal.unit(uci)).events
         reprint = [e for e in events if e.kind == "labelled"][1]
         assert reprint.data["reason"] == "smudged" and reprint.data["copy"] == 2
@@ -242,7 +246,7 @@ def test_a_bad_template_stops_the_station_at_start(tmp_path: Path) -> None:
 
 
 async def test_sheet_labels_and_bad_jobs_do_not_stop_the_print_queue(tmp_path: Path) -> None:
-    async with printing_station(tmp_path) as (cups, config, journal, labels):
+    async with printing_station(tmp_path) as (cups, config, journal, labels, _):
         sheet = await asyncio.to_thread(
             run_cli, config.source, "label", "sheet", "--product", PRODUCT, "--count", "3",
             "-o", str(tmp_path / "sheet.pdf"))

@@ -21,7 +21,8 @@ from factory import certs
 from factory.config import DriverName, Fixture, StationConfig
 from factory.config.drivers import ConsoleSettings
 from factory.journal.sqlite import Journal
-from factory.labels.service import Labels
+from factory.labels.making import LabelMaker
+from factory.labels.products import ProductLabels
 from factory.station import unit_steps
 from factory.testbed.registry.keys import STORE
 from factory.testbed.sim.console import run_console_unit
@@ -75,7 +76,8 @@ def pipeline(config: StationConfig, journal: Journal, worker: OutboxWorker,
     product = config.product(OTHER_PRODUCT)
     assert product is not None and product.claim == "pre"
     product = type(product)(**{**product.__dict__, "preclaim_wait": wait})
-    steps = unit_steps(product, Labels(config, journal), worker)
+    labels = LabelMaker(config, journal, ProductLabels(config))
+    steps = unit_steps(product, labels, worker)
     return Pipeline(journal, steps), UnitRun("f1", product, DEVICE)
 
 
@@ -193,8 +195,8 @@ async def test_real_units_on_a_fixture_are_preclaimed(
         async with registry_up(tmp_path) as registry, draining(journal, registry) as worker:
             product = config.product(OTHER_PRODUCT)
             assert product is not None
-            runner = FixtureRunner(spec, product, journal,
-                                   unit_steps(product, Labels(config, journal), worker))
+            labels = LabelMaker(config, journal, ProductLabels(config))
+            runner = FixtureRunner(spec, product, journal, unit_steps(product, labels, worker))
             task = asyncio.create_task(runner.run_forever())
             try:
                 async with asyncio.timeout(30):

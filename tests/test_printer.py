@@ -13,16 +13,9 @@ from pathlib import Path
 import pytest
 from reportlab.pdfgen import canvas
 
-from factory.labels.printer import (
-    JobNotFound,
-    JobState,
-    PrinterUnavailable,
-    PrintRejected,
-    find_jobs,
-    job_state,
-    submit,
-    wait_printed,
-)
+from factory.labels.printers.cups.ipp import JobState, find_jobs, job_state, wait_printed
+from factory.labels.printers.cups.lp import submit
+from factory.labels.printers.interface import JobNotFound, PrinterUnavailable, PrintRejected
 from tests.cups import PrivateCups, free_port, private_cups
 
 

@@ -18,10 +18,10 @@ def register(sub: Subcommands) -> None:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from factory.labels.service import Labels
+    from factory.labels.products import ProductLabels
 
     config = load(args.file)
-    Labels.check_config(config)
+    ProductLabels(config).check()  # templates need no journal
     print(f"{args.file}: OK (station {config.station_id}, {len(config.products)} products, "
           f"journal {config.journal}, listen {config.host}:{config.port})")
     return 0

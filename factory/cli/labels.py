@@ -34,11 +34,11 @@ def register(sub: Subcommands) -> None:
 
 
 def cmd_label_render(args: argparse.Namespace) -> int:
+    from factory.labels.products import ProductLabels
     from factory.labels.render import render_labels
-    from factory.labels.service import Labels
 
     async def work(journal: Journal, config: StationConfig) -> int:
-        labels = Labels(config, journal, claim_secret.for_station(config))
+        labels = ProductLabels(config, claim_secret.for_station(config))
         data, template = [], None
         for text in args.ucis:
             unit = await journal.unit(uci_codec.parse(text))
@@ -60,8 +60,8 @@ def cmd_label_render(args: argparse.Namespace) -> int:
 
 def cmd_label_sheet(args: argparse.Namespace) -> int:
     from factory.issuing import issue_request
+    from factory.labels.products import ProductLabels
     from factory.labels.render import render_sheet
-    from factory.labels.service import Labels
     from factory.labels.sheet import load_sheet
 
     async def work(journal: Journal, config: StationConfig) -> int:
@@ -73,7 +73,7 @@ def cmd_label_sheet(args: argparse.Namespace) -> int:
         body, _ = issue_request({"product": product.id, "count": args.count}, config,
                                 actor())
         ucis = (await journal.issue(body)).ucis
-        labels = Labels(config, journal, claim_secret.for_station(config))
+        labels = ProductLabels(config, claim_secret.for_station(config))
         pages = await asyncio.to_thread(
             render_sheet, sheet, [labels.data(product, u) for u in ucis], args.output)
         # Labelled before any write: the line flashes these UCIs later (by hardware id).
@@ -90,7 +90,8 @@ def cmd_label_sheet(args: argparse.Namespace) -> int:
 
 
 def cmd_label_reprint(args: argparse.Namespace) -> int:
-    from factory.labels.service import Labels
+    from factory.labels.making import LabelMaker
+    from factory.labels.products import ProductLabels
 
     async def work(journal: Journal, config: StationConfig) -> int:
         if not args.reason.strip():
@@ -101,8 +102,10 @@ def cmd_label_reprint(args: argparse.Namespace) -> int:
             raise CliError(f"unit {unit.uci}'s product has no label template in this config")
         if unit.state == "voided":
             raise CliError(f"unit {unit.uci} is voided; its label must not be printed again")
-        labels = Labels(config, journal, claim_secret.for_station(config))
-        pdf = await labels.make(unit.uci, product, actor(), reason=args.reason.strip())
+        # The running station's print queue finds the new `labelled` in the journal.
+        maker = LabelMaker(config, journal,
+                           ProductLabels(config, claim_secret.for_station(config)))
+        pdf = await maker.make(unit.uci, product, actor(), reason=args.reason.strip())
         where = (f"the station prints it on {config.printer.queue}" if config.printer.enabled
                  else "no printer is configured: print the PDF by hand")
         print(f"reprint of {uci_codec.human(unit.uci)} journaled; {pdf}; {where}")

@@ -10,12 +10,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from factory.config.fixtures import Fixture, read_fixtures
 from factory.config.products import Product, read_products
 from factory.config.table import ID, ConfigError, Network, Table, config_path, network, seconds
 from factory.config.upstream import Upstream, read_upstream
+
+PrinterKind = Literal["cups"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,9 @@ class Printer:
     """Where labels go: a CUPS queue, or none (PDFs are kept in `keep` either way)."""
 
     queue: str = "none"
+    # How labels reach the printer (factory/labels/printers/kinds.py). Only CUPS so far, so
+    # the file has no key for it yet; a second kind adds one.
+    kind: PrinterKind = "cups"
     server: str = ""  # CUPS server HOST:PORT; empty: the system's default
     copies: int = 1
     options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))

@@ -36,7 +36,7 @@ UNFINISHED_AFTER = timedelta(minutes=10)
 
 
 class PrinterView(Protocol):
-    """What the page reads of the label printer (factory.labels.service.Labels)."""
+    """What the page reads of the label printer (factory.labels.print_queue.PrintQueue)."""
 
     printer_state: str  # none, idle, unavailable
     printer_reason: str

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from factory import failpoints
-from factory.labels.service import Label
+from factory.labels.making import Label
 from factory.units.certificate import InstallCertificate, MakeKey
 from factory.units.pipeline import Identify, Issue, Verify, Write
 from tests.crash.line import Line, line_up, summary
