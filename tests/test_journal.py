@@ -1,4 +1,6 @@
-"""The SQLite journal: durable settings, group commit, uniqueness, hash chain, tampering."""
+"""The journal: group commit, uniqueness, idempotency, the hash chain, on every backend
+(`journal`, `open_test_journal`); durable settings and tampering with the file, on SQLite
+(`sqlite_journal` and the file itself)."""
 
 from __future__ import annotations
 
@@ -16,12 +18,14 @@ from pathlib import Path
 import pytest
 
 from factory.config import StationConfig
+from factory.journal import open_journal
 from factory.journal.errors import AlreadyVoided, IdempotencyConflict, UnitNotFound
-from factory.journal.migrations import MIGRATIONS
+from factory.journal.interface import Journal
 from factory.journal.records import IssueRequest
-from factory.journal.sqlite import Journal
+from factory.journal.sqlite import SQLiteJournal
+from factory.journal.sqlite.migrations import MIGRATIONS
 from factory.uci import new_uci
-from tests.conftest import PRODUCT, run_cli
+from tests.conftest import PRODUCT, OpenJournal, run_cli
 
 
 def req(**kw: object) -> IssueRequest:
@@ -30,8 +34,9 @@ def req(**kw: object) -> IssueRequest:
     return IssueRequest(**base)  # type: ignore[arg-type]
 
 
-async def test_file_is_private_and_durable(config: StationConfig, journal: Journal) -> None:
-    await journal.issue(req())
+async def test_file_is_private_and_durable(config: StationConfig,
+                                          sqlite_journal: SQLiteJournal) -> None:
+    await sqlite_journal.issue(req())
     for path in config.journal.parent.glob("journal.sqlite*"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     with sqlite3.connect(config.journal) as db:
@@ -41,17 +46,17 @@ async def test_file_is_private_and_durable(config: StationConfig, journal: Journ
     assert (config.journal.parent / "journal.sqlite-wal").exists()
 
 
-async def test_synchronous_full_on_both_connections(journal: Journal) -> None:
-    for conn in (journal._writer_conn, journal._reader):
+async def test_synchronous_full_on_both_connections(sqlite_journal: SQLiteJournal) -> None:
+    for conn in (sqlite_journal._writer_conn, sqlite_journal._reader):
         async with conn.execute("PRAGMA synchronous") as cur:
             assert (await cur.fetchone()) == (2,)  # FULL
 
 
-async def test_reopen_keeps_everything(config: StationConfig) -> None:
-    j = await Journal.open(config.journal, config.station_id)
+async def test_reopen_keeps_everything(open_test_journal: OpenJournal) -> None:
+    j = await open_test_journal()
     first = await j.issue(req(count=5))
     await j.close()
-    j = await Journal.open(config.journal, config.station_id)
+    j = await open_test_journal()
     try:
         units, _ = await j.units(limit=10)
         assert sorted(u.uci for u in units) == sorted(first.ucis)
@@ -89,12 +94,11 @@ async def test_idempotency_key_replays_a_batch(journal: Journal) -> None:
     assert stats == {"issued": 20}
 
 
-async def test_uniqueness_is_enforced_by_the_journal(config: StationConfig) -> None:
+async def test_uniqueness_is_enforced_by_the_journal(open_test_journal: OpenJournal) -> None:
     """A generator that repeats itself cannot make the journal issue a UCI twice."""
     fixed = new_uci()
     draws: Iterator[str] = itertools.chain([fixed, fixed, fixed], iter(new_uci, None))
-    j = await Journal.open(config.journal, config.station_id,
-                           new_ucis=lambda n: [next(draws) for _ in range(n)])
+    j = await open_test_journal(new_ucis=lambda n: [next(draws) for _ in range(n)])
     try:
         a = await j.issue(req())
         b = await j.issue(req())  # draws the same UCI, hits the unique index, draws again
@@ -102,6 +106,15 @@ async def test_uniqueness_is_enforced_by_the_journal(config: StationConfig) -> N
         assert a.ucis == [fixed]
         assert b.ucis != [fixed]
         assert len({*a.ucis, *b.ucis, *c.ucis}) == 5
+    finally:
+        await j.close()
+
+
+async def test_the_sqlite_file_refuses_a_uci_twice(config: StationConfig) -> None:
+    """The unique index holds against any writer of the file, not only the journal's."""
+    j = await open_journal(config.journal, config.station_id)
+    try:
+        await j.issue(req())
     finally:
         await j.close()
     with sqlite3.connect(config.journal) as db, pytest.raises(sqlite3.IntegrityError,
@@ -161,12 +174,12 @@ def _tamper(path: Path, sql: str) -> None:
 ])
 async def test_tampering_is_found_and_named(config: StationConfig, sql: str, seq: int,
                                             reason: str) -> None:
-    j = await Journal.open(config.journal, config.station_id)
+    j = await open_journal(config.journal, config.station_id)
     await _filled(j)
     assert (await j.verify()).ok
     await j.close()
     _tamper(config.journal, sql)
-    j = await Journal.open(config.journal, config.station_id)
+    j = await open_journal(config.journal, config.station_id)
     try:
         result = await j.verify()
     finally:
@@ -177,7 +190,7 @@ async def test_tampering_is_found_and_named(config: StationConfig, sql: str, seq
 
 
 async def test_verify_and_export_commands(config: StationConfig, config_path: Path) -> None:
-    j = await Journal.open(config.journal, config.station_id)
+    j = await open_journal(config.journal, config.station_id)
     ucis = await _filled(j)
     await j.close()
 
@@ -232,15 +245,16 @@ async def test_verify_while_writing_sees_one_consistent_snapshot(journal: Journa
     assert (await journal.verify()).checked == 8000
 
 
-async def test_a_key_that_only_replays_is_still_committed(config: StationConfig) -> None:
+async def test_a_key_that_only_replays_is_still_committed(open_test_journal: OpenJournal
+                                                          ) -> None:
     """A batch that writes only an idempotency key (the hardware id already had its UCI)
     must commit it before answering, like any other write."""
-    j = await Journal.open(config.journal, config.station_id)
+    j = await open_test_journal()
     first = await j.issue(req(hardware_id="AABBCCDDEEFF"))
     again = await j.issue(req(hardware_id="AABBCCDDEEFF", idempotency_key="k", fingerprint="f"))
     assert again.ucis == first.ucis and not again.created
     await j.close()
-    j = await Journal.open(config.journal, config.station_id)
+    j = await open_test_journal()
     try:
         with pytest.raises(IdempotencyConflict):
             await j.issue(req(count=2, idempotency_key="k", fingerprint="other"))

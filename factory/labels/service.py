@@ -22,8 +22,8 @@ from factory import failpoints
 from factory.claim_secret import ClaimSecrets
 from factory.config import Product, StationConfig
 from factory.files import replacing
+from factory.journal.interface import Journal
 from factory.journal.records import Event
-from factory.journal.sqlite import Journal
 from factory.labels import placeholders
 from factory.labels.errors import LabelError, TemplateError
 from factory.labels.layout import LabelData, check_product
