@@ -21,10 +21,12 @@ from factory.config import StationConfig
 from factory.journal import open_journal
 from factory.journal.errors import AlreadyVoided, IdempotencyConflict, UnitNotFound
 from factory.journal.interface import Journal
-from factory.journal.records import IssueRequest
+from factory.journal.records import Event, IssueRequest
 from factory.journal.sqlite import SQLiteJournal
 from factory.journal.sqlite.migrations import MIGRATIONS
+from factory.journal.waiting import wait_for
 from factory.uci import new_uci
+from factory.upstream.requests import PreclaimRequest, RegisterRequest, read_request
 from tests.conftest import PRODUCT, OpenJournal, run_cli
 
 
@@ -260,3 +262,52 @@ async def test_a_key_that_only_replays_is_still_committed(open_test_journal: Ope
             await j.issue(req(count=2, idempotency_key="k", fingerprint="other"))
     finally:
         await j.close()
+
+
+async def test_outbox_rows_are_stored_as_before(config: StationConfig,
+                                                sqlite_journal: SQLiteJournal) -> None:
+    """Typed outbox requests go to the file as the (action, payload) tuples did: the same
+    JSON and the same dedupe keys, so journals written before read back alike."""
+    uci = (await sqlite_journal.issue(req())).ucis[0]
+    register = RegisterRequest(uci, PRODUCT, "", "AQ-100", "Acme Air Sensor",
+                               "2026-11-23T00:00:00+00:00")
+    preclaim = PreclaimRequest(register, "acme", "CSR", "ab" * 32)
+    await sqlite_journal.record(uci, "verified", "test", {}, enqueue=register)
+    for _ in range(2):  # the same key twice is queued once
+        await sqlite_journal.record(uci, "key_made", "test", {}, enqueue=preclaim)
+    with sqlite3.connect(config.journal) as db:
+        rows = db.execute("SELECT action, payload, key FROM outbox ORDER BY id").fetchall()
+    key = "ab" * 32
+    assert rows == [
+        ("register",
+         '{"created":"2026-11-23T00:00:00+00:00","hardware_id":"","model":"AQ-100",'
+         f'"name":"Acme Air Sensor","product":"{PRODUCT}","uci":"{uci}"}}',
+         f"register:{uci}"),
+        ("preclaim",
+         '{"account":"acme","created":"2026-11-23T00:00:00+00:00","csr":"CSR",'
+         '"hardware_id":"","model":"AQ-100","name":"Acme Air Sensor",'
+         f'"product":"{PRODUCT}","spki_sha256":"{key}","uci":"{uci}"}}',
+         f"preclaim:{uci}:{key}"),
+    ]
+    entries = await sqlite_journal.outbox_due(now=1e12)
+    assert [read_request(e.action, e.payload) for e in entries] == [register, preclaim]
+
+
+async def test_a_waiter_wakes_on_the_commit_and_gives_up_after_its_time(
+        journal: Journal) -> None:
+    uci = (await journal.issue(req())).ucis[0]
+
+    async def voided() -> Event | None:
+        return (await journal.unit(uci)).last("voided")
+
+    waiting = asyncio.create_task(wait_for(journal, voided, 30))
+    await asyncio.sleep(0.01)
+    await journal.void(uci, "scrap", "test")
+    async with asyncio.timeout(1):  # woken by the commit, not by a poll or the timeout
+        event = await waiting
+    assert event is not None and event.data == {"reason": "scrap"}
+
+    async def never() -> Event | None:
+        return None
+
+    assert await wait_for(journal, never, 0.05) is None
