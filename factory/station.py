@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,8 @@ from aiohttp import web
 from factory import claim_secret
 from factory.claim_secret import ClaimSecrets
 from factory.config import Product, StationConfig
-from factory.journal.sqlite import Journal
+from factory.journal import open_journal
+from factory.journal.interface import Journal
 from factory.labels.making import Label, LabelMaker
 from factory.labels.print_queue import PrintQueue
 from factory.labels.printers.kinds import label_printer
@@ -26,7 +28,8 @@ from factory.units.certificate import InstallCertificate, MakeKey
 from factory.units.fixture import FixtureRunner
 from factory.units.pipeline import Identify, Issue, Step, UnitRun, Verify, Write
 from factory.upstream.kinds import upstream_client
-from factory.upstream.outbox import OutboxWorker, preclaim_payload, registration_payload
+from factory.upstream.outbox import OutboxWorker
+from factory.upstream.requests import PreclaimRequest, RegisterRequest
 from factory.web.app import http_limits, make_app
 
 log = logging.getLogger("factory.station")
@@ -47,7 +50,7 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(notifier.close)
         notifier.status("starting: opening the journal")
-        journal = await Journal.open(config.journal, config.station_id)
+        journal = await open_journal(config.journal, config.station_id)
         stack.push_async_callback(journal.close)
         secrets = claim_secret.for_station(config)
         products = ProductLabels(config, secrets)
@@ -216,23 +219,22 @@ def unit_steps(product: Product, maker: LabelMaker, outbox: OutboxWorker | None)
     return [*steps, Verify(registration if outbox else None), Label(maker)]
 
 
-def registration(run: UnitRun) -> tuple[str, dict[str, Any]]:
+def registration(run: UnitRun) -> RegisterRequest:
     """The outbox request a verified unit causes: register it upstream."""
-    assert run.uci is not None
-    payload = _registration(run)
+    request = _registration(run)
     if run.product.claim_secret_days:  # the label carries the secret; upstream its hash
         expires = datetime.now(UTC) + timedelta(days=run.product.claim_secret_days)
-        payload["claim_expires"] = expires.isoformat(timespec="seconds")
-    return "register", payload
+        request = replace(request, claim_expires=expires.isoformat(timespec="seconds"))
+    return request
 
 
-def preclaim_request(run: UnitRun, csr: str, key_id: str) -> tuple[str, dict[str, Any]]:
+def preclaim_request(run: UnitRun, csr: str, key_id: str) -> PreclaimRequest:
     """The outbox request a unit's new key causes: register and pre-claim it."""
-    return "preclaim", preclaim_payload(_registration(run), run.product.account, csr, key_id)
+    return PreclaimRequest(_registration(run), run.product.account, csr, key_id)
 
 
-def _registration(run: UnitRun) -> dict[str, Any]:
+def _registration(run: UnitRun) -> RegisterRequest:
     assert run.uci is not None
-    return registration_payload(
-        run.uci, run.product.id, run.hardware_id, run.product.model, run.product.name,
+    return RegisterRequest(
+        run.uci, run.product.id, run.hardware_id or "", run.product.model, run.product.name,
         run.issued_at or datetime.now(UTC).isoformat(timespec="seconds"))

@@ -37,7 +37,7 @@ from factory.batch.preclaim import (
 )
 from factory.config import load
 from factory.files import write_private
-from factory.journal.sqlite import Journal
+from factory.journal import open_journal
 from factory.upstream.kinds import upstream_client
 from factory.upstream.outbox import OutboxWorker
 
@@ -130,7 +130,7 @@ token_file = "registry.token"
     product = config.product(PRODUCT)
     assert product is not None
     async with contextlib.AsyncExitStack() as stack:
-        journal = await Journal.open(config.journal, config.station_id)
+        journal = await open_journal(config.journal, config.station_id)
         stack.push_async_callback(journal.close)
         started = time.perf_counter()
         run = PreclaimRun(journal, product, ACCOUNT, folder / "run", actor="bench",

@@ -29,7 +29,8 @@ from types import MappingProxyType
 
 from factory.config import Fixture, Product
 from factory.config.drivers import ConsoleSettings
-from factory.journal.sqlite import Journal
+from factory.journal import open_journal
+from factory.journal.interface import Journal
 from factory.testbed.sim.console import run_console_unit
 from factory.testbed.sim.framed import run_framed_unit
 from factory.testbed.sim.pty import SimPty
@@ -175,7 +176,7 @@ async def raw_transfer(payload: bytes, baud: int) -> float:
 async def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-serial-") as tmp:
         work = Path(tmp)
-        journal = await Journal.open(work / "journal.sqlite", "bench")
+        journal = await open_journal(work / "journal.sqlite", "bench")
         try:
             print(f"serial provisioning at {args.baud} baud (8N1: 10 bits a byte), "
                   f"{args.rounds} units per figure\n")

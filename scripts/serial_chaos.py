@@ -21,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from factory.config import Product
-from factory.journal.sqlite import Journal
+from factory.journal import open_journal
 from factory.testbed.sim.chaos import FIRST_OUTCOMES, Line, Outcome, check, drivers, schedule, table
 
 
@@ -32,7 +32,7 @@ async def main(args: argparse.Namespace) -> int:
     plans = schedule(args.seed, args.fixtures, args.units)
     with tempfile.TemporaryDirectory(prefix="serial-chaos-") as tmp:
         folder = Path(tmp)
-        journal = await Journal.open(folder / "journal.sqlite", "chaos")
+        journal = await open_journal(folder / "journal.sqlite", "chaos")
         line = Line(journal, product, folder, kinds)
         started = time.monotonic()
         done = 0

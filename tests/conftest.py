@@ -6,7 +6,7 @@ import dataclasses
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +14,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from factory.config import StationConfig, load
+from factory.journal import open_journal
+from factory.journal.interface import Journal
 from factory.journal.records import Role
-from factory.journal.sqlite import Journal
+from factory.journal.sqlite import SQLiteJournal
 from factory.tokens import new_token, token_hash
+from factory.upstream.requests import RegisterRequest
 from factory.web.app import make_app
 
 PRODUCT = "01H4R15D3Q7K9M2X8Z5V6W4T0N"
@@ -63,9 +66,44 @@ def config(config_path: Path) -> StationConfig:
     return load(config_path)
 
 
+# A test opens a journal for its config as the station does, through `open_journal`.
+OpenJournal = Callable[..., Awaitable[Journal]]
+
+
+@pytest.fixture(params=["sqlite"])
+def journal_backend(request: pytest.FixtureRequest) -> str:
+    """Every journal backend the journal's tests run against; a new backend adds its name
+    here and its location in `open_test_journal`. Tests that test SQLite itself (file modes,
+    WAL, pragmas, tampering with the file, a full disk) use `sqlite_journal` or the file."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def journal(config: StationConfig) -> AsyncIterator[Journal]:
-    j = await Journal.open(config.journal, config.station_id)
+def open_test_journal(journal_backend: str, config: StationConfig) -> OpenJournal:
+    """Opens the test's journal (again, as often as the test likes) on `journal_backend`."""
+    if journal_backend != "sqlite":
+        raise ValueError(f"no test location for a {journal_backend} journal")
+    location = config.journal
+
+    async def opener(**options: Any) -> Journal:
+        return await open_journal(location, config.station_id, **options)
+
+    return opener
+
+
+@pytest.fixture
+async def journal(open_test_journal: OpenJournal) -> AsyncIterator[Journal]:
+    """The test's journal, opened through `open_journal` on each backend (ids [sqlite])."""
+    j = await open_test_journal()
+    yield j
+    await j.close()
+
+
+@pytest.fixture
+async def sqlite_journal(config: StationConfig) -> AsyncIterator[SQLiteJournal]:
+    """A SQLite journal, for the tests of SQLite itself (pragmas, connections, the file)."""
+    j = await open_journal(config.journal, config.station_id)
+    assert isinstance(j, SQLiteJournal)
     yield j
     await j.close()
 
@@ -104,3 +142,10 @@ def run_cli(config_path: Path | None, *args: str, check: bool = True,
     if check and result.returncode != 0:
         raise AssertionError(f"{cmd} exited {result.returncode}: {result.stderr}")
     return result
+
+
+def register_request(uci: str) -> RegisterRequest:
+    """An outbox request to register `uci`, for tests that only need one queued."""
+    return RegisterRequest(uci, PRODUCT, "", "AQ-100", "Acme Air Sensor",
+                           "2026-11-23T00:00:00+00:00")
+

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from factory import uci as uci_codec
+from factory.journal.sqlite import SQLiteJournal
 from factory.web import auth
 from factory.web.keys import TOKENS
 from tests.conftest import OTHER_PRODUCT, PRODUCT, Station
@@ -224,6 +225,7 @@ async def test_bad_input_gets_a_problem_body(station: Station, name: str, method
 
 async def test_a_full_journal_refuses_with_503_and_the_station_goes_on(station: Station) -> None:
     """SQLITE_FULL (a real one: the file may not grow) refuses the request, stores nothing."""
+    assert isinstance(station.journal, SQLiteJournal)  # SQLite's own size limit
     writer = station.journal._writer_conn
     async with writer.execute("PRAGMA page_count") as cur:
         pages = (await cur.fetchone())[0]  # type: ignore[index]

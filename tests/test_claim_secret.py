@@ -13,7 +13,7 @@ from factory import claim_secret
 from factory import uci as uci_codec
 from factory.claim_secret import ClaimSecrets
 from factory.config import ConfigError, load
-from factory.journal.sqlite import Journal
+from factory.journal import open_journal
 from factory.labels.errors import TemplateError
 from factory.labels.making import Label, LabelMaker
 from factory.labels.products import ProductLabels
@@ -67,7 +67,7 @@ async def test_the_label_shows_the_secret_and_only_its_owner_claims_the_unit(
         tmp_path: Path) -> None:
     config = load(secret_config(tmp_path))
     secrets = ClaimSecrets.open(claim_secret.key_path(config.journal))
-    journal = await Journal.open(config.journal, config.station_id)
+    journal = await open_journal(config.journal, config.station_id)
     registry = Registry(tmp_path / "registry.db")
     await registry.start()
     try:

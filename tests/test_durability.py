@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.conftest import PRODUCT, run_cli, write_config
+from factory.journal.interface import Journal
+from tests.conftest import PRODUCT, OpenJournal, run_cli, write_config
 from tests.processes import station_process
 
 pytestmark = pytest.mark.slow
@@ -59,18 +59,31 @@ async def _round(config: Path, token: str, received: list[str],
         await asyncio.gather(*workers)
 
 
-async def test_sigkill_under_load_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+async def _all_ucis(journal: Journal) -> list[str]:
+    ucis: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = await journal.units(limit=5000, before=cursor)
+        ucis += [unit.uci for unit in page]
+        if cursor is None:
+            return ucis
+
+
+async def test_sigkill_under_load_loses_and_duplicates_nothing(
+        config_path: Path, open_test_journal: OpenJournal) -> None:
+    config = config_path
     token = run_cli(config, "token", "new", "--role", "device", "--name", "load").stdout.strip()
     received: list[str] = []
     hardware: dict[str, str] = {}
     for _ in range(3):
         await _round(config, token, received, hardware)
 
-    with sqlite3.connect(tmp_path / "journal.sqlite") as db:
-        in_journal = [r[0] for r in db.execute("SELECT uci FROM units")]
-        issued_events = [r[0] for r in db.execute(
-            "SELECT uci FROM events WHERE kind = 'issued'")]
+    journal = await open_test_journal()
+    try:
+        in_journal = await _all_ucis(journal)
+        issued_events = [e.uci async for e in journal.events() if e.kind == "issued"]
+    finally:
+        await journal.close()
     assert len(in_journal) == len(set(in_journal)), "a UCI is in the journal twice"
     assert len(issued_events) == len(set(issued_events)), "a UCI was issued twice"
     missing = set(received) - set(in_journal)

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from factory.journal.sqlite import SQLiteJournal
 from tests.conftest import CONFIG_TEXT, PRODUCT, Station, run_cli, write_config
 from tests.processes import arriving_units, station_process, until
 
@@ -165,6 +166,7 @@ async def test_a_full_disk_refuses_new_work_and_loses_nothing(tmp_path: Path) ->
 
 async def test_a_journal_that_may_not_grow_refuses_and_loses_nothing(station: Station) -> None:
     """SQLite's max_page_count makes the same SQLITE_FULL a full disk does, without root."""
+    assert isinstance(station.journal, SQLiteJournal)  # SQLite's own size limit
     writer = station.journal._writer_conn
     headers = station.auth("operator")
 

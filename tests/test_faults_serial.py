@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from factory.config import StationConfig
-from factory.journal.sqlite import Journal
+from factory.journal.interface import Journal
 from factory.testbed.sim.chaos import FAULTS, Line, check, drivers, schedule
 from tests.conftest import PRODUCT
 

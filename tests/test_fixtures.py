@@ -19,7 +19,7 @@ import pytest
 
 from factory.config import DriverName, Fixture, StationConfig
 from factory.config.drivers import ConsoleSettings
-from factory.journal.sqlite import Journal
+from factory.journal.interface import Journal
 from factory.testbed.sim.console import run_console_unit
 from factory.testbed.sim.framed import run_framed_unit
 from factory.testbed.sim.pty import Misbehaviour, SimPty

@@ -9,7 +9,8 @@ import json5
 from aiohttp.test_utils import TestClient, TestServer
 
 from factory.config import load
-from factory.journal.sqlite import Journal
+from factory.journal import open_journal
+from factory.journal.interface import Journal
 from factory.web.app import make_app
 from tests.conftest import CONFIG_TEXT, PRODUCT, Station, write_config
 
@@ -50,7 +51,7 @@ async def test_unknown_product_is_refused(station: Station) -> None:
 async def _serve(tmp_path: Path, networks: str) -> tuple[TestServer, Journal]:
     config = load(write_config(tmp_path, CONFIG_TEXT.replace(
         'networks = ["127.0.0.0/8", "::1/128"]', f"networks = {networks}")))
-    journal = await Journal.open(config.journal, config.station_id)
+    journal = await open_journal(config.journal, config.station_id)
     server = TestServer(make_app(config, journal), host="127.0.0.1")
     await server.start_server()
     return server, journal

@@ -1,4 +1,6 @@
-"""The SQLite journal: durable settings, group commit, uniqueness, hash chain, tampering."""
+"""The journal: group commit, uniqueness, idempotency, the hash chain, on every backend
+(`journal`, `open_test_journal`); durable settings and tampering with the file, on SQLite
+(`sqlite_journal` and the file itself)."""
 
 from __future__ import annotations
 
@@ -16,12 +18,16 @@ from pathlib import Path
 import pytest
 
 from factory.config import StationConfig
+from factory.journal import open_journal
 from factory.journal.errors import AlreadyVoided, IdempotencyConflict, UnitNotFound
-from factory.journal.migrations import MIGRATIONS
-from factory.journal.records import IssueRequest
-from factory.journal.sqlite import Journal
+from factory.journal.interface import Journal
+from factory.journal.records import Event, IssueRequest
+from factory.journal.sqlite import SQLiteJournal
+from factory.journal.sqlite.migrations import MIGRATIONS
+from factory.journal.waiting import wait_for
 from factory.uci import new_uci
-from tests.conftest import PRODUCT, run_cli
+from factory.upstream.requests import PreclaimRequest, RegisterRequest, read_request
+from tests.conftest import PRODUCT, OpenJournal, run_cli
 
 
 def req(**kw: object) -> IssueRequest:
@@ -30,8 +36,9 @@ def req(**kw: object) -> IssueRequest:
     return IssueRequest(**base)  # type: ignore[arg-type]
 
 
-async def test_file_is_private_and_durable(config: StationConfig, journal: Journal) -> None:
-    await journal.issue(req())
+async def test_file_is_private_and_durable(config: StationConfig,
+                                          sqlite_journal: SQLiteJournal) -> None:
+    await sqlite_journal.issue(req())
     for path in config.journal.parent.glob("journal.sqlite*"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     with sqlite3.connect(config.journal) as db:
@@ -41,17 +48,17 @@ async def test_file_is_private_and_durable(config: StationConfig, journal: Journ
     assert (config.journal.parent / "journal.sqlite-wal").exists()
 
 
-async def test_synchronous_full_on_both_connections(journal: Journal) -> None:
-    for conn in (journal._writer_conn, journal._reader):
+async def test_synchronous_full_on_both_connections(sqlite_journal: SQLiteJournal) -> None:
+    for conn in (sqlite_journal._writer_conn, sqlite_journal._reader):
         async with conn.execute("PRAGMA synchronous") as cur:
             assert (await cur.fetchone()) == (2,)  # FULL
 
 
-async def test_reopen_keeps_everything(config: StationConfig) -> None:
-    j = await Journal.open(config.journal, config.station_id)
+async def test_reopen_keeps_everything(open_test_journal: OpenJournal) -> None:
+    j = await open_test_journal()
     first = await j.issue(req(count=5))
     await j.close()
-    j = await Journal.open(config.journal, config.station_id)
+    j = await open_test_journal()
     try:
         units, _ = await j.units(limit=10)
         assert sorted(u.uci for u in units) == sorted(first.ucis)
@@ -89,12 +96,11 @@ async def test_idempotency_key_replays_a_batch(journal: Journal) -> None:
     assert stats == {"issued": 20}
 
 
-async def test_uniqueness_is_enforced_by_the_journal(config: StationConfig) -> None:
+async def test_uniqueness_is_enforced_by_the_journal(open_test_journal: OpenJournal) -> None:
     """A generator that repeats itself cannot make the journal issue a UCI twice."""
     fixed = new_uci()
     draws: Iterator[str] = itertools.chain([fixed, fixed, fixed], iter(new_uci, None))
-    j = await Journal.open(config.journal, config.station_id,
-                           new_ucis=lambda n: [next(draws) for _ in range(n)])
+    j = await open_test_journal(new_ucis=lambda n: [next(draws) for _ in range(n)])
     try:
         a = await j.issue(req())
         b = await j.issue(req())  # draws the same UCI, hits the unique index, draws again
@@ -102,6 +108,15 @@ async def test_uniqueness_is_enforced_by_the_journal(config: StationConfig) -> N
         assert a.ucis == [fixed]
         assert b.ucis != [fixed]
         assert len({*a.ucis, *b.ucis, *c.ucis}) == 5
+    finally:
+        await j.close()
+
+
+async def test_the_sqlite_file_refuses_a_uci_twice(config: StationConfig) -> None:
+    """The unique index holds against any writer of the file, not only the journal's."""
+    j = await open_journal(config.journal, config.station_id)
+    try:
+        await j.issue(req())
     finally:
         await j.close()
     with sqlite3.connect(config.journal) as db, pytest.raises(sqlite3.IntegrityError,
@@ -161,12 +176,12 @@ def _tamper(path: Path, sql: str) -> None:
 ])
 async def test_tampering_is_found_and_named(config: StationConfig, sql: str, seq: int,
                                             reason: str) -> None:
-    j = await Journal.open(config.journal, config.station_id)
+    j = await open_journal(config.journal, config.station_id)
     await _filled(j)
     assert (await j.verify()).ok
     await j.close()
     _tamper(config.journal, sql)
-    j = await Journal.open(config.journal, config.station_id)
+    j = await open_journal(config.journal, config.station_id)
     try:
         result = await j.verify()
     finally:
@@ -177,7 +192,7 @@ async def test_tampering_is_found_and_named(config: StationConfig, sql: str, seq
 
 
 async def test_verify_and_export_commands(config: StationConfig, config_path: Path) -> None:
-    j = await Journal.open(config.journal, config.station_id)
+    j = await open_journal(config.journal, config.station_id)
     ucis = await _filled(j)
     await j.close()
 
@@ -232,17 +247,67 @@ async def test_verify_while_writing_sees_one_consistent_snapshot(journal: Journa
     assert (await journal.verify()).checked == 8000
 
 
-async def test_a_key_that_only_replays_is_still_committed(config: StationConfig) -> None:
+async def test_a_key_that_only_replays_is_still_committed(open_test_journal: OpenJournal
+                                                          ) -> None:
     """A batch that writes only an idempotency key (the hardware id already had its UCI)
     must commit it before answering, like any other write."""
-    j = await Journal.open(config.journal, config.station_id)
+    j = await open_test_journal()
     first = await j.issue(req(hardware_id="AABBCCDDEEFF"))
     again = await j.issue(req(hardware_id="AABBCCDDEEFF", idempotency_key="k", fingerprint="f"))
     assert again.ucis == first.ucis and not again.created
     await j.close()
-    j = await Journal.open(config.journal, config.station_id)
+    j = await open_test_journal()
     try:
         with pytest.raises(IdempotencyConflict):
             await j.issue(req(count=2, idempotency_key="k", fingerprint="other"))
     finally:
         await j.close()
+
+
+async def test_outbox_rows_are_stored_as_before(config: StationConfig,
+                                                sqlite_journal: SQLiteJournal) -> None:
+    """Typed outbox requests go to the file as the (action, payload) tuples did: the same
+    JSON and the same dedupe keys, so journals written before read back alike."""
+    uci = (await sqlite_journal.issue(req())).ucis[0]
+    register = RegisterRequest(uci, PRODUCT, "", "AQ-100", "Acme Air Sensor",
+                               "2026-11-23T00:00:00+00:00")
+    preclaim = PreclaimRequest(register, "acme", "CSR", "ab" * 32)
+    await sqlite_journal.record(uci, "verified", "test", {}, enqueue=register)
+    for _ in range(2):  # the same key twice is queued once
+        await sqlite_journal.record(uci, "key_made", "test", {}, enqueue=preclaim)
+    with sqlite3.connect(config.journal) as db:
+        rows = db.execute("SELECT action, payload, key FROM outbox ORDER BY id").fetchall()
+    key = "ab" * 32
+    assert rows == [
+        ("register",
+         '{"created":"2026-11-23T00:00:00+00:00","hardware_id":"","model":"AQ-100",'
+         f'"name":"Acme Air Sensor","product":"{PRODUCT}","uci":"{uci}"}}',
+         f"register:{uci}"),
+        ("preclaim",
+         '{"account":"acme","created":"2026-11-23T00:00:00+00:00","csr":"CSR",'
+         '"hardware_id":"","model":"AQ-100","name":"Acme Air Sensor",'
+         f'"product":"{PRODUCT}","spki_sha256":"{key}","uci":"{uci}"}}',
+         f"preclaim:{uci}:{key}"),
+    ]
+    entries = await sqlite_journal.outbox_due(now=1e12)
+    assert [read_request(e.action, e.payload) for e in entries] == [register, preclaim]
+
+
+async def test_a_waiter_wakes_on_the_commit_and_gives_up_after_its_time(
+        journal: Journal) -> None:
+    uci = (await journal.issue(req())).ucis[0]
+
+    async def voided() -> Event | None:
+        return (await journal.unit(uci)).last("voided")
+
+    waiting = asyncio.create_task(wait_for(journal, voided, 30))
+    await asyncio.sleep(0.01)
+    await journal.void(uci, "scrap", "test")
+    async with asyncio.timeout(1):  # woken by the commit, not by a poll or the timeout
+        event = await waiting
+    assert event is not None and event.data == {"reason": "scrap"}
+
+    async def never() -> Event | None:
+        return None
+
+    assert await wait_for(journal, never, 0.05) is None

@@ -14,7 +14,8 @@ import pytest
 
 from factory import uci as uci_codec
 from factory.config import StationConfig, load
-from factory.journal.sqlite import Journal
+from factory.journal import open_journal
+from factory.journal.interface import Journal
 from factory.labels.making import Label, LabelMaker
 from factory.labels.print_queue import PrintQueue
 from factory.labels.printers.cups.lp import submit
@@ -66,7 +67,7 @@ async def kinds(journal: Journal, uci: str) -> list[str]:
 
 async def test_a_verified_unit_gets_its_label_kept_as_pdf(tmp_path: Path) -> None:
     config = load(station_config(tmp_path))
-    journal = await Journal.open(config.journal, config.station_id)
+    journal = await open_journal(config.journal, config.station_id)
     try:
         labels = LabelMaker(config, journal, ProductLabels(config))
         device = MemoryUnit(hardware_id="02:00:00:00:00:01")
@@ -98,7 +99,7 @@ async def printing_station(tmp_path: Path, *, worker: bool = True) -> AsyncItera
 queue = "{cups.queue}"
 server = "{cups.server}"
 """))
-        journal = await Journal.open(config.journal, config.station_id)
+        journal = await open_journal(config.journal, config.station_id)
         queue = PrintQueue(config.printer, journal, label_printer(config.printer))
         labels = LabelMaker(config, journal, ProductLabels(config), wake=queue.wake)
         task = asyncio.create_task(queue.run_forever()) if worker else None
@@ -166,7 +167,7 @@ async def test_a_unit_verified_but_never_labelled_gets_its_label_at_start(
     """The station stopped between `verified` and `labelled`, and the unit left: the next
     start makes the label (once), and a re-plug does not make another."""
     config = load(station_config(tmp_path))
-    journal = await Journal.open(config.journal, config.station_id)
+    journal = await open_journal(config.journal, config.station_id)
     try:
         device = MemoryUnit(hardware_id="02:00:00:00:00:0b")
         product = config.product(PRODUCT)

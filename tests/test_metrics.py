@@ -6,12 +6,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from factory.config import StationConfig
-from factory.journal.sqlite import Journal
+from factory.journal.interface import Journal
 from factory.states import FixtureStatus
 from factory.units.errors import UnitGone
 from factory.units.pipeline import Pipeline, UnitRun
 from factory.web.keys import METRICS
-from tests.conftest import PRODUCT, Station
+from tests.conftest import PRODUCT, Station, register_request
 from tests.test_pipeline import MemoryUnit
 
 
@@ -74,7 +74,7 @@ async def test_the_outbox_backlog_is_reported(station: Station) -> None:
                                        headers=station.auth("device"))
     uci = (await issued.json())["uci"]
     await station.journal.record(uci, "verified", "test", {}, state="verified",
-                                 enqueue=("register", {"uci": uci}))
+                                 enqueue=register_request(uci))
     samples = await scrape(station)
     assert samples[("factory_outbox_entries", (("state", "pending"),))] == 1
     assert samples[("factory_outbox_entries", (("state", "failed"),))] == 0

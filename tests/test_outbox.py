@@ -17,13 +17,15 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from factory.config import StationConfig, load
-from factory.journal.sqlite import Journal
+from factory.journal import open_journal
+from factory.journal.interface import Journal
 from factory.station import registration
 from factory.testbed.registry.app import make_app
 from factory.testbed.registry.keys import STORE, Settings
 from factory.units.pipeline import Identify, Issue, Pipeline, Step, UnitRun, Verify, Write
 from factory.upstream.http import HttpUpstream
 from factory.upstream.outbox import OutboxWorker, registration_from
+from factory.upstream.requests import RegisterRequest
 from tests.conftest import PRODUCT, Station, run_cli
 from tests.test_pipeline import MemoryUnit
 
@@ -123,7 +125,7 @@ async def test_sent_but_not_journaled_is_sent_again_and_counted_once(
     uci = await provision(config, journal, "02:00:00:00:02:01")
     entry, = await journal.outbox_due(now=1e12)
     # The station sent it, then was killed before the answer reached the journal.
-    first = await upstream.register(registration_from(entry.payload))
+    first = await upstream.register(registration_from(RegisterRequest.from_json(entry.payload)))
     assert first.created
     worker = OutboxWorker(journal, upstream)
     assert await worker.drain_once() == 1
@@ -146,7 +148,7 @@ async def test_a_refused_unit_is_set_aside_and_a_bad_token_is_not(
     assert (await journal.outbox_stats()).pending == 1
     # The registry holds this UCI with another body: a conflict only a person can settle.
     entry, = await journal.outbox_due(now=1e12)
-    clash = registration_from({**entry.payload, "model": "OTHER"})
+    clash = registration_from(RegisterRequest.from_json({**entry.payload, "model": "OTHER"}))
     await HttpUpstream(session, registry.url, registry.token).register(clash)
     right = OutboxWorker(journal, HttpUpstream(session, registry.url, registry.token))
     await asyncio.sleep(0.02)
@@ -185,7 +187,8 @@ async def test_backlog_is_shown_by_api_and_cli_and_a_failed_entry_can_be_retried
     await registry.start()
     upstream = HttpUpstream(session, registry.url, registry.token)
     first, = await journal.outbox_due(now=1e12, limit=1)
-    await upstream.register(registration_from({**first.payload, "model": "OTHER"}))
+    await upstream.register(registration_from(
+        RegisterRequest.from_json({**first.payload, "model": "OTHER"})))
     assert await OutboxWorker(journal, upstream).drain_once() == 2
     failed = run_cli(config_path, "outbox", "--state", "failed", "--json").stdout
     assert [e["uci"] for e in json.loads(failed)["entries"]] == [ucis[0]]
@@ -240,7 +243,7 @@ token_file = "registry.token"
 concurrency = 2
 """)
         config = load(config_path)
-        journal = await Journal.open(config.journal, config.station_id)
+        journal = await open_journal(config.journal, config.station_id)
         ucis = [await provision(config, journal, f"02:00:00:01:{i // 256:02x}:{i % 256:02x}")
                 for i in range(300)]
         await journal.close()
@@ -261,7 +264,7 @@ concurrency = 2
             async with asyncio.timeout(60):
                 while registered() < len(ucis):
                     await asyncio.sleep(0.05)
-        journal = await Journal.open(config.journal, config.station_id)
+        journal = await open_journal(config.journal, config.station_id)
         try:
             for uci in ucis:
                 kinds = [e.kind for e in (await journal.unit(uci)).events]

@@ -10,7 +10,7 @@ import pytest
 
 from factory import certs
 from factory.config import StationConfig
-from factory.journal.sqlite import Journal
+from factory.journal.interface import Journal
 from factory.units.driver import Identity, UnitDriver, Verification
 from factory.units.errors import (
     IdentityConflict,

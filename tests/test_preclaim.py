@@ -20,7 +20,7 @@ from cryptography import x509
 from factory import certs
 from factory.config import DriverName, Fixture, StationConfig
 from factory.config.drivers import ConsoleSettings
-from factory.journal.sqlite import Journal
+from factory.journal.interface import Journal
 from factory.labels.making import LabelMaker
 from factory.labels.products import ProductLabels
 from factory.station import unit_steps

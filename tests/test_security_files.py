@@ -14,7 +14,7 @@ import pytest
 
 from factory import claim_secret
 from factory import uci as uci_codec
-from factory.journal.sqlite import Journal
+from factory.journal import open_journal
 from factory.testbed.registry.ca import CertificateAuthority
 from factory.testbed.registry.store import Store
 from tests.conftest import CONFIG_TEXT, PRODUCT, ROOT, run_cli, write_config
@@ -70,7 +70,7 @@ async def test_the_stations_files_are_private(tmp_path: Path, umask_zero: None) 
         "a file nobody checked"
 
     # SQLite gives the -wal and -shm files the journal's own mode, whatever the umask.
-    journal = await Journal.open(state / "journal.sqlite", "test-station")
+    journal = await open_journal(state / "journal.sqlite", "test-station")
     try:
         await journal.add_token("files-2", "viewer", "0" * 64)
         live = [state / "journal.sqlite-wal", state / "journal.sqlite-shm"]

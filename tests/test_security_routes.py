@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from factory.config import load
-from factory.journal.sqlite import Journal
+from factory.journal import open_journal
 from factory.testbed.registry.app import make_app as make_registry
 from factory.testbed.registry.keys import STORE, Settings
 from factory.tokens import new_token, token_hash
@@ -145,7 +145,7 @@ async def line(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
                                NETWORKS[request.param])
     assert text != CONFIG_TEXT
     config = load(write_config(tmp_path, text))
-    journal = await Journal.open(config.journal, config.station_id)
+    journal = await open_journal(config.journal, config.station_id)
     tokens: dict[str, str] = {}
     for role in ROLES:
         for state in ("active", "revoked"):

@@ -17,14 +17,15 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from factory.config import StationConfig, load
-from factory.journal import writer
+from factory.journal import open_journal
+from factory.journal.interface import Journal
 from factory.journal.records import IssueRequest
-from factory.journal.sqlite import Journal
+from factory.journal.sqlite import writer
 from factory.states import FixtureStatus
 from factory.status import snapshot
 from factory.status.snapshot import LiveSources
 from factory.web.app import make_app
-from tests.conftest import CONFIG_TEXT, PRODUCT, Station, write_config
+from tests.conftest import CONFIG_TEXT, PRODUCT, Station, register_request, write_config
 
 
 async def issue(journal: Journal, hardware_id: str) -> str:
@@ -150,7 +151,7 @@ async def test_a_token_given_once_is_kept_in_a_cookie(station: Station,
 async def open_station(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
     config = load(write_config(tmp_path, CONFIG_TEXT + '\n[status]\nopen_networks = '
                                                        '["127.0.0.0/8"]\n'))
-    journal = await Journal.open(config.journal, config.station_id)
+    journal = await open_journal(config.journal, config.station_id)
     try:
         async with TestClient(TestServer(make_app(config, journal),
                                          host="127.0.0.1")) as client:
@@ -246,7 +247,7 @@ async def test_units_left_unfinished_and_refused_ones_need_a_person(
     await journal.record(left, "written", "fixture:f1", {}, state="written")
     refused = await issue(journal, "02:00:00:00:03:02")
     await journal.record(refused, "verified", "fixture:f1", {}, state="verified",
-                         enqueue=("register", {"uci": refused}))
+                         enqueue=register_request(refused))
     [entry] = await journal.outbox_due(now=1e12)
     await journal.record(refused, "register_failed", "upstream", {"reason": "bad product"},
                          state="failed", settles=(entry.id, "failed"))

@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from factory.config import ConfigError, StationConfig, load
-from factory.journal.sqlite import Journal
+from factory.journal import open_journal
+from factory.journal.interface import Journal
 from factory.station import start_upstream
 from factory.uci import new_uci
 from factory.upstream import (
@@ -475,7 +476,7 @@ async def test_the_station_drains_into_aws_iot_as_configured(tmp_path, proxy, ad
     ca = self_signed_pem()
     (tmp_path / "AmazonRootCA1.pem").write_text(ca)
     config = aws_config(tmp_path, proxy.url, 'ca_file = "AmazonRootCA1.pem"')
-    journal = await Journal.open(config.journal, config.station_id)
+    journal = await open_journal(config.journal, config.station_id)
     try:
         async with contextlib.AsyncExitStack() as stack:
             worker = await start_upstream(config, journal, stack)
@@ -520,7 +521,7 @@ async def test_a_batch_preclaim_run_works_against_aws_iot(tmp_path, proxy, admin
     config = aws_config(tmp_path, proxy.url)
     product = config.product(OTHER_PRODUCT)
     assert product is not None and product.claim == "pre"
-    journal = await Journal.open(config.journal, config.station_id)
+    journal = await open_journal(config.journal, config.station_id)
     try:
         async with contextlib.AsyncExitStack() as stack:
             client = await upstream_client(config, stack)

@@ -40,11 +40,12 @@ from factory import uci as uci_codec
 from factory.config import Product
 from factory.files import FOLDER_MODE, private_folder, replacing, write_in_place, write_private
 from factory.issuing import MAX_BATCH
+from factory.journal.interface import Journal
 from factory.journal.records import IssueRequest, Unit
-from factory.journal.sqlite import Journal
 from factory.states import EventKind
 from factory.units.certificate import KEY_FILE, certificate_files
-from factory.upstream.outbox import OutboxWorker, preclaim_payload, registration_payload
+from factory.upstream.outbox import OutboxWorker
+from factory.upstream.requests import PreclaimRequest, RegisterRequest
 
 RUN_FILE = "run.json"
 REPORT_FILE = "report.csv"
@@ -227,16 +228,16 @@ class PreclaimRun:
             unit = units[key.uci]
             if unit.last("key_made", spki_sha256=key.spki_sha256) is not None:
                 continue
-            registration = registration_payload(
-                key.uci, self._product.id, unit.hardware_id, self._product.model,
+            registration = RegisterRequest(
+                key.uci, self._product.id, unit.hardware_id or "", self._product.model,
                 self._product.name, unit.created_at)
-            request = preclaim_payload(registration, self._account, key.csr_pem,
-                                       key.spki_sha256)
+            request = PreclaimRequest(registration, self._account, key.csr_pem,
+                                      key.spki_sha256)
             jobs.append(self._journal.record(
                 key.uci, "key_made", self._actor,
                 {"path": str(key_path(self._out, key.uci)), "origin": "station",
                  "spki_sha256": key.spki_sha256, "csr": key.csr_pem},
-                enqueue=("preclaim", request)))
+                enqueue=request))
         for start in range(0, len(jobs), 2000):
             await asyncio.gather(*jobs[start:start + 2000])
 

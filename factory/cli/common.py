@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
 from factory.config import StationConfig, load
-from factory.journal.sqlite import Journal
+from factory.journal import open_journal
+from factory.journal.interface import Journal
 
 # argparse's subparsers type is private and not subscriptable at run time: name it once here.
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -54,7 +55,7 @@ def with_journal(args: argparse.Namespace,
     config = station_config(args)
 
     async def run() -> int:
-        journal = await Journal.open(config.journal, config.station_id)
+        journal = await open_journal(config.journal, config.station_id)
         try:
             return await work(journal, config)
         finally:

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 from factory.cli.common import Subcommands, command, group, with_journal
 from factory.config import StationConfig
 from factory.files import open_private
-from factory.journal.sqlite import Journal
+from factory.journal.interface import Journal
 
 EXPORT_FIELDS = ("seq", "uci", "kind", "at", "station", "actor", "data", "hash")
 

@@ -11,7 +11,7 @@ from factory import claim_secret
 from factory import uci as uci_codec
 from factory.cli.common import CliError, Subcommands, actor, command, group, with_journal
 from factory.config import StationConfig
-from factory.journal.sqlite import Journal
+from factory.journal.interface import Journal
 
 
 def register(sub: Subcommands) -> None:

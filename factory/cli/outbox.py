@@ -9,7 +9,7 @@ from factory import uci as uci_codec
 from factory.cli.common import CliError, Subcommands, actor, command, with_journal
 from factory.config import StationConfig
 from factory.journal.backlog import backlog
-from factory.journal.sqlite import Journal
+from factory.journal.interface import Journal
 from factory.states import OUTBOX_STATES
 
 

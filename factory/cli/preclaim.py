@@ -38,7 +38,7 @@ def register(sub: Subcommands) -> None:
 
 def cmd_preclaim(args: argparse.Namespace) -> int:
     from factory.batch.preclaim import PreclaimRun, RunError, read_unit_list
-    from factory.journal.sqlite import Journal
+    from factory.journal import open_journal
     from factory.upstream.kinds import upstream_client
     from factory.upstream.outbox import OutboxWorker
 
@@ -58,7 +58,7 @@ def cmd_preclaim(args: argparse.Namespace) -> int:
 
     async def work() -> int:
         async with contextlib.AsyncExitStack() as stack:
-            journal = await Journal.open(config.journal, config.station_id)
+            journal = await open_journal(config.journal, config.station_id)
             stack.push_async_callback(journal.close)
             run = PreclaimRun(journal, product, args.account, args.out, actor=actor(),
                               key_type=args.key_type, jobs=args.jobs,

@@ -11,7 +11,7 @@ from pathlib import Path
 from factory import uci as uci_codec
 from factory.cli.common import CliError, Subcommands, command, with_journal
 from factory.config import StationConfig
-from factory.journal.sqlite import Journal
+from factory.journal.interface import Journal
 
 
 def register(sub: Subcommands) -> None:

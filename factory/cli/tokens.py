@@ -7,8 +7,8 @@ import sys
 
 from factory.cli.common import CliError, Subcommands, command, group, with_journal
 from factory.config import StationConfig
+from factory.journal.interface import Journal
 from factory.journal.records import ROLES
-from factory.journal.sqlite import Journal
 from factory.tokens import new_token, token_hash, valid_name
 
 

@@ -10,8 +10,8 @@ from typing import Any, TextIO
 from factory import uci as uci_codec
 from factory.cli.common import CliError, Subcommands, actor, command, with_journal
 from factory.config import StationConfig
+from factory.journal.interface import Journal
 from factory.journal.records import Unit
-from factory.journal.sqlite import Journal
 
 
 def register(sub: Subcommands) -> None:

@@ -1,2 +1,28 @@
 """The journal: every step of every unit as a hash-chained event, durable before it is
-acknowledged."""
+acknowledged. `open_journal` is the one place that picks a backend for a location."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from factory.journal.errors import JournalUnavailable
+from factory.journal.interface import Journal
+from factory.uci import new_ucis as _new_ucis
+
+
+async def open_journal(location: str | Path, station: str, *,
+                       new_ucis: Callable[[int], list[str]] = _new_ucis) -> Journal:
+    """Open (creating if needed) the journal at `location`: a file path is a SQLite journal.
+    A URL names another backend by its scheme; none is built in yet."""
+    scheme = str(location).partition("://")[0] if "://" in str(location) else ""
+    if scheme:
+        raise JournalUnavailable(
+            f"no journal backend for {scheme}:// (journal = {str(location)!r}); "
+            "give the path of a SQLite file instead")
+    # Imported here, not above: importing the journal's plain records (the pure unit
+    # pipeline does) should not load a database driver, and a backend's driver is only
+    # needed once a journal of that kind is opened.
+    from factory.journal.sqlite import open_sqlite
+
+    return await open_sqlite(location, station, new_ucis)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from factory.journal.interface import Journal
 from factory.journal.records import OutboxRow
-from factory.journal.sqlite import Journal
 
 
 async def backlog(journal: Journal, *, state: str | None = "pending", uci: str | None = None,

@@ -16,7 +16,7 @@ from pathlib import Path
 from factory import failpoints
 from factory.config import Product, StationConfig
 from factory.files import replacing
-from factory.journal.sqlite import Journal
+from factory.journal.interface import Journal
 from factory.labels.errors import LabelError
 from factory.labels.layout import LabelData
 from factory.labels.products import ProductLabels

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from factory import failpoints
 from factory.config import Printer
+from factory.journal.interface import Journal
 from factory.journal.records import Event
-from factory.journal.sqlite import Journal
 from factory.labels.printers.interface import LabelPrinter, PrinterUnavailable, PrintRejected
 
 log = logging.getLogger("factory.labels")

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from factory import uci as uci_codec
 from factory.config import StationConfig
 from factory.journal.backlog import backlog
+from factory.journal.interface import Journal
 from factory.journal.records import Unit
-from factory.journal.sqlite import Journal
 from factory.states import COUNTER_NAMES
 from factory.status.attention import (
     COUNTERS,

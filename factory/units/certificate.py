@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import json
 import posixpath
-import time
 from collections.abc import Callable
 from typing import Any
 
 from factory import certs, failpoints
+from factory.journal.interface import OutboxRequest
 from factory.journal.records import Event
+from factory.journal.waiting import wait_for
 from factory.units.driver import UnitDriver
 from factory.units.errors import (
     PreclaimRefused,
@@ -34,8 +35,8 @@ from factory.units.pipeline import Ledger, UnitRun
 
 KEY_FILE, CERT_FILE, CA_FILE, PROVISION_FILE = (
     "device.key", "device.crt", "ca.crt", "provision.json5")
-# The outbox request for a unit's CSR: (run, csr, key id) -> (action, payload).
-PreclaimRequest = Callable[[UnitRun, str, str], tuple[str, dict[str, Any]]]
+# The outbox request for a unit's CSR: (run, csr, key id) -> request.
+MakePreclaimRequest = Callable[[UnitRun, str, str], OutboxRequest]
 
 
 def unit_file(run: UnitRun, name: str) -> str:
@@ -49,7 +50,7 @@ class MakeKey:
 
     name = "keying"
 
-    def __init__(self, request: PreclaimRequest, wake: Callable[[], None] = lambda: None,
+    def __init__(self, request: MakePreclaimRequest, wake: Callable[[], None] = lambda: None,
                  key_type: certs.KeyType = "ec-p256") -> None:
         self._request, self._wake, self._key_type = request, wake, key_type
 
@@ -90,8 +91,8 @@ class InstallCertificate:
 
     name = "certifying"
 
-    def __init__(self, wait: float = 30.0, poll: float = 0.2) -> None:
-        self._wait, self._poll = wait, poll
+    def __init__(self, wait: float = 30.0) -> None:
+        self._wait = wait
 
     async def run(self, run: UnitRun, driver: UnitDriver, ledger: Ledger) -> None:
         if run.product.claim != "pre" or run.uci is None:
@@ -129,20 +130,23 @@ class InstallCertificate:
     async def _granted(self, run: UnitRun, ledger: Ledger) -> Event:
         """The `preclaimed` event for the unit's key; PreclaimRefused or UpstreamPending."""
         assert run.uci is not None and run.key_id is not None
-        deadline = time.monotonic() + self._wait
-        while True:
-            unit = await ledger.unit(run.uci)
-            granted = unit.last("preclaimed", spki_sha256=run.key_id)
-            if granted is not None:
-                return granted
-            refused = unit.last("preclaim_failed", spki_sha256=run.key_id)
-            if refused is not None:
+        uci, key_id = run.uci, run.key_id
+
+        async def answer() -> Event | None:
+            unit = await ledger.unit(uci)
+            refused = unit.last("preclaim_failed", spki_sha256=key_id)
+            granted = unit.last("preclaimed", spki_sha256=key_id)
+            if granted is None and refused is not None:
                 raise PreclaimRefused(f"the upstream refused to pre-claim the unit: "
                                       f"{refused.data.get('reason', '')}")
-            if time.monotonic() >= deadline:
-                raise UpstreamPending(f"no certificate from the upstream within "
-                                      f"{self._wait:g} s (the request stays queued)")
-            await asyncio.sleep(self._poll)
+            return granted
+
+        # The outbox worker journals the answer: wake on each commit, never poll.
+        granted = await wait_for(ledger, answer, self._wait)
+        if granted is None:
+            raise UpstreamPending(f"no certificate from the upstream within "
+                                  f"{self._wait:g} s (the request stays queued)")
+        return granted
 
 
 def _files(run: UnitRun, granted: dict[str, Any]) -> list[tuple[str, bytes]]:

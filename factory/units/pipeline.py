@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from factory import failpoints
 from factory.config import Product
 from factory.hardware import HardwareIdError, normalise
+from factory.journal.interface import Changes, OutboxRequest
 from factory.journal.records import IssueRequest, IssueResult, Unit
 from factory.states import DONE_STATES, EventKind
 from factory.units.device_file import render
@@ -29,14 +30,14 @@ log = logging.getLogger("factory.pipeline")
 
 
 
-class Ledger(Protocol):
+class Ledger(Changes, Protocol):
     """What the pipeline needs of the journal."""
 
     async def issue(self, request: IssueRequest) -> IssueResult: ...
     async def unit(self, uci: str) -> Unit: ...
     async def record(self, uci: str, kind: EventKind, actor: str, data: dict[str, Any],
                      state: str | None = None, *,
-                     enqueue: tuple[str, dict[str, Any]] | None = None) -> None: ...
+                     enqueue: OutboxRequest | None = None) -> None: ...
     async def note(self, kind: EventKind, actor: str, data: dict[str, Any]) -> None: ...
     async def live_units_for_hardware(self, hardware_id: str) -> list[Unit]: ...
 
@@ -66,8 +67,8 @@ class UnitRun:
         return f"fixture:{self.fixture}"
 
 
-# The outbox request (action, payload) a verified unit causes, if any.
-Enqueue = Callable[[UnitRun], tuple[str, dict[str, Any]] | None]
+# The outbox request a verified unit causes, if any.
+Enqueue = Callable[[UnitRun], OutboxRequest | None]
 
 
 class Step(Protocol):

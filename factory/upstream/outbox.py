@@ -18,8 +18,8 @@ from typing import Any
 from factory import failpoints
 from factory.claim_secret import ClaimSecrets
 from factory.journal.errors import JournalError, OutboxSettled
+from factory.journal.interface import Journal
 from factory.journal.records import OutboxEntry
-from factory.journal.sqlite import Journal
 from factory.upstream import backoff
 from factory.upstream.adapter import (
     PermanentError,
@@ -28,28 +28,10 @@ from factory.upstream.adapter import (
     Upstream,
     UpstreamError,
 )
+from factory.upstream.requests import PreclaimRequest, RegisterRequest, read_request
 
 log = logging.getLogger("factory.outbox")
 ACTOR = "upstream"
-
-
-def registration_payload(uci: str, product: str, hardware_id: str | None, model: str,
-                         name: str, created: str,
-                         claim_expires: str | None = None) -> dict[str, Any]:
-    """What goes in the outbox for a unit to register (plain JSON values). A unit with a
-    claim secret has `claim_expires`; its secret is derived again when sent, never stored."""
-    payload = {"uci": uci, "product": product, "hardware_id": hardware_id or "",
-               "model": model, "name": name, "created": created}
-    if claim_expires is not None:
-        payload["claim_expires"] = claim_expires
-    return payload
-
-
-def preclaim_payload(registration: dict[str, Any], account: str, csr: str,
-                     spki_sha256: str) -> dict[str, Any]:
-    """What goes in the outbox for a unit to pre-claim: its registration, the account, and
-    the CSR with its key's hash (which keys the request: one per unit and key)."""
-    return {**registration, "account": account, "csr": csr, "spki_sha256": spki_sha256}
 
 
 class OutboxWorker:
@@ -118,10 +100,11 @@ class OutboxWorker:
         """One attempt; True when the entry is settled, False when it waits for a retry.
         A refusal meant for this unit is raised to `_send`."""
         try:
-            if entry.action == "register":
-                kind, data, state = await self._register(entry.payload)
-            elif entry.action == "preclaim":
-                kind, data, state = await self._preclaim(entry.payload)
+            request = read_request(entry.action, entry.payload)
+            if isinstance(request, RegisterRequest):
+                kind, data, state = await self._register(request)
+            elif isinstance(request, PreclaimRequest):
+                kind, data, state = await self._preclaim(request)
             else:
                 raise PermanentError(f"unknown outbox action {entry.action!r}", status=0)
         except PermanentError as exc:
@@ -149,24 +132,23 @@ class OutboxWorker:
         log.info("unit %s %s upstream", entry.uci, kind)
         return True
 
-    async def _registration(self, payload: dict[str, Any]) -> Registration:
-        if "claim_expires" in payload:
-            return await asyncio.to_thread(registration_from, payload, self._secrets)
-        return registration_from(payload)
+    async def _registration(self, request: RegisterRequest) -> Registration:
+        if request.claim_expires is not None:
+            return await asyncio.to_thread(registration_from, request, self._secrets)
+        return registration_from(request)
 
-    async def _register(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
-        result = await self._upstream.register(await self._registration(payload))
+    async def _register(self, request: RegisterRequest) -> tuple[str, dict[str, Any], str]:
+        result = await self._upstream.register(await self._registration(request))
         return "registered", {"created": result.created}, "registered"
 
-    async def _preclaim(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+    async def _preclaim(self, request: PreclaimRequest) -> tuple[str, dict[str, Any], str]:
         """Register (idempotent, so a retry after a crash is harmless), then pre-claim: the
         certificate goes in the journal (it is public), for the unit's fixture to write."""
-        await self._upstream.register(await self._registration(payload))
+        await self._upstream.register(await self._registration(request.registration))
         failpoints.hit("outbox.registered")
-        cert = await self._upstream.preclaim(payload["uci"], payload["account"],
-                                             payload["csr"])
+        cert = await self._upstream.preclaim(request.uci, request.account, request.csr)
         return "preclaimed", {
-            "account": cert.account, "spki_sha256": payload["spki_sha256"],
+            "account": cert.account, "spki_sha256": request.spki_sha256,
             "fingerprint": cert.fingerprint,
             "not_after": cert.not_after.isoformat(timespec="seconds"),
             "endpoint": cert.endpoint, "certificate": cert.certificate_pem,
@@ -190,19 +172,19 @@ class OutboxWorker:
             await self._journal.outbox_close(entry.id, outcome)
 
 
-def registration_from(payload: dict[str, Any],
+def registration_from(request: RegisterRequest,
                       secrets: ClaimSecrets | None = None) -> Registration:
-    """The Registration an outbox payload stands for; a unit with a claim secret gets its
+    """The Registration a queued request stands for; a unit with a claim secret gets its
     hash derived here (CPU-bound: call it off the event loop then)."""
-    secret_hash, expires = None, payload.get("claim_expires")
+    secret_hash, expires = None, request.claim_expires
     if expires is not None:
         if secrets is None:
             raise ValueError("the unit has a claim secret, but this station has no claim key")
-        secret_hash = secrets.secret_hash(payload["uci"])
-    return Registration(uci=payload["uci"], product=payload["product"],
-                        hardware_id=payload["hardware_id"], model=payload["model"],
-                        name=payload["name"],
-                        created=datetime.fromisoformat(payload["created"]),
+        secret_hash = secrets.secret_hash(request.uci)
+    return Registration(uci=request.uci, product=request.product,
+                        hardware_id=request.hardware_id, model=request.model,
+                        name=request.name,
+                        created=datetime.fromisoformat(request.created),
                         claim_secret_hash=secret_hash,
                         claim_expires=None if expires is None
                         else datetime.fromisoformat(expires))

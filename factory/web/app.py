@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from factory.config import StationConfig
 from factory.journal.backlog import backlog
-from factory.journal.sqlite import Journal
+from factory.journal.interface import Journal
 from factory.status.metrics import Metrics
 from factory.status.snapshot import LiveSources
 from factory.web import api, ioto, openapi, status_routes

@@ -12,8 +12,8 @@ from typing import Literal
 from aiohttp import web
 
 from factory.config import Network
+from factory.journal.interface import Journal
 from factory.journal.records import Role
-from factory.journal.sqlite import Journal
 from factory.tokens import same_hash, token_hash
 from factory.web.problems import Forbidden, Unauthorized
 

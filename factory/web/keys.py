@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from factory.config import StationConfig
-from factory.journal.sqlite import Journal
+from factory.journal.interface import Journal
 from factory.status.feed import StatusFeed
 from factory.status.metrics import Metrics
 from factory.status.snapshot import LiveSources

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from factory.config import DriverName, Fixture, Product
 from factory.config.drivers import ConsoleSettings
-from factory.journal.sqlite import Journal
+from factory.journal.interface import Journal
 from factory.states import DONE_STATES
 from factory.testbed.sim.console import run_console_unit
 from factory.testbed.sim.framed import run_framed_unit

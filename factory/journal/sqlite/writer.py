@@ -31,6 +31,7 @@ from factory.journal.errors import (
     OutboxSettled,
     UnitNotFound,
 )
+from factory.journal.interface import OutboxRequest
 from factory.journal.records import IssueRequest, IssueResult
 
 log = logging.getLogger("factory.journal")
@@ -67,7 +68,7 @@ class StepJob:
     future: asyncio.Future[None]
     refuse_from: frozenset[str] = frozenset()
     size: int = 1
-    enqueue: tuple[str, dict[str, Any]] | None = None  # (action, payload) for the outbox
+    enqueue: OutboxRequest | None = None  # a request for the upstream, queued with the step
     settles: tuple[int, str] | None = None  # (outbox entry, "done" or "failed") it answers
 
 
@@ -341,12 +342,9 @@ def _plan_step(plan: _Plan, job: StepJob, states: dict[str, tuple[int, str]],
     plan.updates.append((new_state, plan.at, seq, unit_id))
     states[job.uci] = (unit_id, new_state)
     if job.enqueue is not None:
-        action, payload = job.enqueue
-        # Once per unit and action; a request for a key (pre-claim) once per unit and key, so
-        # a unit given a new key asks again and a unit asked twice for one key does not.
-        key = f"{action}:{job.uci}" + (f":{payload['spki_sha256']}"
-                                       if "spki_sha256" in payload else "")
-        plan.outbox.append((unit_id, job.uci, action, canonical_data(payload), key, plan.at))
+        request = job.enqueue  # its key dedupes: INSERT OR IGNORE drops a second one
+        plan.outbox.append((unit_id, job.uci, request.action, canonical_data(request.to_json()),
+                            request.key, plan.at))
     if job.settles is not None:
         entry, outcome = job.settles
         plan.outbox_settled.append((outcome, entry))
