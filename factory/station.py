@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 from dataclasses import replace
@@ -12,9 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
-from factory import claim_secret
+from factory import claim_secret, listeners
 from factory.claim_secret import ClaimSecrets
-from factory.config import Product, StationConfig
+from factory.config import ConfigError, Product, StationConfig
 from factory.journal import open_journal
 from factory.journal.interface import Journal
 from factory.labels.making import Label, LabelMaker
@@ -69,7 +70,10 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         await runner.setup()
         stack.push_async_callback(stop_http, runner)
         site = web.TCPSite(runner, config.host, config.port, backlog=1024)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise listen_error(config, exc) from exc
         urls = [f"http://{host}:{port}/" for host, port in (a[:2] for a in runner.addresses)]
         for url in urls:
             log.info("station %s listening on %s (journal %s)", config.station_id, url,
@@ -99,6 +103,19 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def listen_error(config: StationConfig, exc: OSError) -> ConfigError:
+    """"Address in use" and its kin in one line: where, why, who holds it if it can be seen."""
+    where = f"{config.host}:{config.port}"
+    if exc.errno == errno.EADDRINUSE:
+        who = listeners.holder(config.port)
+        reason = (f"cannot listen on {where}: the address is in use"
+                  f"{f' by {who}' if who else ''}; stop that program or choose another "
+                  "address (--listen, or [station] listen)")
+    else:
+        reason = f"cannot listen on {where}: {exc.strerror or exc}"
+    return ConfigError(config.source, "station.listen", reason)
 
 
 def status_line(urls: list[str], fixtures: list[FixtureRunner]) -> str:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from factory import uci as uci_codec
 from factory.journal.sqlite import SQLiteJournal
 from factory.web import auth
+from factory.web.app import make_app
 from factory.web.keys import TOKENS
 from tests.conftest import OTHER_PRODUCT, PRODUCT, Station
 
@@ -242,3 +245,48 @@ async def test_a_full_journal_refuses_with_503_and_the_station_goes_on(station: 
     assert ok.status == 201
     assert await station.journal.stats() == {"issued": 5000}
     assert (await station.journal.verify()).ok
+
+
+# B6 of the outside probe: bodies within the size limit that Python's JSON parser cannot take
+# (an integer past its 4,300-digit limit, nesting past its recursion limit) were 500s.
+PARSER_LIMITS = [
+    ("5000-digit count", "/api/v1/ucis",
+     b'{"product": "%s", "count": 1%s}' % (PRODUCT.encode(), b"0" * 5000), "cannot be read"),
+    ("array nested 100,000 deep", "/api/v1/ucis", b"[" * 100_000 + b"]" * 100_000,
+     "nested too deep"),
+    ("object nested 50,000 deep", f"/api/v1/units/{GOOD_UCI}/void",
+     b'{"reason": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_001, "nested too deep"),
+]
+
+
+@pytest.mark.parametrize(("name", "path", "body", "text"), PARSER_LIMITS,
+                         ids=[r[0] for r in PARSER_LIMITS])
+async def test_a_body_past_the_json_parsers_limits_is_a_400(
+        station: Station, name: str, path: str, body: bytes, text: str) -> None:
+    config = dataclasses.replace(station.config, max_body_bytes=1024 * 1024)
+    async with TestClient(TestServer(make_app(config, station.journal),
+                                     host="127.0.0.1")) as client:
+        resp = await client.post(path, data=body, headers=station.auth("operator"))
+        assert resp.status == 400, await resp.text()
+        problem = await resp.json(content_type=PROBLEM)
+        assert text in problem["detail"], problem["detail"]
+        # The station goes on: a good request right after is served.
+        ok = await client.post("/api/v1/ucis", json={"product": PRODUCT},
+                               headers=station.auth("operator"))
+        assert ok.status == 201
+
+
+async def test_a_bearer_token_that_is_not_utf8_is_a_401(station: Station) -> None:
+    """B6: `Authorization: Bearer` with a byte that is not UTF-8 was a 500 (hashing the
+    token); it is an unknown token. Sent on a raw socket: clients encode headers for us."""
+    server = station.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(b"POST /api/v1/ucis HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Authorization: Bearer fst_\xff\xfe\r\nContent-Length: 2\r\n"
+                 b"Connection: close\r\n\r\n{}")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401"), head
+    assert b"unknown or revoked" in body

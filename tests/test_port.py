@@ -11,7 +11,7 @@ import pytest
 
 from factory.testbed.sim.pty import Misbehaviour, SimPty
 from factory.units.errors import PortBusy, PortMissing, ProtocolError, UnitGone, UnitTimeout
-from factory.units.port import open_port
+from factory.units.port import KEEP_DRAINED, MAX_BURST, open_port
 
 
 async def _echo(sim: SimPty) -> None:
@@ -100,3 +100,47 @@ async def test_port_is_exclusive_and_missing_ports_say_so(tmp_path: Path) -> Non
         await open_port(str(tmp_path / "ttyUSB9"), 115200)
     with pytest.raises(PortMissing, match="only device paths and socket://"):
         await open_port("rfc2217://127.0.0.1:1", 115200)
+
+
+async def _flood(sim: SimPty, chunk: bytes) -> None:
+    """The unit's end writes `chunk` without a pause until it is unplugged."""
+    try:
+        while True:
+            await sim.write(chunk)
+            await asyncio.sleep(0)
+    except Exception:
+        return
+
+
+async def test_a_flooding_unit_is_refused_after_a_bounded_number_of_bytes() -> None:
+    """B9: draining a unit that never pauses stops after MAX_BURST bytes (not after seconds
+    of reading everything it sends), and keeps only the tail of what it threw away."""
+    sim = SimPty()
+    flood = asyncio.create_task(_flood(sim, bytes(range(32, 127)) * 100))
+    port = await open_port(sim.path, 115200)
+    try:
+        with pytest.raises(ProtocolError, match="does not stop sending") as refused:
+            await port.drain_input(quiet=0.05, limit=30.0)
+        assert MAX_BURST < port.bytes_in <= 1024 * 1024
+        assert "bytes in" in str(refused.value)
+        await sim.write(b"")
+        before = port.bytes_in
+        await asyncio.sleep(0.2)  # nobody reads: the port takes no more than its buffers
+        assert port.bytes_in == before
+    finally:
+        await port.close()
+        sim.hangup()
+        await flood
+
+
+async def test_draining_returns_only_the_tail_of_a_burst() -> None:
+    sim = SimPty()
+    port = await open_port(sim.path, 115200)
+    try:
+        await sim.write(b"a" * 50_000 + b"login: ")
+        junk = await port.drain_input(quiet=0.2)
+        assert junk.endswith(b"login: ") and len(junk) <= KEEP_DRAINED
+        assert port.bytes_in == 50_007
+    finally:
+        await port.close()
+        sim.hangup()

@@ -4,6 +4,7 @@ the token cookie, and events pushed on journal and fixture changes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from factory.journal.sqlite import writer
 from factory.states import FixtureStatus
 from factory.status import snapshot
 from factory.status.snapshot import LiveSources
+from factory.tokens import new_token, token_hash
 from factory.web.app import make_app
 from tests.conftest import CONFIG_TEXT, PRODUCT, Station, register_request, write_config
 
@@ -260,3 +262,34 @@ async def test_units_left_unfinished_and_refused_ones_need_a_person(
     assert [a["source"] for a in later["attention"]] == ["upstream", "units"]
     assert f"1 unit written but never verified ({left})" in later["attention"][1]["what"]
     assert "plug each in again" in later["attention"][1]["action"]
+
+
+async def test_a_revoked_tokens_open_stream_is_closed(station: Station) -> None:
+    """B4 of the outside probe: a stream opened with a token went on after the token was
+    revoked (22 events in 25 s). It ends within a few seconds; a new one is refused."""
+    name, token = "screen-1", new_token()
+    await station.journal.add_token(name, "viewer", token_hash(token))
+    viewer = {"Authorization": f"Bearer {token}"}
+    resp = await station.client.get("/api/v1/status/events", headers=viewer)
+    assert resp.status == 200
+    events = aiter(read_events(resp))
+    await anext(events)
+    await station.journal.revoke_token(name)
+    async with asyncio.timeout(15):  # a hang guard: without the fix the stream never ends
+        while True:
+            issued = await station.client.post("/api/v1/ucis", json={"product": PRODUCT},
+                                               headers=station.auth("device"))
+            assert issued.status == 201  # changes keep coming, so events would too
+            try:
+                async with asyncio.timeout(0.5):
+                    await anext(events)
+            except StopAsyncIteration:
+                break  # the station ended the stream
+            except TimeoutError:
+                continue
+    again = await station.client.get("/api/v1/status/events", headers=viewer)
+    assert again.status == 401
+    # Another screen's stream, its token still good, is not touched.
+    other = await station.client.get("/api/v1/status/events", headers=station.auth("viewer"))
+    assert other.status == 200
+    assert "counts" in await anext(aiter(read_events(other)))

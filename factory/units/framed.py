@@ -36,6 +36,8 @@ from factory.units.framed_payloads import (
 )
 from factory.units.framed_protocol import (
     MAX_CHUNK,
+    MAX_PAYLOAD,
+    MIN_FRAME,
     REPLY,
     VERSION,
     Corrupt,
@@ -48,6 +50,11 @@ from factory.units.framed_protocol import (
 from factory.units.port import Port
 
 PRESENT_TIMEOUT = 0.5  # seconds a present unit takes at most to answer HELLO
+# Bytes without a frame in them that one request may meet before the unit is taken for one
+# that speaks no framed protocol: a few frames' worth, so a burst of line noise is survived,
+# while a unit printing a console or noise costs a bounded read, not a fixture stuck waiting.
+MAX_NOISE = 4 * (MAX_PAYLOAD + MIN_FRAME)
+NO_PROTOCOL = "the unit speaks no framed protocol on this port"
 _P = TypeVar("_P", Hello, Count, Digest)
 
 
@@ -141,6 +148,8 @@ class FramedDriver:
                                                         PRESENT_TIMEOUT), retries=0)
         except UnitGone:
             raise
+        except ProtocolError:
+            return True  # something talks on the line: identifying it says what is wrong
         except UnitError:
             return False
         return True
@@ -176,13 +185,14 @@ class FramedDriver:
         self._seq = (self._seq + 1) & 0xFFFF
         request = Frame(self._seq, op, payload=payload).encode()
         garbled = 0
+        noise_from = self._decoder.skipped
         for attempt in range(tries):
             if attempt:
                 self.resends += 1
             skipped = self._decoder.skipped
             await self._port.write(request)
             try:
-                reply = await self._reply(self._seq, op, timeout)
+                reply = await self._reply(self._seq, op, timeout, noise_from)
             except _Garbled:
                 garbled += 1
                 continue
@@ -192,6 +202,7 @@ class FramedDriver:
                 self._decoder.skip_partial()
                 if self._decoder.skipped > skipped:
                     garbled += 1
+                self._check_noise(noise_from, op)
                 continue
             if reply.status == Status.BAD_CRC:
                 garbled += 1
@@ -209,14 +220,23 @@ class FramedDriver:
         raise UnitTimeout(f"the unit did not answer {op.name} within {timeout:g} s "
                           f"({tries} tries)")
 
-    async def _reply(self, seq: int, op: Op, timeout: float) -> Frame:
+    def _check_noise(self, noise_from: int, op: Op) -> None:
+        noise = self._decoder.skipped - noise_from
+        if noise > MAX_NOISE:
+            raise ProtocolError(f"{NO_PROTOCOL}: {noise} bytes without a frame in answer to "
+                                f"{op.name} (check the fixture's driver and the unit's "
+                                "firmware)")
+
+    async def _reply(self, seq: int, op: Op, timeout: float, noise_from: int) -> Frame:
         """The reply to request `seq`; older replies (to requests sent again) are dropped."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             remaining = max(0.0, deadline - loop.time())
             data = await self._port.read_exactly(self._decoder.wanted, remaining)
-            for event in self._decoder.feed(data):
+            events = self._decoder.feed(data)
+            self._check_noise(noise_from, op)
+            for event in events:
                 if isinstance(event, Corrupt):
                     raise _Garbled(event.reason)
                 if event.seq == seq and event.op == op | REPLY:

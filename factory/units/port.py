@@ -20,6 +20,10 @@ import serial_asyncio_fast
 from factory.units.errors import PortBusy, PortMissing, ProtocolError, UnitGone, UnitTimeout
 
 MAX_LINE = 64 * 1024  # nothing a unit says in one answer is longer
+# A burst a unit may send before it has to pause: a boot log or a login banner fits; more is a
+# flood (a wrong baud rate, a runaway program) and reading it all would cost memory and CPU.
+MAX_BURST = 256 * 1024
+KEEP_DRAINED = 4096  # what drain_input returns of what it discarded: the last prompt is there
 log = logging.getLogger("factory.port")
 
 
@@ -89,21 +93,31 @@ class Port:
                                     "expected answer (garbage on the line?)")
             await self._fill(deadline, f"an answer matching {pattern.pattern!r}")
 
-    async def drain_input(self, quiet: float = 0.05, limit: float = 2.0) -> bytes:
-        """Discard what is buffered and whatever the unit sends until it is quiet (for at
-        most `limit` seconds: a unit that never stops talking is garbled)."""
-        junk = bytes(self._buffer)
+    async def drain_input(self, quiet: float = 0.05, limit: float = 2.0,
+                          max_bytes: int = MAX_BURST) -> bytes:
+        """Discard what is buffered and whatever the unit sends until it is quiet; returns the
+        last KEEP_DRAINED bytes of it. A unit that sends more than `max_bytes`, or for longer
+        than `limit` seconds, without a pause floods the line: a ProtocolError, after bounded
+        memory and CPU (nothing more is read)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        kept = bytearray(self._buffer[-KEEP_DRAINED:])
+        dropped = len(self._buffer)
         self._buffer.clear()
-        give_up = asyncio.get_running_loop().time() + limit
         while True:
-            if asyncio.get_running_loop().time() > give_up:
-                raise ProtocolError("the unit does not stop sending (garbage on the line?)")
+            if dropped > max_bytes or loop.time() - started > limit:
+                raise ProtocolError(
+                    f"the unit does not stop sending: {dropped} bytes in "
+                    f"{loop.time() - started:.1f} s without a pause (garbage on the line: "
+                    "wrong baud rate, or a program flooding the console?)")
             try:
-                await self._fill(asyncio.get_running_loop().time() + quiet, "anything")
+                await self._fill(loop.time() + quiet, "anything")
             except UnitTimeout:
-                junk += bytes(self._buffer)
-                self._buffer.clear()
-                return junk
+                return bytes(kept)
+            dropped += len(self._buffer)
+            kept += self._buffer
+            del kept[:-KEEP_DRAINED]
+            self._buffer.clear()
 
     async def close(self) -> None:
         """Close the port; a port that is already gone is fine."""

@@ -54,6 +54,8 @@ class TokenCache:
         return self._entries
 
     async def lookup(self, token: str) -> Principal | None:
+        if not token.isascii():  # no token is (a header's stray bytes arrive as surrogates)
+            return None
         digest = token_hash(token)
         found: Principal | None = None
         for stored, name, role in await self._entries_now():

@@ -39,3 +39,8 @@ async def json_body(request: web.Request) -> Any:
     except json.JSONDecodeError as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} "
                          f"column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise BadRequest("the request body is nested too deep to read; send a flat JSON "
+                         "object") from exc
+    except ValueError as exc:  # valid JSON Python will not hold, e.g. a 5,000-digit integer
+        raise BadRequest(f"the request body cannot be read: {exc}") from exc

@@ -19,13 +19,15 @@ from importlib import resources
 
 from aiohttp import web
 
+from factory.journal.errors import JournalError
 from factory.status import snapshot
 from factory.status.feed import Snapshot, StatusFeed
-from factory.web.auth import PERMISSIONS, authorize, from_networks
+from factory.web.auth import PERMISSIONS, REFRESH_SECONDS, authorize, from_networks
 from factory.web.keys import CONFIG, JOURNAL, LIVE, STATUS_FEED, TOKENS
 from factory.web.problems import Forbidden, NotFound, Unauthorized
 from factory.web.status_html import live_parts, render
 
+log = logging.getLogger("factory.web")
 COOKIE = "factory_status_token"
 COOKIE_MAX_AGE = 400 * 24 * 3600  # the longest a browser keeps a cookie: a kiosk stays in
 ASSETS = {"status.css": "text/css", "status.js": "text/javascript"}
@@ -114,15 +116,42 @@ async def events(request: web.Request) -> web.StreamResponse:
         first = await feed.first()
         response = web.StreamResponse(headers=headers)
         await response.prepare(request)
-        try:
+
+        async def send() -> None:
             await response.write(f"retry: {RETRY_MS}\n\n".encode())
             async for snap in _chain(first, updates):
                 event, data = ("page", live_parts(snap)) if as_page else ("status", snap)
                 await response.write(f"event: {event}\ndata: ".encode()
                                      + json.dumps(data).encode() + b"\n\n")
-        except ConnectionResetError:
-            pass  # the page went away
+
+        sending = asyncio.create_task(send())
+        watching = asyncio.create_task(_until_refused(request))
+        try:
+            await asyncio.wait((sending, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sending, watching):
+                task.cancel()
+            results = await asyncio.gather(sending, watching, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(
+                    result, (asyncio.CancelledError, ConnectionResetError)):
+                raise result  # a bug, not the page going away
     return response
+
+
+async def _until_refused(request: web.Request) -> None:
+    """Return once the request's token would be refused (revoked, or its role changed): an
+    open stream ends then, as a new request would be refused. The token cache reloads every
+    REFRESH_SECONDS, so a revoked token's stream ends within about twice that."""
+    while True:
+        await asyncio.sleep(REFRESH_SECONDS)
+        try:
+            await allow(request)
+        except (Unauthorized, Forbidden) as refused:
+            log.info("status stream to %s closed: %s", request.remote, refused.detail)
+            return
+        except JournalError:
+            continue  # the tokens cannot be read now: the cache keeps the last ones
 
 
 async def _chain(first: Snapshot,

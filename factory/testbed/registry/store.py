@@ -96,6 +96,8 @@ class Store:
 
     async def token(self, token: str) -> tuple[TokenKind, str] | None:
         """(kind, name) of a presented token, or None if unknown."""
+        if not token.isascii():  # no token is (a header's stray bytes arrive as surrogates)
+            return None
         digest = token_hash(token)
         if digest not in self._tokens:
             row = await _one(self._r, "SELECT kind, name FROM tokens WHERE hash = ?", (digest,))
