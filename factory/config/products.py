@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 import string
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,16 @@ def read_products(root: Table) -> tuple[Product, ...]:
     return found
 
 
+def _device_text(table: Table, key: str, text: str) -> str:
+    """A string that goes into device.json5 as it is: no control characters (the Ioto agent's
+    parser ends a string at NUL; escapes it reads wrongly or not at all)."""
+    bad = next((c for c in text if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise table.error(key, f"contains the control character {bad!r} (U+{ord(bad):04X}); "
+                               "device.json5 takes printable text only")
+    return text
+
+
 def _product(source: Path, index: int, value: Any) -> Product:
     if not isinstance(value, dict):
         raise ConfigError(source, f"products[{index}]", "must be a table ([[products]])")
@@ -61,9 +73,9 @@ def _product(source: Path, index: int, value: Any) -> Product:
     product_id = table.get("id", str)
     if not ID.match(product_id):
         raise table.error("id", "must be 1-64 letters, digits, '.', '_' or '-'")
-    name = table.get("name", str)
-    model = table.get("model", str, "")
-    description = table.get("description", str, "")
+    name = _device_text(table, "name", table.get("name", str))
+    model = _device_text(table, "model", table.get("model", str, ""))
+    description = _device_text(table, "description", table.get("description", str, ""))
     label = table.get("label", str, "")
     if label and not ID.match(label):
         raise table.error("label", "must be a template name in the labels folder, e.g. "
@@ -100,6 +112,11 @@ def _product(source: Path, index: int, value: Any) -> Product:
             raise fields_table.error(key, "is set by the station; it cannot be a product field")
         if not isinstance(item, (str, int, float, bool)):
             raise fields_table.error(key, "must be a string, number or true/false")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise fields_table.error(key, f"must be a finite number, got {item}: device.json5 "
+                                          "is JSON, which has no infinity or NaN")
+        if isinstance(item, str):
+            _device_text(fields_table, key, item)
         fields[key] = item
     table.finish()
     return Product(
