@@ -186,10 +186,14 @@ async def _all_verified(journal: Journal, macs: list[str]) -> bool:
     return all(hw(m) in done for m in macs)
 
 
-def test_provision_command_with_a_simulated_unit(tmp_path: Path, config_path: Path) -> None:
+@pytest.mark.parametrize("driver", ["framed", "console"])
+def test_provision_command_with_a_simulated_unit(tmp_path: Path, config_path: Path,
+                                                 driver: str) -> None:
+    """The CLI path behaves like a fixture: with the console driver's default identify
+    command the simulated unit answers its own MAC, not the host's (issue 17, part 4)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     link = tmp_path / "ttySIM"
-    with subprocess.Popen([*FACTORY, "sim-unit", "--driver", "framed", "--root",
+    with subprocess.Popen([*FACTORY, "sim-unit", "--driver", driver, "--root",
                            str(tmp_path / "unit"), "--link", str(link), "--baud", "0",
                            "--hardware-id", "02:00:00:00:00:99"],
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -199,7 +203,7 @@ def test_provision_command_with_a_simulated_unit(tmp_path: Path, config_path: Pa
             first = sim.stdout.readline()
             assert first.startswith("/dev/pts/") and str(link) in first
             result = subprocess.run([*FACTORY, "-c", str(config_path), "provision", "--port",
-                                     str(link), "--driver", "framed", "--product", PRODUCT],
+                                     str(link), "--driver", driver, "--product", PRODUCT],
                                     capture_output=True, text=True, env=env, timeout=60,
                                     check=False)
         finally:
@@ -212,7 +216,9 @@ def test_provision_command_with_a_simulated_unit(tmp_path: Path, config_path: Pa
     assert device["id"] in out
     shown = subprocess.run([*FACTORY, "-c", str(config_path), "unit", device["id"], "--json"],
                            capture_output=True, text=True, env=env, check=True)
-    assert json.loads(shown.stdout)["state"] == "verified"
+    unit = json.loads(shown.stdout)
+    assert unit["state"] == "verified"
+    assert unit["hardware_id"] == "020000000099"  # the unit's own, whatever the driver
 
 
 async def test_serve_runs_the_configured_fixtures(tmp_path: Path) -> None:

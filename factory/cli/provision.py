@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from factory import uci as uci_codec
 from factory.cli.common import CliError, Subcommands, command, with_journal
 from factory.config import StationConfig
+from factory.config.drivers import ConsoleSettings
 from factory.journal.interface import Journal
 
 
@@ -22,6 +24,9 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--product", required=True, help="product id from the config")
     p.add_argument("--baud", type=int, default=115200)
     p.add_argument("--path", default="config/device.json5", help="device.json5 on the unit")
+    p.add_argument("--identify-command", metavar="CMD",
+                   help="console units: what prints the unit's hardware id, as a fixture's "
+                        f"identify_command (default: {ConsoleSettings().identify_command})")
 
     p = command(sub, "sim-unit", cmd_sim_unit,
                 "Run a simulated unit on a new pseudo-terminal (prints its path).")
@@ -63,8 +68,11 @@ def cmd_provision(args: argparse.Namespace) -> int:
         product = config.product(args.product)
         if product is None:
             raise CliError(f"{args.product!r} is not a product of {config.source}")
+        console = ConsoleSettings()
+        if args.identify_command:
+            console = dataclasses.replace(console, identify_command=args.identify_command)
         fixture = Fixture(name="cli", port=args.port, driver=args.driver, product=product.id,
-                          baud=args.baud, device_path=args.path)
+                          baud=args.baud, device_path=args.path, console=console)
         run = UnitRun(fixture=f"cli-{getpass.getuser()}", product=product,
                       device_path=args.path)
         printed = 0

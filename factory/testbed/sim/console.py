@@ -7,7 +7,9 @@ Faults (sim.misbehaviour): `silent` and `drop_rate` are the SimPty's; `garbage` 
 bytes instead of everything the unit says; `corrupt_next` flips a byte in the next answers;
 `hangup_after_bytes` unplugs (the SimPty's); `corrupt_storage` gives the shell a `mv`
 function (through $ENV) that flips the first byte of every file it moves into place, like
-flash that does not keep what it was given. A shell that exits unplugs the unit.
+flash that does not keep what it was given. A shell that exits unplugs the unit. The unit
+has its own /sys as far as `cat` goes: `cat /sys/class/net/eth0/address` (the console driver's
+default identify command) reads its MAC from under `root`, not the host's.
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ mv() {
 """
 
 
+# The unit's own /sys: the default identify command (`cat /sys/class/net/eth0/address`) reads
+# the simulated unit's MAC, kept under its root, not the host's.
+_OWN_SYS = """
+cat() {
+    case "$#:$1" in 1:/sys/*) command cat "$SIM_UNIT_ROOT$1" ;; *) command cat "$@" ;; esac
+}
+"""
+
 # A unit whose firmware image has no openssl (the station then makes its key).
 _NO_OPENSSL = """
 openssl() { echo "sh: openssl: not found" >&2; return 127; }
@@ -63,10 +73,10 @@ async def _serve_shell(sim: SimPty, root: Path, prompt: str, shell: str, typed: 
     for name in ("ENV", "PWD", "OLDPWD"):
         env.pop(name, None)
     with contextlib.ExitStack() as cleanup:
-        startup = ((_CORRUPTING_MV if sim.misbehaviour.corrupt_storage else "")
+        startup = (_OWN_SYS + (_CORRUPTING_MV if sim.misbehaviour.corrupt_storage else "")
                    + ("" if openssl else _NO_OPENSSL))
-        if startup:
-            env["ENV"] = cleanup.enter_context(_script(startup))
+        env["SIM_UNIT_ROOT"] = str(root.resolve())
+        env["ENV"] = cleanup.enter_context(_script(startup))
         master, slave = pty.openpty()
         try:
             # setsid -c: a session of its own with the pty as its controlling terminal, as
