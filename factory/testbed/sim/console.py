@@ -75,7 +75,7 @@ async def _serve_shell(sim: SimPty, root: Path, prompt: str, shell: str, typed: 
     with contextlib.ExitStack() as cleanup:
         startup = (_OWN_SYS + (_CORRUPTING_MV if sim.misbehaviour.corrupt_storage else "")
                    + ("" if openssl else _NO_OPENSSL))
-        env["SIM_UNIT_ROOT"] = str(root.resolve())
+        env["SIM_UNIT_ROOT"] = os.path.abspath(root)
         env["ENV"] = cleanup.enter_context(_script(startup))
         master, slave = pty.openpty()
         try:
