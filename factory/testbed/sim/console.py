@@ -41,8 +41,9 @@ mv() {
 # The unit's own /sys: the default identify command (`cat /sys/class/net/eth0/address`) reads
 # the simulated unit's MAC, kept under its root, not the host's.
 _OWN_SYS = """
+_unit_root=$PWD
 cat() {
-    case "$#:$1" in 1:/sys/*) command cat "$SIM_UNIT_ROOT$1" ;; *) command cat "$@" ;; esac
+    case "$#:$1" in 1:/sys/*) command cat "$_unit_root$1" ;; *) command cat "$@" ;; esac
 }
 """
 
@@ -75,7 +76,6 @@ async def _serve_shell(sim: SimPty, root: Path, prompt: str, shell: str, typed: 
     with contextlib.ExitStack() as cleanup:
         startup = (_OWN_SYS + (_CORRUPTING_MV if sim.misbehaviour.corrupt_storage else "")
                    + ("" if openssl else _NO_OPENSSL))
-        env["SIM_UNIT_ROOT"] = os.path.abspath(root)
         env["ENV"] = cleanup.enter_context(_script(startup))
         master, slave = pty.openpty()
         try:
