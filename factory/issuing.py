@@ -55,6 +55,12 @@ def ioto_request(body: Any, config: StationConfig, actor: str) -> IssueRequest:
     # A null hardware_id is none; the mac is then the id (a retry must find its UCI again).
     field = "hardware_id" if body.get("hardware_id") is not None else "mac"
     hardware_id = _hardware_id(body.get(field), field)
+    spec = config.product(product)
+    if hardware_id is None and spec is not None and spec.serialized_by == "agent" \
+            and spec.agent_identity == "required":
+        raise InvalidField("mac", f"is required: units of {product} are serialized by their "
+                                  "agent, and without a mac (or hardware_id) in its device "
+                                  "section each boot would get a new UCI and a new label")
     return IssueRequest(product=product, actor=actor, hardware_id=hardware_id,
                         fingerprint=json.dumps([product, hardware_id, 1, False]))
 

@@ -22,6 +22,7 @@ DONE_STATES: frozenset[UnitState] = frozenset({"verified", "labelled", "printed"
 # A unit's steps as the journal records them, in the order a unit usually meets them.
 UnitEventKind = Literal[
     "issued", "written", "verified", "interrupted", "failed",
+    "agent_serialized",  # products whose units' own agent asks for their UCI
     "key_made", "certificate_written",  # pre-claimed products
     "labelled", "print_submitting", "print_submitted", "printed", "print_failed",
     "registered", "register_failed", "preclaimed", "preclaim_failed",

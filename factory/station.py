@@ -7,8 +7,6 @@ import contextlib
 import errno
 import logging
 import signal
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -25,12 +23,13 @@ from factory.labels.products import ProductLabels
 from factory.sdnotify import Notifier
 from factory.status.metrics import Metrics
 from factory.status.snapshot import LiveSources
+from factory.units.agent_check import CheckAgentFile
 from factory.units.certificate import InstallCertificate, MakeKey
 from factory.units.fixture import FixtureRunner
 from factory.units.pipeline import Identify, Issue, Step, UnitRun, Verify, Write
 from factory.upstream.kinds import upstream_client
 from factory.upstream.outbox import OutboxWorker
-from factory.upstream.requests import PreclaimRequest, RegisterRequest
+from factory.upstream.requests import PreclaimRequest, RegisterRequest, registration_for
 from factory.web.app import http_limits, make_app
 
 log = logging.getLogger("factory.station")
@@ -63,7 +62,7 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         outbox = await start_upstream(config, journal, stack, secrets)
         live = LiveSources(fixtures=metrics.fixtures, printer=printing, upstream=outbox)
         runner = web.AppRunner(
-            make_app(config, journal, metrics, live),
+            make_app(config, journal, metrics, live, maker),
             access_log=logging.getLogger("aiohttp.access") if access_log else None,
             handle_signals=False, shutdown_timeout=HTTP_GRACE,
             **http_limits(config.client_timeout))
@@ -228,6 +227,8 @@ def unit_steps(product: Product, maker: LabelMaker, outbox: OutboxWorker | None)
     """What a fixture does to each unit of `product`. A label only after the device file
     verified; a user-claimed unit's registration is queued with `verified`, a pre-claimed
     unit's (registration and pre-claim in one request) with its key."""
+    if product.serialized_by == "agent":  # its agent got the UCI and the label over HTTP
+        return [Identify(), CheckAgentFile()]
     steps: list[Step] = [Identify(), Issue(), Write()]
     if product.claim == "pre":
         assert outbox is not None  # the config checked it
@@ -238,20 +239,12 @@ def unit_steps(product: Product, maker: LabelMaker, outbox: OutboxWorker | None)
 
 def registration(run: UnitRun) -> RegisterRequest:
     """The outbox request a verified unit causes: register it upstream."""
-    request = _registration(run)
-    if run.product.claim_secret_days:  # the label carries the secret; upstream its hash
-        expires = datetime.now(UTC) + timedelta(days=run.product.claim_secret_days)
-        request = replace(request, claim_expires=expires.isoformat(timespec="seconds"))
-    return request
+    assert run.uci is not None
+    return registration_for(run.product, run.uci, run.hardware_id, run.issued_at)
 
 
 def preclaim_request(run: UnitRun, csr: str, key_id: str) -> PreclaimRequest:
     """The outbox request a unit's new key causes: register and pre-claim it."""
-    return PreclaimRequest(_registration(run), run.product.account, csr, key_id)
-
-
-def _registration(run: UnitRun) -> RegisterRequest:
-    assert run.uci is not None
-    return RegisterRequest(
-        run.uci, run.product.id, run.hardware_id or "", run.product.model, run.product.name,
-        run.issued_at or datetime.now(UTC).isoformat(timespec="seconds"))
+    assert run.uci is not None  # a pre-claimed product has no claim secret (the config)
+    return PreclaimRequest(registration_for(run.product, run.uci, run.hardware_id,
+                                            run.issued_at), run.product.account, csr, key_id)

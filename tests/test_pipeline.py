@@ -17,6 +17,7 @@ from factory.units.errors import (
     ProtocolError,
     UnitError,
     UnitGone,
+    UnitRefused,
     VerifyMismatch,
 )
 from factory.units.pipeline import DEFAULT_STEPS, Ledger, Pipeline, UnitRun
@@ -46,6 +47,12 @@ class MemoryUnit:
     async def write_file(self, path: str, data: bytes) -> None:
         self._maybe_fail("write")
         self.files[path] = data
+
+    async def read_file(self, path: str) -> bytes:
+        self._maybe_fail("read")
+        if path not in self.files:
+            raise UnitRefused(f"the unit has no {path}")
+        return self.files[path]
 
     async def verify_file(self, path: str, data: bytes) -> Verification:
         self._maybe_fail("verify")

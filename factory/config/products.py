@@ -16,6 +16,14 @@ from factory.config.table import ID, ConfigError, Table, seconds
 
 ClaimMode = Literal["user", "pre"]
 CLAIM_MODES: tuple[ClaimMode, ...] = ("user", "pre")
+# Who gives a unit its UCI: the station's fixtures, or the unit's own agent asking
+# POST /ioto/serialize (then a fixture, if any, only reads the agent's device file back).
+SerializedBy = Literal["station", "agent"]
+SERIALIZED_BY: tuple[SerializedBy, ...] = ("station", "agent")
+# Whether an agent-serialized unit must name its hardware (mac or hardware_id): without one
+# every boot of the agent gets a new UCI and a new label.
+AgentIdentity = Literal["required", "optional"]
+AGENT_IDENTITY: tuple[AgentIdentity, ...] = ("required", "optional")
 QR_PLACEHOLDERS = frozenset({"uci", "human", "product", "model", "name"})
 # Keys the station itself writes into device.json5; a product may not override them.
 RESERVED_FIELDS = frozenset({"id", "product", "name", "model", "description"})
@@ -41,6 +49,8 @@ class Product:
     # claim = "user": a per-unit claim secret printed on the label, valid this many days
     # (0: no secret; the UCI alone claims the unit).
     claim_secret_days: int = 0
+    serialized_by: SerializedBy = "station"
+    agent_identity: AgentIdentity = "required"
 
 
 def read_products(root: Table) -> tuple[Product, ...]:
@@ -103,6 +113,14 @@ def _product(source: Path, index: int, value: Any) -> Product:
         if not 0 <= secret_days <= 3650:
             raise table.error("claim_secret_days", f"must be 0 (no claim secret) to 3650 days, "
                                                    f"got {secret_days}")
+    serialized_by = table.get("serialized_by", str, "station")
+    if serialized_by not in SERIALIZED_BY:
+        raise table.error("serialized_by", f"must be one of {', '.join(SERIALIZED_BY)}, got "
+                                           f"{serialized_by!r}")
+    agent_identity = table.get("agent_identity", str, "required")
+    if agent_identity not in AGENT_IDENTITY:
+        raise table.error("agent_identity", f"must be one of {', '.join(AGENT_IDENTITY)}, got "
+                                            f"{agent_identity!r}")
     fields_table = table.table("fields")
     fields: dict[str, str | int | float | bool] = {}
     for key, item in fields_table.data.items():
@@ -123,4 +141,6 @@ def _product(source: Path, index: int, value: Any) -> Product:
         id=product_id, name=name, model=model, description=description, label=label,
         claim=cast(ClaimMode, claim), fields=MappingProxyType(fields), qr=qr,
         account=account, preclaim_wait=wait, claim_secret_days=secret_days,
+        serialized_by=cast(SerializedBy, serialized_by),
+        agent_identity=cast(AgentIdentity, agent_identity),
     )

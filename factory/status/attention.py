@@ -34,6 +34,7 @@ FIXTURE_WORDS: dict[FixtureState, tuple[str, Tone]] = {
 # Journal event kinds as a unit's steps; the kinds in UNSHOWN_KINDS are left out.
 STEP_WORDS: dict[EventKind, str] = {
     "issued": "issued", "written": "written", "verified": "verified",
+    "agent_serialized": "serialized by its agent",
     "labelled": "labelled", "printed": "printed", "print_failed": "print failed",
     "registered": "registered", "register_failed": "registration refused",
     "key_made": "key made", "preclaimed": "pre-claimed", "claimed": "pre-claimed",

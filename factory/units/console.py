@@ -30,6 +30,8 @@ from factory.units.console_commands import (
     MAX_LINE,
     check_digest,
     marked,
+    read_answer,
+    read_command,
     verify_command,
     write_commands,
 )
@@ -99,6 +101,10 @@ class ConsoleDriver:
             step = ": check its size, decode, move into place" if number == len(commands) else ""
             await self._run(command,
                             f"store {path} (command {number} of {len(commands)}{step})")
+
+    async def read_file(self, path: str) -> bytes:
+        """The file at `path` as the unit holds it (sent back as base64)."""
+        return read_answer(path, await self._run(read_command(path), f"read {path}"))
 
     async def verify_file(self, path: str, data: bytes) -> Verification:
         """The unit's own digest of `path` (sha256, else md5, else cksum) against ours."""

@@ -120,6 +120,20 @@ def _text_commands(path: str, text: str, chunk_size: int, max_line: int) -> list
     return commands
 
 
+def read_command(path: str) -> str:
+    """Print the file at `path` as base64 (the unit's own base64, which writing needs too)."""
+    _check_path(path)
+    return f"base64<{shlex.quote(path)}"
+
+
+def read_answer(path: str, output: str) -> bytes:
+    """The file's bytes from the unit's answer to `read_command`."""
+    try:
+        return base64.b64decode("".join(output.split()), validate=True)
+    except ValueError as exc:
+        raise ProtocolError(f"the unit's base64 of {path} does not decode: {exc}") from exc
+
+
 def verify_command(path: str) -> str:
     """Print the best digest the unit has (sha256sum, md5sum, cksum) after its name."""
     _check_path(path)

@@ -37,6 +37,9 @@ class UnitDriver(Protocol):
     async def write_file(self, path: str, data: bytes) -> None:
         """Store `data` at `path` on the unit, atomically, with mode 0600."""
 
+    async def read_file(self, path: str) -> bytes:
+        """The file at `path` as the unit holds it (a device file its own agent wrote)."""
+
     async def verify_file(self, path: str, data: bytes) -> Verification:
         """Check the unit holds exactly `data` at `path`; VerifyMismatch if not."""
 

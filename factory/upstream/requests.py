@@ -3,8 +3,11 @@ dedupe key and its JSON, which is stored as it is and read back by the outbox wo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from factory.config import Product
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,18 @@ class RegisterRequest:
                    hardware_id=payload["hardware_id"], model=payload["model"],
                    name=payload["name"], created=payload["created"],
                    claim_expires=payload.get("claim_expires"))
+
+
+def registration_for(product: Product, uci: str, hardware_id: str | None,
+                     created: str | None) -> RegisterRequest:
+    """What registering a unit of `product` asks upstream. A unit with a claim secret (on its
+    label; upstream gets its hash) has it valid for the product's claim_secret_days from now."""
+    request = RegisterRequest(uci, product.id, hardware_id or "", product.model, product.name,
+                              created or datetime.now(UTC).isoformat(timespec="seconds"))
+    if product.claim_secret_days:
+        expires = datetime.now(UTC) + timedelta(days=product.claim_secret_days)
+        request = replace(request, claim_expires=expires.isoformat(timespec="seconds"))
+    return request
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from factory.config import StationConfig
 from factory.journal.backlog import backlog
 from factory.journal.interface import Journal
+from factory.labels.making import LabelMaker
 from factory.status.metrics import Metrics
 from factory.status.snapshot import LiveSources
 from factory.web import api, ioto, openapi, status_routes
 from factory.web.auth import TokenCache
 from factory.web.body import BODY_TIMEOUT
-from factory.web.keys import CONFIG, JOURNAL, LIVE, METRICS, TOKENS
+from factory.web.keys import CONFIG, JOURNAL, LABEL_MAKER, LIVE, METRICS, TOKENS
 from factory.web.problems import Handler, problem_middleware
 
 
@@ -53,9 +54,11 @@ def http_limits(client_timeout: float) -> dict[str, Any]:
 
 
 def make_app(config: StationConfig, journal: Journal, metrics: Metrics | None = None,
-             live: LiveSources | None = None) -> web.Application:
+             live: LiveSources | None = None,
+             maker: LabelMaker | None = None) -> web.Application:
     """The station's HTTP app over an open journal (the caller owns the journal); `live`
-    holds the fixtures, printer and upstream the status page shows."""
+    holds the fixtures, printer and upstream the status page shows; `maker` makes the labels
+    of units their own agent serializes."""
     app = web.Application(middlewares=[count_responses, problem_middleware],
                           client_max_size=config.max_body_bytes)
     app[CONFIG] = config
@@ -64,6 +67,8 @@ def make_app(config: StationConfig, journal: Journal, metrics: Metrics | None = 
     app[TOKENS] = TokenCache(journal)
     app[METRICS] = metrics or Metrics(config.journal)
     app[LIVE] = live or LiveSources()
+    if maker is not None:
+        app[LABEL_MAKER] = maker
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/metrics", scrape)
     app.router.add_get("/api/v1/openapi.json", openapi.handler)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from factory.config import StationConfig
 from factory.journal.interface import Journal
+from factory.labels.making import LabelMaker
 from factory.status.feed import StatusFeed
 from factory.status.metrics import Metrics
 from factory.status.snapshot import LiveSources
@@ -17,3 +18,5 @@ TOKENS = web.AppKey("tokens", TokenCache)
 METRICS = web.AppKey("metrics", Metrics)
 LIVE = web.AppKey("live", LiveSources)
 STATUS_FEED = web.AppKey("status_feed", StatusFeed)
+# Makes the labels of units their agent serializes (none: labels are not made by this app).
+LABEL_MAKER = web.AppKey("label_maker", LabelMaker)
