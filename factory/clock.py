@@ -36,10 +36,13 @@ def monotonic() -> float:
 
 @dataclass(frozen=True)
 class Step:
-    """The wall clock jumped by `seconds` (negative: back) just before `at` (wall, after)."""
+    """The wall clock jumped by `seconds` (negative: back) just before `at` (wall, after);
+    `seen` False: told by the journal, so it happened at `at` or before (the clock went
+    back by at least `seconds`)."""
 
     seconds: float
     at: datetime
+    seen: bool = True
 
 
 class StepWatch:
@@ -71,7 +74,7 @@ class StepWatch:
         self.ahead = max(0.0, (newest - wall).total_seconds()) if newest else 0.0
         if self.ahead > self.tolerance and (self.last is None or self.last.seconds >= 0):
             # Unseen while running: it went back at least this far, before this look.
-            self.last, self.last_seen = Step(-self.ahead, wall), mono
+            self.last, self.last_seen = Step(-self.ahead, wall, seen=False), mono
         if self.last is not None and (self.ahead > self.tolerance
                                       or mono - self.last_seen < self.show_for):
             return self.last

@@ -145,13 +145,15 @@ def upstream_alerts(refused: str, pending: int, age_seconds: float | None,
     return alerts
 
 
-def clock_alert(seconds: float, at: datetime, until: datetime | None,
+def clock_alert(seconds: float, at: datetime, until: datetime | None, *, seen: bool = True,
                 tz: tzinfo | None = None) -> Alert:
-    """The wall clock stepped by `seconds` (negative: back) at `at`; `until`: the journal's
-    newest time, later than now, which windows keep counting until the clock passes it."""
+    """The wall clock stepped by `seconds` (negative: back) at `at` (`seen` False: at or
+    before it, by at least that); `until`: the journal's newest time, later than now, which
+    windows keep counting until the clock passes it."""
     when = at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
     way = "back" if seconds < 0 else "forward"
-    what = f"The station's clock went {way} {duration(abs(seconds))} at {when}"
+    what = (f"The station's clock went {way} {duration(abs(seconds))} at {when}" if seen else
+            f"The station's clock went {way} {duration(abs(seconds))} or more before {when}")
     if until is not None:
         what += (f"; the journal holds events up to {until.astimezone(tz):%Y-%m-%d %H:%M},"
                  " written before it went back")

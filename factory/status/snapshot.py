@@ -99,7 +99,7 @@ async def build(config: StationConfig, journal: Journal, live: LiveSources,
     if step is not None:
         ahead = live.clock.ahead > live.clock.tolerance
         alerts.append(clock_alert(step.seconds, step.at, _moment(newest) if ahead else None,
-                                  tz))
+                                  seen=step.seen, tz=tz))
     for status in live.fixtures():
         words, tone = fixture_words(status.state)
         fixtures.append({
