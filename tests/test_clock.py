@@ -177,3 +177,18 @@ class Upstream:
 
     async def lookup(self, uci: str) -> DeviceStatus:
         raise NotImplementedError
+
+
+def test_slewing_is_no_step_and_a_step_is_shown_for_a_while() -> None:
+    from factory.clock import StepWatch
+
+    watch, wall = StepWatch(tolerance=60.0, show_for=3600.0), NOW
+    assert watch.look(wall, 0.0) is None
+    assert watch.look(wall + timedelta(seconds=130), 100.0) is None  # NTP slewing 30 s
+    step = watch.look(wall + timedelta(hours=1), 200.0)  # a step forward of about an hour
+    assert step is not None and 3300 < step.seconds < 3400 and step.seen
+    assert watch.look(wall + timedelta(hours=2), 200.0 + 3599) is step
+    assert watch.look(wall + timedelta(hours=2, seconds=2), 200.0 + 3601) is None
+    later = NOW + timedelta(days=1)  # the journal is a day ahead: shown as long as it is
+    told = watch.look(wall + timedelta(hours=2, seconds=3), 200.0 + 3602, later)
+    assert told is not None and not told.seen and told.seconds < -70000
