@@ -3,7 +3,7 @@ Protocols, and `factory.journal.open_journal` picks the backend (only SQLite tod
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from factory.journal.records import (
@@ -67,7 +67,8 @@ class UnitJournal(Changes, Protocol):
 class OutboxJournal(Protocol):
     """The outbox: requests for the upstream queued with their units' steps."""
 
-    async def outbox_due(self, now: float, limit: int = 100) -> list[OutboxEntry]: ...
+    async def outbox_due(self, now: float, limit: int = 100, *, horizon: float | None = None,
+                         ids: Sequence[int] = ()) -> list[OutboxEntry]: ...
     async def outbox_retry(self, entry: int, attempts: int, next_at: float,
                            error: str) -> None: ...
     async def outbox_close(self, entry: int, outcome: str) -> None: ...
@@ -99,6 +100,7 @@ class StatusJournal(Protocol):
     async def recent_units(self, limit: int = 20) -> list[Unit]: ...
     async def count_events(self, counters: Mapping[str, str],
                            since: Mapping[str, str]) -> dict[str, dict[str, int]]: ...
+    async def newest_at(self) -> str | None: ...
 
 
 class AuditJournal(Protocol):

@@ -4,6 +4,7 @@ values in, plain values out (no I/O), so every rule is tested on its own."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import datetime, tzinfo
 from typing import Any
 
 from factory.states import (
@@ -59,7 +60,7 @@ COUNTERS: dict[EventKind, CounterName] = {
 class Alert:
     """Something a person has to do now."""
 
-    source: str  # fixture:NAME, printer, upstream, journal
+    source: str  # fixture:NAME, printer, upstream, journal, units, clock
     what: str
     action: str
 
@@ -143,6 +144,25 @@ def upstream_alerts(refused: str, pending: int, age_seconds: float | None,
                             "check the factory network's link to the device cloud; call an "
                             "engineer if it stays"))
     return alerts
+
+
+def clock_alert(seconds: float, at: datetime, until: datetime | None, *, seen: bool = True,
+                tz: tzinfo | None = None) -> Alert:
+    """The wall clock stepped by `seconds` (negative: back) at `at` (`seen` False: at or
+    before it, by at least that); `until`: the journal's newest time, later than now, which
+    windows keep counting until the clock passes it."""
+    when = at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+    way = "back" if seconds < 0 else "forward"
+    what = (f"The station's clock went {way} {duration(abs(seconds))} at {when}" if seen else
+            f"The station's clock went {way} {duration(abs(seconds))} or more before {when}")
+    if until is not None:
+        what += (f"; the journal holds events up to {until.astimezone(tz):%Y-%m-%d %H:%M},"
+                 " written before it went back")
+    later = (f"until {until.astimezone(tz):%Y-%m-%d %H:%M} has passed" if until is not None
+             else "for the shifts and the day it spans")
+    return Alert("clock", what,
+                 "check the station's time sync (`timedatectl timesync-status`: NTP reachable, "
+                 f"no one setting the clock by hand); counts by shift and today may be off {later}")
 
 
 def duration(seconds: float) -> str:

@@ -4,10 +4,11 @@ from and the live feed sends. Read from the journal and from the station's live 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
+from factory import clock
 from factory import uci as uci_codec
 from factory.config import StationConfig
 from factory.journal.backlog import backlog
@@ -16,6 +17,7 @@ from factory.journal.records import Unit
 from factory.states import COUNTER_NAMES
 from factory.status.attention import (
     COUNTERS,
+    clock_alert,
     fixture_alert,
     fixture_words,
     journal_alert,
@@ -60,6 +62,8 @@ class LiveSources:
     fixtures: Callable[[], Sequence[FixtureStatus]] = _no_fixtures
     printer: PrinterView | None = None
     upstream: UpstreamView | None = None
+    # The clocks between snapshots: a step of the wall clock, and ages it cannot tell.
+    clock: clock.StepWatch = field(default_factory=clock.StepWatch)
 
     def signature(self) -> tuple[object, ...]:
         """Changes whenever anything the page shows from memory changes (cheap to compare)."""
@@ -73,16 +77,29 @@ class LiveSources:
 async def build(config: StationConfig, journal: Journal, live: LiveSources,
                 now: datetime | None = None, tz: tzinfo | None = None) -> dict[str, Any]:
     """The snapshot at `now` (default: now), shifts read in `tz` (default: local time)."""
-    now = now or datetime.now(UTC)
+    reading = now is None  # a `now` given is a moment asked about, not the clock's reading
+    now = now or clock.now()
+    mono = clock.monotonic()
     win = windows(config.status.shifts, now, tz)
     counters: dict[str, str] = {kind: counter for kind, counter in COUNTERS.items()}
     counted = await journal.count_events(counters, win.journal_times())
     units = await journal.recent_units(RECENT_UNITS)
     outbox = await backlog(journal, limit=0, now=now)
+    newest = await journal.newest_at()
+    step = live.clock.look(now, mono, _moment(newest), reading=reading)
+    if outbox["oldest"] is not None:
+        # A backlog queued before the clock went back looks newer than it is: its age is
+        # at least how long this station has seen it waiting.
+        seen = live.clock.seen_for(outbox["oldest"], mono)
+        outbox["oldest_age_seconds"] = round(max(outbox["oldest_age_seconds"] or 0.0, seen), 1)
 
     fixtures, alerts = [], []
     if (alert := journal_alert(journal.write_failure)):
         alerts.append(alert)
+    if step is not None:
+        ahead = live.clock.ahead > live.clock.tolerance
+        alerts.append(clock_alert(step.seconds, step.at, _moment(newest) if ahead else None,
+                                  seen=step.seen, tz=tz))
     for status in live.fixtures():
         words, tone = fixture_words(status.state)
         fixtures.append({
@@ -143,6 +160,10 @@ def _unit(config: StationConfig, unit: Unit) -> dict[str, Any]:
 
 def _human(uci: str | None) -> str | None:
     return uci_codec.human(uci) if uci else None
+
+
+def _moment(at: str | None) -> datetime | None:
+    return datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None
 
 
 def _iso(unix: float) -> str:

@@ -27,6 +27,12 @@ def ceiling(attempt: int, *, base: float, cap: float) -> float:
     return float(min(cap, base * 2.0 ** min(attempt, _MAX_EXPONENT)))
 
 
+def longest(cap: float, max_retry_after: float = MAX_RETRY_AFTER) -> float:
+    """The furthest off `delay` ever sets a retry: a due time later than now plus this was
+    set before the wall clock went back, and is due now."""
+    return max(cap, max_retry_after)
+
+
 def delay(
     attempt: int,
     *,

@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from datetime import datetime
 from typing import Any
 
-from factory import failpoints
+from factory import clock, failpoints
 from factory.claim_secret import ClaimSecrets
 from factory.journal.errors import JournalError, OutboxSettled
 from factory.journal.interface import Journal
@@ -47,6 +46,9 @@ class OutboxWorker:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
         self._wakeup = asyncio.Event()
         self._stopping = False
+        # Entries this worker set to wait → when (monotonic) they are due: a step of the wall
+        # clock, which their persisted due time follows, does not make them wait longer.
+        self._deadlines: dict[int, float] = {}
         self.last_error = ""  # the newest failed attempt's reason; "" after a success
         self.refused = ""  # why the upstream refuses the station's own token, while it does
 
@@ -79,7 +81,15 @@ class OutboxWorker:
     async def drain_once(self, limit: int = 100) -> int:
         """Send up to `limit` entries that are due now; returns how many were answered for
         good (settled, either way)."""
-        due = await self._journal.outbox_due(time.time(), limit)
+        now, mono = clock.unix(), clock.monotonic()
+        overdue = [entry for entry, deadline in self._deadlines.items() if deadline <= mono]
+        due = await self._journal.outbox_due(
+            now, limit, horizon=now + backoff.longest(self._cap), ids=overdue)
+        if len(due) < limit:  # the overdue ones not returned are settled (here or elsewhere)
+            for entry_id in overdue:
+                self._deadlines.pop(entry_id, None)
+        for entry in due:
+            self._deadlines.pop(entry.id, None)
         results = await asyncio.gather(*(self._send(entry) for entry in due))
         return sum(results)
 
@@ -156,8 +166,9 @@ class OutboxWorker:
 
     async def _retry(self, entry: OutboxEntry, wait: float, reason: str) -> None:
         self.last_error = reason
-        await self._journal.outbox_retry(entry.id, entry.attempts + 1, time.time() + wait,
+        await self._journal.outbox_retry(entry.id, entry.attempts + 1, clock.unix() + wait,
                                          reason)
+        self._deadlines[entry.id] = clock.monotonic() + wait
 
     async def _settle(self, entry: OutboxEntry, kind: str, data: dict[str, Any],
                       state: str, outcome: str) -> None:

@@ -118,4 +118,13 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             SELECT id, uci, last_seq FROM units WHERE state = 'labelled';
         """,
     ),
+    (
+        "0004_events_at",
+        """
+        -- Counting a time window finds its events by `at`, not by `seq`: `at` is the wall
+        -- clock, which steps (back after it ran ahead), so it is not in `seq` order. With
+        -- kind and unit_id in it, a window's count reads the index alone.
+        CREATE INDEX events_at ON events (at, kind, unit_id);
+        """,
+    ),
 )

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 
 from factory.journal.records import OutboxEntry, OutboxRow, OutboxStats
 from factory.journal.sqlite.core import Core
 
 
 class OutboxStore(Core):
-    async def outbox_due(self, now: float, limit: int = 100) -> list[OutboxEntry]:
-        """Pending upstream requests whose time has come, oldest first."""
+    async def outbox_due(self, now: float, limit: int = 100, *, horizon: float | None = None,
+                         ids: Sequence[int] = ()) -> list[OutboxEntry]:
+        """Pending upstream requests whose time has come, oldest first: due at `now`, due
+        after `horizon` (further off than any backoff sets: the clock went back since), or
+        one of `ids` (due by the caller's monotonic clock)."""
         rows = await self._reader.execute_fetchall(
             "SELECT id, uci, action, payload, attempts, created_at FROM outbox"
-            " WHERE state = 'pending' AND next_at <= ? ORDER BY id LIMIT ?", (now, limit))
+            " WHERE state = 'pending' AND (next_at <= ? OR next_at > ?"
+            "  OR id IN (SELECT value FROM json_each(?))) ORDER BY id LIMIT ?",
+            (now, math.inf if horizon is None else horizon, json.dumps(list(ids)), limit))
         return [OutboxEntry(i, u, a, json.loads(p), n, c) for i, u, a, p, n, c in rows]
 
     async def outbox_retry(self, entry: int, attempts: int, next_at: float,

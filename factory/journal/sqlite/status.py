@@ -30,6 +30,10 @@ class StatusReads(Core):
         """Units with events of the mapped kinds per counter and time window (activity.py)."""
         return await activity.count_events(await self._side_reader(), counters, since)
 
+    async def newest_at(self) -> str | None:
+        """The latest `at` any event carries (later than now if the clock went back)."""
+        return await activity.newest_at(await self._side_reader())
+
     async def _side_reader(self) -> aiosqlite.Connection:
         """A reader of its own for the status page's counts (a day of events), so the
         station's quick reads (tokens, units) never queue behind them."""

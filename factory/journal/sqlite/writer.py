@@ -16,12 +16,11 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import aiosqlite
 
-from factory import failpoints
+from factory import clock, failpoints
 from factory.journal.chain import GENESIS, canonical_data, event_hash
 from factory.journal.errors import (
     AlreadyVoided,
@@ -41,8 +40,8 @@ COLLISION_RETRIES = 5
 
 
 def utc_now() -> str:
-    """Journal time: UTC, milliseconds, ISO 8601."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Journal time: UTC, milliseconds, ISO 8601 (from `factory.clock.now`, which tests step)."""
+    return clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
