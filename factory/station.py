@@ -51,7 +51,7 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(notifier.close)
         notifier.status("starting: opening the journal")
-        journal = await open_journal(config.journal, config.station_id)
+        journal = await open_journal(config.journal, config.station_id, serve=True)
         stack.push_async_callback(journal.close)
         secrets = claim_secret.for_station(config)
         products = ProductLabels(config, secrets)

@@ -17,8 +17,8 @@ import pytest
 
 from factory.config import DriverName, Fixture, StationConfig
 from factory.config.drivers import ConsoleSettings
-from factory.journal.records import Event
 from factory.journal.interface import Journal
+from factory.journal.records import Event
 from factory.testbed.sim.pty import SimPty
 from factory.units.fixture import FixtureRunner
 from factory.units.framed_protocol import HEADER, MAGIC

@@ -19,6 +19,7 @@ from factory.status.attention import (
     fixture_alert,
     fixture_words,
     journal_alert,
+    journal_hold_alert,
     outbox_failed_alert,
     printer_alert,
     step_words,
@@ -82,6 +83,8 @@ async def build(config: StationConfig, journal: Journal, live: LiveSources,
 
     fixtures, alerts = [], []
     if (alert := journal_alert(journal.write_failure)):
+        alerts.append(alert)
+    if (alert := journal_hold_alert(journal.hold)):
         alerts.append(alert)
     for status in live.fixtures():
         words, tone = fixture_words(status.state)
