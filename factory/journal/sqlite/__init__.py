@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +18,6 @@ from factory.journal.sqlite.outbox import OutboxStore
 from factory.journal.sqlite.status import StatusReads
 from factory.journal.sqlite.tokens import TokenStore
 from factory.journal.sqlite.units import UnitReads
-
-log = logging.getLogger("factory.journal")
 
 
 class SQLiteJournal(UnitReads, OutboxStore, TokenStore, StatusReads, Audit):
@@ -70,8 +67,6 @@ async def open_sqlite(path: str | Path, station: str, new_ucis: Callable[[int], 
             await writer.close()
             raise
         hold = damage or hold
-        if hold:
-            log.error("journal %s is held: %s", path, hold)
         files.pop_all()
     return SQLiteJournal(path, station, writer, reader, new_ucis, anchor=anchor,
                          anchored=anchored, hold=hold, serve_lock=serve_lock)

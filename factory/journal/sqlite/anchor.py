@@ -51,7 +51,7 @@ def anchor_path(journal: Path) -> Path:
 
 
 def encode(mark: Mark) -> bytes:
-    body = f"{MAGIC} {mark.epoch} {mark.seq} {mark.hash} {mark.at}"
+    body = f"{MAGIC} {mark.epoch} {mark.seq} {mark.hash} {mark.at or '-'}"
     line = f"{body} {_check(body)}\n".encode()
     return line.ljust(SLOT, b" ")
 
@@ -62,7 +62,7 @@ def decode(raw: bytes) -> Mark | None:
     if len(parts) != 6 or parts[0] != MAGIC or _check(" ".join(parts[:5])) != parts[5]:
         return None
     try:
-        return Mark(int(parts[2]), parts[3], int(parts[1]), parts[4])
+        return Mark(int(parts[2]), parts[3], int(parts[1]), "" if parts[4] == "-" else parts[4])
     except ValueError:
         return None
 

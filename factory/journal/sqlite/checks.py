@@ -23,9 +23,9 @@ async def quick_check(conn: aiosqlite.Connection, path: Path) -> str:
     what to do."""
     try:
         rows = list(await conn.execute_fetchall("PRAGMA quick_check(1)"))
-        complaint = str(rows[0][0]) if rows else "no answer"
+        complaint = " ".join(str(rows[0][0]).split()) if rows else "no answer"
     except sqlite3.DatabaseError as exc:
-        complaint = str(exc)
+        complaint = " ".join(str(exc).split())
     if complaint == "ok":
         return ""
     return (f"journal {path} is damaged (SQLite: {complaint}); it cannot be trusted to keep "

@@ -223,7 +223,7 @@ class Core:
             seen = file_ids(self.path)
             for file, ident in self._files.items():
                 if seen.get(file) != ident:
-                    what = "deleted" if file not in seen else "replaced"
+                    what = "deleted" if file not in seen else "deleted or replaced"
                     self._broken = (
                         f"{file} was {what} while the station ran: what is written now may be "
                         "lost; stop the station (nothing more is written), then start it and "
