@@ -26,6 +26,14 @@ def open_private(path: Path, *, exclusive: bool = False) -> int:
     return os.open(path, flags, FILE_MODE)
 
 
+def open_private_update(path: Path, *, create: bool = True) -> int:
+    """A read-write descriptor on `path`, kept as it is (created 0600 when `create`): for small
+    files updated in place under a lock, such as the journal's anchor and lock files."""
+    if create:
+        private_folder(path.parent)
+    return os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), FILE_MODE)
+
+
 def create_private(path: Path) -> None:
     """An empty 0600 file at `path` unless one exists: SQLite databases, whose -wal and -shm
     files then get the same mode."""

@@ -30,7 +30,8 @@ UnitEventKind = Literal[
     "requeued", "voided",
 ]
 # The station's own notes (no unit): a fixture that failed or stopped before it had a UCI.
-NoteKind = Literal["fixture_failed", "fixture_interrupted", "fixture_port_error"]
+NoteKind = Literal["fixture_failed", "fixture_interrupted", "fixture_port_error",
+                   "loss_accepted"]
 EventKind = Literal[UnitEventKind, NoteKind]
 EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 

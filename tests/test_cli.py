@@ -95,6 +95,7 @@ def test_issue_units_unit_void(config_path: Path) -> None:
     (["void", "7KQ2M9XD3FHT0W5R", "--reason", " "], "--reason must say why"),
 ])
 def test_errors_are_one_clear_line(config_path: Path, args: list[str], message: str) -> None:
+    run_cli(config_path, "issue", "--product", PRODUCT)  # reading commands never make one
     result = run_cli(config_path, *args, check=False)
     assert result.returncode == 2
     assert message in result.stderr

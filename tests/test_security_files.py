@@ -63,6 +63,7 @@ async def test_the_stations_files_are_private(tmp_path: Path, umask_zero: None) 
     assert [p.name for p in pdfs] == [f"{uci}-1.pdf"]
 
     files = [state / "journal.sqlite", claim_secret.key_path(state / "journal.sqlite"), *pdfs,
+             state / "journal.sqlite.anchor", *state.glob("journal.sqlite.lock"),
              *sorted((tmp_path / "out").iterdir())]
     assert modes(*files) == {p.name: "0o600" for p in files}
     assert modes(state, kept) == {"state": "0o700", "kept-labels": "0o700"}

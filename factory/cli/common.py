@@ -50,12 +50,16 @@ def station_config(args: argparse.Namespace) -> StationConfig:
 
 
 def with_journal(args: argparse.Namespace,
-                 work: Callable[[Journal, StationConfig], Awaitable[int]]) -> int:
-    """Run `work` over the station's journal, closing it however `work` ends."""
+                 work: Callable[[Journal, StationConfig], Awaitable[int]], *,
+                 create: bool = False, inspect: bool = False) -> int:
+    """Run `work` over the station's journal, closing it however `work` ends. Only commands
+    that write pass `create` (reading a journal that is not there is an error, not a new
+    journal); `inspect` opens a damaged one to look at it."""
     config = station_config(args)
 
     async def run() -> int:
-        journal = await open_journal(config.journal, config.station_id)
+        journal = await open_journal(config.journal, config.station_id, create=create,
+                                     inspect=inspect)
         try:
             return await work(journal, config)
         finally:

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any, TextIO
 
-from factory.cli.common import Subcommands, command, group, with_journal
+from factory.cli.common import Subcommands, actor, command, group, with_journal
 from factory.config import StationConfig
 from factory.files import open_private
 from factory.journal.interface import Journal
@@ -23,17 +23,39 @@ def register(sub: Subcommands) -> None:
     p = command(actions, "export", cmd_journal_export, "Export every event for an audit.")
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("-o", "--output", help="file to write (default: standard output)")
+    command(actions, "accept-loss", cmd_journal_accept_loss,
+            "Accept what holds the journal (its newest events lost, or it is not the journal "
+            "its anchor recorded): journal it and issue again.")
 
 
 def cmd_journal_verify(args: argparse.Namespace) -> int:
     async def work(journal: Journal, config: StationConfig) -> int:
         result = await journal.verify()
-        if result.ok:
+        if result.ok and not journal.hold:
             print(f"journal {config.journal}: OK, {result.checked} events, chain intact")
             return 0
-        print(f"journal {config.journal}: TAMPERED at event {result.bad_seq}: {result.reason} "
-              f"({result.checked} events before it are intact)")
+        if not result.ok:
+            print(f"journal {config.journal}: TAMPERED at event {result.bad_seq}: "
+                  f"{result.reason} ({result.checked} events before it are intact)")
+        else:
+            print(f"journal {config.journal}: NOT OK: its {result.checked} events chain "
+                  "intact, but:")
+        if journal.hold:
+            print(f"journal {config.journal}: {journal.hold}")
         return 1
+
+    return with_journal(args, work, inspect=True)
+
+
+def cmd_journal_accept_loss(args: argparse.Namespace) -> int:
+    async def work(journal: Journal, config: StationConfig) -> int:
+        if not journal.hold:
+            print(f"journal {config.journal}: nothing to accept, the journal is not held")
+            return 0
+        data = await journal.accept_loss(actor())
+        print(f"journal {config.journal}: loss accepted and journaled ({data['problem']}); "
+              "issuing resumes (restart a station that is running to let it issue)")
+        return 0
 
     return with_journal(args, work)
 

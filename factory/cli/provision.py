@@ -99,7 +99,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        return with_journal(args, work)
+        return with_journal(args, work, create=True)
     except UnitError as exc:
         print(f"factory: {exc.reason} -> {exc.action}", file=sys.stderr)
         return 1

@@ -36,7 +36,7 @@ def cmd_token_new(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 0
 
-    return with_journal(args, work)
+    return with_journal(args, work, create=True)
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:

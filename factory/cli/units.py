@@ -57,7 +57,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
                 print(f"{uci_codec.human(uci)}  {uci}  ({note})")
         return 0
 
-    return with_journal(args, work)
+    return with_journal(args, work, create=True)
 
 
 def cmd_units(args: argparse.Namespace) -> int:

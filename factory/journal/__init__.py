@@ -12,9 +12,14 @@ from factory.uci import new_ucis as _new_ucis
 
 
 async def open_journal(location: str | Path, station: str, *,
-                       new_ucis: Callable[[int], list[str]] = _new_ucis) -> Journal:
-    """Open (creating if needed) the journal at `location`: a file path is a SQLite journal.
-    A URL names another backend by its scheme; none is built in yet."""
+                       new_ucis: Callable[[int], list[str]] = _new_ucis, create: bool = True,
+                       serve: bool = False, inspect: bool = False) -> Journal:
+    """Open the journal at `location` (a file path is a SQLite journal; a URL names another
+    backend by its scheme, none is built in yet), checked against its anchor.
+
+    `create`: make it if missing (serving and writing; reading never creates). `serve`: this
+    process is the station, the only one serving it. `inspect`: open a journal even if it is
+    damaged, to look at it (`journal verify`), held so nothing is written."""
     scheme = str(location).partition("://")[0] if "://" in str(location) else ""
     if scheme:
         raise JournalUnavailable(
@@ -25,4 +30,5 @@ async def open_journal(location: str | Path, station: str, *,
     # needed once a journal of that kind is opened.
     from factory.journal.sqlite import open_sqlite
 
-    return await open_sqlite(location, station, new_ucis)
+    return await open_sqlite(location, station, new_ucis, create=create, serve=serve,
+                             inspect=inspect)

@@ -49,3 +49,7 @@ class OutboxSettled(JournalError):
     def __init__(self, entry: int, state: str) -> None:
         super().__init__(f"outbox entry {entry} is already {state}")
         self.entry, self.state = entry, state
+
+
+class JournalInUse(JournalUnavailable):
+    """Another station serves this journal already."""

@@ -46,7 +46,7 @@ STEP_WORDS: dict[EventKind, str] = {
 # by a restart that redoes it), and notes that belong to no unit.
 UNSHOWN_KINDS: frozenset[EventKind] = frozenset({
     "print_submitting", "print_submitted", "interrupted", "fixture_failed",
-    "fixture_interrupted", "fixture_port_error"})
+    "fixture_interrupted", "fixture_port_error", "loss_accepted"})
 # Event kind → the counter it adds to.
 COUNTERS: dict[EventKind, CounterName] = {
     "issued": "issued", "verified": "verified", "labelled": "labelled",
@@ -99,6 +99,15 @@ def journal_alert(failure: str) -> Alert | None:
     return Alert("journal", f"The journal cannot write: {failure}",
                  "call an engineer to make room on the station's disk; units wait, nothing "
                  "already recorded is lost")
+
+
+def journal_hold_alert(hold: str) -> Alert | None:
+    """The journal held until a person acts: its newest events lost, or replaced."""
+    if not hold:
+        return None
+    return Alert("journal", f"The journal refuses to issue: {hold.split('; ')[0]}",
+                 "call an engineer: put back the journal's backup, or run `factory journal "
+                 "accept-loss` and restart the station")
 
 
 def printer_alert(queue: str, state: str, reason: str) -> Alert | None:

@@ -21,6 +21,7 @@ from factory.status.attention import (
     fixture_alert,
     fixture_words,
     journal_alert,
+    journal_hold_alert,
     outbox_failed_alert,
     printer_alert,
     step_words,
@@ -100,6 +101,8 @@ async def build(config: StationConfig, journal: Journal, live: LiveSources,
         ahead = live.clock.ahead > live.clock.tolerance
         alerts.append(clock_alert(step.seconds, step.at, _moment(newest) if ahead else None,
                                   seen=step.seen, tz=tz))
+    if (alert := journal_hold_alert(journal.hold)):
+        alerts.append(alert)
     for status in live.fixtures():
         words, tone = fixture_words(status.state)
         fixtures.append({

@@ -26,6 +26,8 @@ async def healthz(request: web.Request) -> web.Response:
     while the journal's newest write failed (e.g. its disk is full)."""
     journal = request.app[JOURNAL]
     await journal.ping()
+    if journal.hold:  # alive, but refusing to issue until a person acts
+        raise Unavailable(f"the journal is held: {journal.hold}")
     if journal.write_failure:  # alive, but refusing new work until a write succeeds
         raise Unavailable(f"the journal cannot write: {journal.write_failure}; new work is "
                           "refused until it can")

@@ -10,7 +10,7 @@ import aiosqlite
 
 from factory.journal.errors import JournalUnavailable
 from factory.journal.sqlite.migrations import MIGRATIONS
-from factory.journal.sqlite.writer import utc_now
+from factory.journal.sqlite.writer import utc_now, write_failure
 
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=10000")
 # UCIs are random, so every insert lands at a random place of the UCI index: keep the index
@@ -25,10 +25,30 @@ async def connect(path: Path, isolation_level: str | None = None) -> aiosqlite.C
     try:
         conn = await aiosqlite.connect(path, isolation_level=isolation_level)
     except sqlite3.Error as exc:
-        raise JournalUnavailable(f"cannot open journal {path}: {exc}") from exc
-    for pragma in PRAGMAS:
-        await conn.execute(pragma)
+        raise JournalUnavailable(cannot_open(path, exc)) from exc
+    try:
+        for pragma in PRAGMAS:
+            await conn.execute(pragma)
+    except BaseException as exc:
+        # Closed on every failure: aiosqlite's thread would otherwise keep the process alive.
+        await conn.close()
+        if isinstance(exc, sqlite3.Error):
+            raise JournalUnavailable(cannot_open(path, exc)) from exc
+        raise
     return conn
+
+
+def cannot_open(path: Path, exc: sqlite3.Error | OSError) -> str:
+    """One line for a journal SQLite cannot open: the file, what is wrong, what to do."""
+    if path.is_dir():
+        return f"cannot open journal {path}: it is a directory; set [station] journal to a file"
+    what = exc.strerror if isinstance(exc, OSError) and exc.strerror else write_failure(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and (
+            getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_NOTADB,
+                                                       sqlite3.SQLITE_CORRUPT)):
+        return (f"cannot open journal {path}: {what}; it is damaged or not a journal: "
+                "restore it from the backup, or set [station] journal to the right file")
+    return f"cannot open journal {path}: {what}"
 
 
 async def migrate(conn: aiosqlite.Connection) -> None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sqlite3
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -15,9 +18,11 @@ from typing import Any
 
 import aiosqlite
 
-from factory.journal.errors import JournalUnavailable
+from factory.journal.errors import JournalError, JournalUnavailable
 from factory.journal.interface import OutboxRequest
 from factory.journal.records import IssueRequest, IssueResult
+from factory.journal.sqlite.anchor import AnchorFile, Mark
+from factory.journal.sqlite.checks import chain_head, hash_at
 from factory.journal.sqlite.writer import (
     MAX_UNITS_PER_BATCH,
     AdminJob,
@@ -31,14 +36,40 @@ from factory.journal.sqlite.writer import (
 
 log = logging.getLogger("factory.journal")
 
+# How often the writer looks whether the journal's files were deleted or replaced under it.
+FILE_CHECK_SECONDS = 1.0
+
+
+def file_ids(path: Path) -> dict[Path, tuple[int, int]]:
+    """(device, inode) of the journal and its -wal and -shm files, those that exist."""
+    ids = {}
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = os.stat(file)
+        except FileNotFoundError:
+            continue
+        ids[file] = (st.st_dev, st.st_ino)
+    return ids
+
 
 class Core:
     """Append-only event journal with derived unit state: connections and writes."""
 
     def __init__(self, path: Path, station: str, writer: aiosqlite.Connection,
                  reader: aiosqlite.Connection,
-                 new_ucis: Callable[[int], list[str]]) -> None:
+                 new_ucis: Callable[[int], list[str]], *, anchor: AnchorFile | None = None,
+                 anchored: Mark | None = None, hold: str = "",
+                 serve_lock: int | None = None) -> None:
         self.path, self.station = path, station
+        self._anchor, self._anchored, self._hold = anchor, anchored, hold
+        self._serve_lock = serve_lock
+        # Why the station must stop writing (its files replaced, its chain split from the
+        # anchor's): unlike a full disk, only a restart clears it.
+        self._broken = ""
+        self._anchor_failure = ""
+        self._files = file_ids(path)
+        self._files_checked = time.monotonic()
+        self._told: dict[asyncio.Future[Any], asyncio.Future[Any]] = {}
         self._writer_conn, self._reader = writer, reader
         self._batches = BatchWriter(writer, station, new_ucis)
         self._pending: deque[Job | AdminJob] = deque()
@@ -58,7 +89,13 @@ class Core:
     def write_failure(self) -> str:
         """Why the newest write failed (disk full, I/O error), or "" if it did not: new work
         is refused until a write succeeds again."""
-        return self._batches.failure
+        return self._broken or self._batches.failure or self._anchor_failure
+
+    @property
+    def hold(self) -> str:
+        """Why the journal refuses to issue or record until a person acts (its newest events
+        lost, or it is not the journal its anchor recorded), or "" if it does not."""
+        return self._hold
 
     @property
     def commits(self) -> int:
@@ -76,6 +113,10 @@ class Core:
                 await self._side.close()
             await self._reader.close()
             await self._writer_conn.close()
+            if self._anchor is not None:
+                self._anchor.close()
+            if self._serve_lock is not None:
+                os.close(self._serve_lock)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -124,14 +165,101 @@ class Core:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         return int(await self._submit(AdminJob(sql, args, fut), fut))
 
-    async def _submit(self, job: Job | AdminJob, fut: asyncio.Future[Any]) -> Any:
+    async def accept_loss(self, actor: str) -> dict[str, Any]:
+        """A person accepts what the hold names: journal `loss_accepted` with it, anchor the
+        journal where it is now, and take work again. Returns the event's data."""
+        if not self._hold or self._anchor is None:
+            raise JournalError("the journal is not held: there is no loss to accept")
+        data: dict[str, Any] = {"problem": self._hold.split("; ")[0],
+                                "anchor": str(self._anchor.path)}
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._submit(StepJob(uci="", kind="loss_accepted", state=None, actor=actor,
+                                   data=data, future=fut), fut, despite_hold=True)
+        head = await chain_head(self._writer_conn)
+        self._anchored = await asyncio.to_thread(self._anchor.reset, head)
+        log.warning("journal %s: %s accepted the loss (%s); anchored again at event %d",
+                    self.path, actor, data["problem"], head.seq)
+        self._hold = ""
+        return data
+
+    async def _submit(self, job: Job | AdminJob, fut: asyncio.Future[Any], *,
+                      despite_hold: bool = False) -> Any:
         if self._closing:
             raise JournalUnavailable("the journal is closing; try again after restart")
+        if self._hold and not despite_hold and not isinstance(job, AdminJob):
+            raise JournalUnavailable(f"the journal is held: {self._hold}")
+        # The caller is told only once the anchor is written after the commit (`_release`).
+        told = fut if isinstance(job, AdminJob) else asyncio.get_running_loop().create_future()
+        if told is not fut:
+            self._told[fut] = told
         self._pending.append(job)
         self._wakeup.set()
         # A caller cancelled now (its client hung up) does not stop the write: the job is
         # queued and goes to disk with its batch, so nothing half-done is left behind.
-        return await fut
+        return await told
+
+    def _release(self, batch: list[Job], error: JournalError | None = None) -> None:
+        """Tell each job's caller its outcome (the batch committed and anchored, or not);
+        `error` replaces a success the anchor could not vouch for."""
+        for job in batch:
+            told = self._told.pop(job.future, None)
+            if told is None or told.done():
+                continue
+            done = job.future.done() and not job.future.cancelled()
+            if not done:  # not answered by the writer: never happens, but no caller may hang
+                told.set_exception(error or JournalUnavailable("journal write not answered"))
+            elif (exc := job.future.exception()) is not None:
+                told.set_exception(exc)
+            elif error is not None:
+                told.set_exception(error)
+            else:
+                told.set_result(job.future.result())
+
+    def _refusal(self) -> str:
+        """Why no batch may be written now: the journal's files were replaced under it."""
+        now = time.monotonic()
+        if not self._broken and now - self._files_checked >= FILE_CHECK_SECONDS:
+            self._files_checked = now
+            seen = file_ids(self.path)
+            for file, ident in self._files.items():
+                if seen.get(file) != ident:
+                    what = "deleted" if file not in seen else "deleted or replaced"
+                    self._broken = (
+                        f"{file} was {what} while the station ran: what is written now may be "
+                        "lost; stop the station (nothing more is written), then start it and "
+                        "run `factory journal verify`")
+                    log.error("journal: %s", self._broken)
+        return self._broken
+
+    async def _anchor_commit(self) -> JournalError | None:
+        """Record the new chain head in the anchor, synced, before any caller is told; the
+        error for the callers if this journal split from the one the anchor follows."""
+        if self._anchor is None or self._hold or self._broken:
+            return None
+        try:
+            head = await chain_head(self._writer_conn)
+            if head.same_point(self._anchored):
+                return None
+            for _ in range(3):
+                held = await asyncio.to_thread(self._anchor.advance, head, self._anchored)
+                if held is not None and (held.same_point(head) or held == self._anchored):
+                    self._anchored, self._anchor_failure = held, ""
+                    return None
+                # Another process (the CLI) moved it: its head must be in this chain.
+                if held is None or await hash_at(self._writer_conn, held.seq) != held.hash:
+                    break
+                self._anchored = held
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            self._anchor_failure = f"the anchor {self._anchor.path} cannot be written: {exc}"
+            log.error("journal: %s", self._anchor_failure)
+            return None
+        self._broken = (
+            f"this station's journal no longer holds the head another process anchored "
+            f"({self._anchor.path}): the journal's -wal or -shm file was probably deleted or "
+            "replaced under it; stop the station, start it again and run `factory journal "
+            "verify`")
+        log.error("journal: %s", self._broken)
+        return JournalUnavailable(f"journal write may be lost: {self._broken}")
 
     async def _write_loop(self) -> None:
         while True:
@@ -151,11 +279,16 @@ class Core:
                     self._pending.popleft()
                     batch.append(job)
                     size += job.size
+                if (refusal := self._refusal()):
+                    fail_jobs(batch, JournalUnavailable(f"journal write refused: {refusal}"))
+                    self._release(batch)
+                    continue
                 try:
                     await self._batches.write(batch)
                 except Exception as exc:  # the writer must outlive any one batch
                     log.exception("journal writer failed a batch")
                     fail_jobs(batch, JournalUnavailable(f"journal write failed: {exc}"))
+                self._release(batch, await self._anchor_commit())
             self._changed()  # once per round: a burst of writes is one notification
             if self._closing:
                 return
