@@ -67,16 +67,19 @@ class ApiKey:
 Credentials = Login | ApiKey
 
 
-def jwt_expiry(token: str) -> float | None:
-    """The `exp` claim of a JWT (seconds since the epoch), read without verifying it: the
-    server verifies; we only want to know when to refresh."""
+def jwt_lifetime(token: str) -> float | None:
+    """How long a JWT lasts (`exp` - `iat`, seconds), read without verifying it: the server
+    verifies; we only want to know when to refresh. Counting from our own clock keeps a
+    station whose clock differs from the server's from refreshing too late or every time."""
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        exp = claims["exp"]
+        exp, iat = claims["exp"], claims["iat"]
     except (IndexError, ValueError, KeyError, TypeError, binascii.Error):
         return None
-    return float(exp) if isinstance(exp, int | float) else None
+    if not all(isinstance(v, int | float) for v in (exp, iat)) or exp <= iat:
+        return None
+    return float(exp - iat)
 
 
 class ThingsBoardApi:
@@ -95,7 +98,8 @@ class ThingsBoardApi:
         self._credentials, self._clock = credentials, clock
         self._token, self._refresh, self._expires = "", "", 0.0
         self._lock = asyncio.Lock()
-        self.logins = 0  # how many times the station logged in (a test and a log look)
+        # How often the station logged in and refreshed its token (for tests and the log).
+        self.logins = self.refreshes = 0
 
     async def call(self, method: str, path: str, *, query: Mapping[str, str] | None = None,
                    body: Any = None, missing_ok: bool = False) -> Any:
@@ -137,6 +141,7 @@ class ThingsBoardApi:
             await self._login()
             return
         self._keep(_answer("POST /api/auth/token", status, headers, raw))
+        self.refreshes += 1
 
     def _keep(self, answer: Any) -> None:
         token = answer.get("token") if isinstance(answer, Mapping) else None
@@ -145,8 +150,8 @@ class ThingsBoardApi:
                                  f"{_snippet(json.dumps(answer).encode())}")
         refresh = answer.get("refreshToken")
         self._token, self._refresh = token, refresh if isinstance(refresh, str) else ""
-        # Without a readable expiry, assume ThingsBoard's default lifetime (9000 s).
-        self._expires = jwt_expiry(token) or self._clock() + 9000
+        # Without a readable lifetime, assume ThingsBoard's default (9000 s).
+        self._expires = self._clock() + (jwt_lifetime(token) or 9000)
 
     async def _send(self, method: str, path: str, query: Mapping[str, str] | None, body: Any,
                     headers: Mapping[str, str]) -> tuple[int, Mapping[str, str], bytes]:
