@@ -395,3 +395,24 @@ async def test_a_station_unit_is_claimed_with_the_secret_on_its_label(
     wrong, claimed = await asyncio.to_thread(buyer)
     assert wrong == (400, "FAILURE")
     assert claimed["response"] == "SUCCESS" and claimed["device"]["name"] == run.uci
+
+
+def test_sim_cloud_makes_an_api_key_the_simulation_accepts(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    key_file = tmp_path / "tb.key"
+    run_cli(None, "sim-cloud", "thingsboard", "--db", str(tmp_path / "tb.db"),
+            "--api-key-file", str(key_file))
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "tb.db").stat().st_mode & 0o777 == 0o600
+
+    async def check() -> None:
+        server = TestServer(make_app(Settings(db=tmp_path / "tb.db")), host="127.0.0.1")
+        await server.start_server()
+        try:
+            async with adapter(server, ApiKey(key_file.read_text().strip())) as (upstream, _):
+                assert (await upstream.register(registration_of(new_uci()))).created
+        finally:
+            await server.close()
+
+    asyncio.run(check())
