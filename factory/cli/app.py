@@ -17,6 +17,7 @@ from factory.cli import (
     provision,
     registry,
     serve,
+    simcloud,
     tokens,
     units,
 )
@@ -28,7 +29,7 @@ from factory.labels.errors import LabelError
 
 # Each module adds its commands with `register(sub)`; this order is the order of `--help`.
 COMMAND_MODULES = (serve, units, tokens, journal, outbox, provision, preclaim, labels,
-                   config, registry)
+                   config, registry, simcloud)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from typing import Any, Literal, cast, get_args
 from factory.config.products import Product
 from factory.config.table import Table, config_path, seconds
 
-UpstreamKind = Literal["none", "http", "aws-iot"]
+UpstreamKind = Literal["none", "http", "aws-iot", "thingsboard"]
 UPSTREAM_KINDS: tuple[UpstreamKind, ...] = get_args(UpstreamKind)
 
 
@@ -41,6 +41,10 @@ class Upstream:
     thing_group: str = ""  # every thing is added to it (made if missing); empty: none
     thing_types: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     ca_file: Path | None = None  # PEM CA chain handed out with certificates (AmazonRootCA1)
+    # thingsboard (docs/upstream-thingsboard.md): the tenant's login or API key, from a file.
+    login_file: Path | None = None  # JSON {"username": ..., "password": ...}
+    api_key_file: Path | None = None  # a ThingsBoard API key (servers that have them)
+    device_profiles: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def enabled(self) -> bool:
@@ -50,6 +54,7 @@ class Upstream:
 _CREDENTIAL_KEY = re.compile(r"access_key|secret|session_token|password|credential", re.I)
 _AWS_KEYS = ("region", "endpoint_url", "profile", "policy", "thing_group", "thing_types",
              "ca_file")
+_TB_KEYS = ("login_file", "api_key_file", "device_profiles")
 _AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}\Z")
 _AWS_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}\Z")  # thing types and thing groups
 _AWS_POLICY = re.compile(r"^[\w+=,.@-]{1,128}\Z", re.ASCII)
@@ -78,9 +83,7 @@ def _none(table: Table, products: tuple[Product, ...]) -> Upstream:
 
 
 def _http(table: Table, products: tuple[Product, ...]) -> Upstream:
-    for key in _AWS_KEYS:
-        if key in table.data:
-            raise table.error(key, 'is for kind = "aws-iot" only')
+    _only_for(table, "http")
     url = table.get("url", str)
     if not re.match(r"^https?://[^\s/]+(/\S*)?\Z", url):
         raise table.error("url", f"must be an http(s) URL, got {url!r}")
@@ -95,6 +98,7 @@ def _aws_iot(table: Table, products: tuple[Product, ...]) -> Upstream:
         if key in table.data:
             raise table.error(key, 'is for kind = "http" only; AWS IoT is reached by region '
                                    '(and endpoint_url), with credentials from the AWS chain')
+    _only_for(table, "aws-iot")
     region = table.get("region", str)
     if not _AWS_REGION.match(region):
         raise table.error("region", f"must be an AWS region such as eu-west-1, got {region!r}")
@@ -132,6 +136,46 @@ def _aws_iot(table: Table, products: tuple[Product, ...]) -> Upstream:
                     ca_file=config_path(table.source, ca_text) if ca_text else None)
 
 
+def _thingsboard(table: Table, products: tuple[Product, ...]) -> Upstream:
+    _only_for(table, "thingsboard")
+    if "token_file" in table.data:
+        raise table.error("token_file", 'is for kind = "http"; ThingsBoard takes login_file '
+                                        '(the tenant\'s username and password) or api_key_file')
+    url = table.get("url", str)
+    if not re.match(r"^https?://[^\s/?#]+/?\Z", url):
+        raise table.error("url", f"must be the server's http(s)://host[:port], got {url!r}")
+    preclaimed = [p.id for p in products if p.claim == "pre"]
+    if preclaimed:
+        raise table.error("kind", f"product {preclaimed[0]} is pre-claimed (claim = \"pre\"), "
+                                  "which ThingsBoard cannot do: its devices are claimed by "
+                                  "customers; make the product claim = \"user\"")
+    login, api_key = table.get("login_file", str, ""), table.get("api_key_file", str, "")
+    if bool(login) == bool(api_key):
+        raise table.error("login_file", "give exactly one of login_file (a JSON file with the "
+                                        "tenant's username and password) and api_key_file")
+    profiles = table.table("device_profiles")
+    names = {p.id: profiles.get(p.id, str, p.id) for p in products}
+    for product, name in names.items():
+        if not 0 < len(name) <= 255 or not name.isprintable() or name != name.strip():
+            raise profiles.error(product, f"{name!r} is not a device profile name (1-255 "
+                                          "printable characters, no surrounding spaces)")
+    profiles.finish()
+    sending = _sending(table)
+    table.finish()
+    return Upstream(kind="thingsboard", url=url.rstrip("/"), **sending,
+                    login_file=config_path(table.source, login) if login else None,
+                    api_key_file=config_path(table.source, api_key) if api_key else None,
+                    device_profiles=MappingProxyType(names))
+
+
+def _only_for(table: Table, kind: str) -> None:
+    """Refuse another kind's keys, naming the kind they belong to."""
+    for owner, keys in (("aws-iot", _AWS_KEYS), ("thingsboard", _TB_KEYS)):
+        for key in keys:
+            if owner != kind and key in table.data:
+                raise table.error(key, f'is for kind = "{owner}" only')
+
+
 def _sending(table: Table) -> dict[str, Any]:
     """Any upstream's requests in flight at once, seconds before one is given up, and the
     retry schedule's first and longest wait (Upstream's fields of those names)."""
@@ -149,5 +193,5 @@ def _sending(table: Table) -> dict[str, Any]:
 # Each kind's parser: the one place an upstream kind registers (tests/test_config.py checks
 # that every UpstreamKind has one).
 PARSERS: dict[UpstreamKind, Callable[[Table, tuple[Product, ...]], Upstream]] = {
-    "none": _none, "http": _http, "aws-iot": _aws_iot,
+    "none": _none, "http": _http, "aws-iot": _aws_iot, "thingsboard": _thingsboard,
 }

@@ -9,11 +9,14 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from botocore.exceptions import ProfileNotFound
 
+from factory import claim_secret
 from factory.config import ConfigError, StationConfig
 from factory.upstream.adapter import Upstream
 from factory.upstream.aws import AwsIotUpstream, make_client
 from factory.upstream.aws_certs import pem_blocks
 from factory.upstream.http import HttpUpstream
+from factory.upstream.thingsboard import ThingsBoardUpstream
+from factory.upstream.thingsboard_api import ApiKey, Credentials, Login, ThingsBoardApi
 
 Builder = Callable[[StationConfig, contextlib.AsyncExitStack], Awaitable[Upstream]]
 
@@ -69,4 +72,35 @@ def aws_upstream(config: StationConfig) -> AwsIotUpstream:
                           ca_chain=chain, workers=upstream.concurrency)
 
 
-BUILDERS: dict[str, Builder] = {"http": http_upstream, "aws-iot": _aws}
+async def thingsboard_upstream(config: StationConfig,
+                               stack: contextlib.AsyncExitStack) -> Upstream:
+    """The thingsboard adapter: the tenant's login or API key from its file, one aiohttp
+    session, and the station's claim secrets (ThingsBoard compares them in plain text)."""
+    upstream = config.upstream
+    credentials: Credentials
+    key, path = (("upstream.login_file", upstream.login_file) if upstream.login_file
+                 else ("upstream.api_key_file", upstream.api_key_file))
+    assert path is not None
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(config.source, key, f"cannot be read: {exc.strerror}") from exc
+    if upstream.login_file is not None:
+        try:
+            credentials = Login.from_json(text)
+        except ValueError as exc:
+            raise ConfigError(config.source, key, f"{path} {exc}") from exc
+    elif not text or not text.isprintable():
+        raise ConfigError(config.source, key, f"{path} must hold one API key")
+    else:
+        credentials = ApiKey(text)
+    secrets = claim_secret.for_station(config)
+    session = await stack.enter_async_context(aiohttp.ClientSession())
+    api = ThingsBoardApi(session, upstream.url, credentials, timeout=upstream.timeout)
+    return ThingsBoardUpstream(api, station=config.station_id,
+                               device_profiles=upstream.device_profiles,
+                               secret_for=None if secrets is None else secrets.secret)
+
+
+BUILDERS: dict[str, Builder] = {"http": http_upstream, "aws-iot": _aws,
+                                "thingsboard": thingsboard_upstream}

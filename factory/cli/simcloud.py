@@ -1,0 +1,58 @@
+"""`factory sim-cloud KIND`: simulated device clouds that cannot run here (a Java server, a
+hosted API), for demos and tests; each is refereed by that cloud's official client."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from factory.cli.common import CliError, Subcommands, command, group
+from factory.config import parse_listen
+from factory.files import write_in_place
+
+
+def register(sub: Subcommands) -> None:
+    kinds = group(sub, "sim-cloud", "Simulated device clouds: the endpoints the station's "
+                                    "upstreams and their customers use.")
+    p = command(kinds, "thingsboard", cmd_thingsboard,
+                "A simulated ThingsBoard (docs/upstream-thingsboard.md) until SIGTERM; it "
+                "knows tenant@thingsboard.org/tenant and customer@thingsboard.org/customer.")
+    p.add_argument("--db", required=True, type=Path, help="SQLite file (made 0600 if new)")
+    p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s;"
+                                                              " port 0 picks a free one)")
+    p.add_argument("--token-ttl", type=int, default=9000,
+                   help="seconds an access token lasts (default %(default)s, as ThingsBoard)")
+    p.add_argument("--no-claiming-by-default", action="store_true",
+                   help="as security.claim.allowClaimingByDefault = false: a released device "
+                        "gets the claimingAllowed attribute")
+    p.add_argument("--api-key-file", type=Path,
+                   help="make an API key for the tenant, write it to this file (0600) and exit")
+
+
+def cmd_thingsboard(args: argparse.Namespace) -> int:
+    from factory.testbed.clouds.thingsboard.app import serve  # aiohttp only when serving
+    from factory.testbed.clouds.thingsboard.auth import TokenSettings
+    from factory.testbed.clouds.thingsboard.keys import Settings
+    from factory.testbed.clouds.thingsboard.store import Store
+
+    host, port = parse_listen("--listen", args.listen)
+    if args.token_ttl < 1:
+        raise CliError("--token-ttl must be at least 1 second")
+    if args.api_key_file is not None:
+        async def make_key() -> str:
+            store = await Store.open(args.db)
+            try:
+                return await store.add_api_key("tenant@thingsboard.org")
+            finally:
+                await store.close()
+
+        write_in_place(args.api_key_file, (asyncio.run(make_key()) + "\n").encode())
+        print(f"an API key for tenant@thingsboard.org is in {args.api_key_file}",
+              file=sys.stderr)
+        return 0
+    asyncio.run(serve(Settings(db=args.db, host=host, port=port,
+                               tokens=TokenSettings(access_ttl=args.token_ttl),
+                               allow_claiming_by_default=not args.no_claiming_by_default)))
+    return 0
