@@ -26,6 +26,7 @@ POINTS = frozenset({
     # A unit's step is about to start (the steps before it are journaled), or all are done.
     *(f"step.{step}" for step in (*STEP_NAMES, "done")),
     "serial.write",        # between two chunks/commands of a device file write
+    "scan.accepted",       # a scanned label passed its checks, `bound` not yet journaled
     "label.rendered",      # the label PDF is kept, `labelled` not yet journaled
     "print.submitted",     # CUPS took the job, `print_submitted` not yet journaled
     "print.done",          # CUPS printed the job, `printed` not yet journaled

@@ -23,8 +23,10 @@ DONE_STATES: frozenset[UnitState] = frozenset({"verified", "labelled", "printed"
 UnitEventKind = Literal[
     "issued", "written", "verified", "interrupted", "failed",
     "agent_serialized",  # products whose units' own agent asks for their UCI
+    "bound",  # label-first lines: a pre-printed UCI bound to the unit's hardware id by a scan
     "key_made", "certificate_written",  # pre-claimed products
     "labelled", "print_submitting", "print_submitted", "printed", "print_failed",
+    "label_checked",  # the label scanned on the unit matched its UCI (end-of-line check)
     "registered", "register_failed", "preclaimed", "preclaim_failed",
     "claimed",  # older stations' name for preclaimed; their journals still hold it
     "requeued", "voided",
@@ -37,7 +39,10 @@ EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 
 # What a fixture shows while each step of a unit runs (also the step's name and failpoint).
 StepName = Literal["identifying", "issuing", "writing", "verifying", "keying", "certifying",
-                   "labelling"]
+                   "labelling",
+                   "scanning",  # label-first: waiting for the scan of the unit's label
+                   "checking"]  # end-of-line: waiting for the scan of the label stuck on
+
 STEP_NAMES: tuple[StepName, ...] = get_args(StepName)
 FixtureState = Literal["starting", "waiting", StepName, "done", "failed", "port-error",
                        "stopped"]
@@ -47,8 +52,8 @@ OutboxState = Literal["pending", "failed", "done"]
 OUTBOX_STATES: tuple[OutboxState, ...] = get_args(OutboxState)
 
 # The status page's counters (units per counter, this shift and today), in the page's order.
-CounterName = Literal["issued", "verified", "labelled", "registered", "preclaimed", "failed",
-                      "voided"]
+CounterName = Literal["issued", "verified", "labelled", "checked", "registered", "preclaimed",
+                      "failed", "voided"]
 COUNTER_NAMES: tuple[CounterName, ...] = get_args(CounterName)
 
 # The colour class of a fixture, a tile or the attention banner (status.css styles each).

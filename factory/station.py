@@ -26,7 +26,10 @@ from factory.status.snapshot import LiveSources
 from factory.units.agent_check import CheckAgentFile
 from factory.units.certificate import InstallCertificate, MakeKey
 from factory.units.fixture import FixtureRunner
+from factory.units.label_scans import with_scans
 from factory.units.pipeline import Identify, Issue, Step, UnitRun, Verify, Write
+from factory.units.scanner import start_scanners
+from factory.units.scans import ScanDesk
 from factory.upstream.kinds import upstream_client
 from factory.upstream.outbox import OutboxWorker
 from factory.upstream.requests import PreclaimRequest, RegisterRequest, registration_for
@@ -63,8 +66,9 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         metrics = Metrics(config.journal)
         outbox = await start_upstream(config, journal, stack, secrets)
         live = LiveSources(fixtures=metrics.fixtures, printer=printing, upstream=outbox)
+        desk = ScanDesk()
         runner = web.AppRunner(
-            make_app(config, journal, metrics, live, maker),
+            make_app(config, journal, metrics, live, maker, desk),
             access_log=logging.getLogger("aiohttp.access") if access_log else None,
             handle_signals=False, shutdown_timeout=HTTP_GRACE,
             **http_limits(config.client_timeout))
@@ -83,11 +87,12 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_stop_signal, stop, hurry)
-        fixtures = start_fixtures(config, journal, maker, metrics, outbox)
+        fixtures = start_fixtures(config, journal, maker, metrics, outbox, desk)
         tasks = [asyncio.create_task(printing.run_forever(), name="label-printer"),
                  asyncio.create_task(notifier.feed_watchdog(lambda: journal.writing),
                                      name="watchdog"),
-                 asyncio.create_task(report_status(notifier, urls, fixtures), name="status")]
+                 asyncio.create_task(report_status(notifier, urls, fixtures), name="status"),
+                 *start_scanners(config.fixtures, desk)]
         outbox_task = None
         if outbox is not None:
             outbox_task = asyncio.create_task(outbox.run_forever(), name="outbox")
@@ -208,16 +213,18 @@ async def start_upstream(config: StationConfig, journal: Journal,
 
 
 def start_fixtures(config: StationConfig, journal: Journal, maker: LabelMaker,
-                   metrics: Metrics, outbox: OutboxWorker | None = None
-                   ) -> list[FixtureRunner]:
+                   metrics: Metrics, outbox: OutboxWorker | None = None,
+                   desk: ScanDesk | None = None) -> list[FixtureRunner]:
     """One running task per configured fixture; each keeps going whatever its units do."""
     runners = []
+    desk = desk or ScanDesk()
     for fixture in config.fixtures:
         product = config.product(fixture.product)
         assert product is not None  # the config checked it
-        runner = FixtureRunner(fixture, product, journal, unit_steps(product, maker, outbox),
-                               metrics.observe_step)
+        steps = with_scans(unit_steps(product, maker, outbox), fixture.scanning, desk)
+        runner = FixtureRunner(fixture, product, journal, steps, metrics.observe_step)
         metrics.watch_fixture(runner.status)
+        desk.add_fixture(runner.status)
         log.info("fixture %s: %s driver on %s at %d baud, product %s", fixture.name,
                  fixture.driver, fixture.port, fixture.baud, fixture.product)
         runner.start()

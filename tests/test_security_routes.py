@@ -182,7 +182,8 @@ def station_credentials(tokens: dict[str, str]) -> list[Credential]:
 
 STATION_BODIES = {"/api/v1/ucis": {"product": PRODUCT},
                   "/api/v1/units/{uci}/void": {"reason": "security test"},
-                  "/ioto/serialize": {"product": PRODUCT, "mac": "02:00:00:00:07:01"}}
+                  "/ioto/serialize": {"product": PRODUCT, "mac": "02:00:00:00:07:01"},
+                  "/api/v1/fixtures/{name}/scan": {"code": "not a label"}}
 
 
 async def test_every_station_route_with_every_credential(line: Line,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast, get_args
 
 from factory.config.drivers import ConsoleSettings, FramedSettings
+from factory.config.scanner import Scanning, read_scanning
 from factory.config.table import ID, ConfigError, Table, config_path, seconds
 
 DriverName = Literal["console", "framed"]
@@ -33,6 +34,7 @@ class Fixture:
     poll_interval: float = 0.5  # seconds between looks for a unit arriving or leaving
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     framed: FramedSettings = field(default_factory=FramedSettings)
+    scanning: Scanning = field(default_factory=Scanning)  # bind, scan_check, [.scanner]
 
 
 def read_fixtures(root: Table, products: set[str]) -> tuple[Fixture, ...]:
@@ -83,9 +85,11 @@ def _fixture(source: Path, index: int, value: Any, products: set[str]) -> Fixtur
     # still a typo.
     settings = {driver_name: read(table.table(driver_name))
                 for driver_name, read in SETTINGS.items()}
+    scanning = read_scanning(table)
     table.finish()
     return Fixture(name=name, port=port, driver=cast(DriverName, driver), product=product,
-                   baud=baud, device_path=device_path, poll_interval=poll, **settings)
+                   baud=baud, device_path=device_path, poll_interval=poll,
+                   scanning=scanning, **settings)
 
 
 _S = TypeVar("_S", ConsoleSettings, FramedSettings)

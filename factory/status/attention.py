@@ -27,6 +27,8 @@ FIXTURE_WORDS: dict[FixtureState, tuple[str, Tone]] = {
     "keying": ("Making its key", "busy"),
     "certifying": ("Writing certificate", "busy"),
     "labelling": ("Labelling", "busy"),
+    "scanning": ("Scan the unit's label", "idle"),
+    "checking": ("Scan the label on the unit", "idle"),
     "done": ("Done: unplug the unit", "ok"),
     "failed": ("FAILED", "stop"),
     "port-error": ("Port problem", "stop"),
@@ -35,7 +37,8 @@ FIXTURE_WORDS: dict[FixtureState, tuple[str, Tone]] = {
 # Journal event kinds as a unit's steps; the kinds in UNSHOWN_KINDS are left out.
 STEP_WORDS: dict[EventKind, str] = {
     "issued": "issued", "written": "written", "verified": "verified",
-    "agent_serialized": "serialized by its agent",
+    "agent_serialized": "serialized by its agent", "bound": "label bound",
+    "label_checked": "label checked",
     "labelled": "labelled", "printed": "printed", "print_failed": "print failed",
     "registered": "registered", "register_failed": "registration refused",
     "key_made": "key made", "preclaimed": "pre-claimed", "claimed": "pre-claimed",
@@ -50,7 +53,8 @@ UNSHOWN_KINDS: frozenset[EventKind] = frozenset({
 # Event kind → the counter it adds to.
 COUNTERS: dict[EventKind, CounterName] = {
     "issued": "issued", "verified": "verified", "labelled": "labelled",
-    "registered": "registered", "claimed": "preclaimed", "preclaimed": "preclaimed",
+    "label_checked": "checked", "registered": "registered", "claimed": "preclaimed",
+    "preclaimed": "preclaimed",
     "failed": "failed", "fixture_failed": "failed", "print_failed": "failed",
     "register_failed": "failed", "preclaim_failed": "failed", "voided": "voided",
 }

@@ -13,10 +13,11 @@ from factory.journal.interface import Journal
 from factory.labels.making import LabelMaker
 from factory.status.metrics import Metrics
 from factory.status.snapshot import LiveSources
-from factory.web import api, ioto, openapi, status_routes
+from factory.units.scans import ScanDesk
+from factory.web import api, ioto, openapi, scans, status_routes
 from factory.web.auth import TokenCache
 from factory.web.body import BODY_TIMEOUT
-from factory.web.keys import CONFIG, JOURNAL, LABEL_MAKER, LIVE, METRICS, TOKENS
+from factory.web.keys import CONFIG, JOURNAL, LABEL_MAKER, LIVE, METRICS, SCAN_DESK, TOKENS
 from factory.web.problems import Handler, problem_middleware
 
 
@@ -55,7 +56,8 @@ def http_limits(client_timeout: float) -> dict[str, Any]:
 
 def make_app(config: StationConfig, journal: Journal, metrics: Metrics | None = None,
              live: LiveSources | None = None,
-             maker: LabelMaker | None = None) -> web.Application:
+             maker: LabelMaker | None = None,
+             desk: ScanDesk | None = None) -> web.Application:
     """The station's HTTP app over an open journal (the caller owns the journal); `live`
     holds the fixtures, printer and upstream the status page shows; `maker` makes the labels
     of units their own agent serializes."""
@@ -69,6 +71,7 @@ def make_app(config: StationConfig, journal: Journal, metrics: Metrics | None = 
     app[LIVE] = live or LiveSources()
     if maker is not None:
         app[LABEL_MAKER] = maker
+    app[SCAN_DESK] = desk or ScanDesk()
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/metrics", scrape)
     app.router.add_get("/api/v1/openapi.json", openapi.handler)
@@ -78,5 +81,6 @@ def make_app(config: StationConfig, journal: Journal, metrics: Metrics | None = 
     app.router.add_post("/api/v1/units/{uci}/void", api.void_unit)
     app.router.add_get("/api/v1/outbox", api.outbox)
     app.router.add_post("/ioto/serialize", ioto.serialize)
+    app.router.add_post("/api/v1/fixtures/{name}/scan", scans.scan)
     status_routes.add_routes(app)
     return app

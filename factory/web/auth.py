@@ -17,11 +17,12 @@ from factory.journal.records import Role
 from factory.tokens import same_hash, token_hash
 from factory.web.problems import Forbidden, Unauthorized
 
-Action = Literal["issue", "read", "void"]
+Action = Literal["issue", "read", "void", "scan"]
 PERMISSIONS: dict[Action, frozenset[Role]] = {
     "issue": frozenset({"device", "operator"}),
     "read": frozenset({"operator", "viewer"}),
     "void": frozenset({"operator"}),
+    "scan": frozenset({"operator"}),  # a label scan binds a UCI to a unit
 }
 # A revoked token stops working within this many seconds.
 REFRESH_SECONDS = 2.0

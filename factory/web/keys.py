@@ -10,6 +10,7 @@ from factory.labels.making import LabelMaker
 from factory.status.feed import StatusFeed
 from factory.status.metrics import Metrics
 from factory.status.snapshot import LiveSources
+from factory.units.scans import ScanDesk
 from factory.web.auth import TokenCache
 
 CONFIG = web.AppKey("config", StationConfig)
@@ -20,3 +21,5 @@ LIVE = web.AppKey("live", LiveSources)
 STATUS_FEED = web.AppKey("status_feed", StatusFeed)
 # Makes the labels of units their agent serializes (none: labels are not made by this app).
 LABEL_MAKER = web.AppKey("label_maker", LabelMaker)
+# The fixtures that take label scans (POST /api/v1/fixtures/{name}/scan).
+SCAN_DESK = web.AppKey("scan_desk", ScanDesk)

@@ -291,6 +291,32 @@ DOCUMENT["paths"].update({
         "responses": {"200": {"description": "The file"}, **_errors(404)}}},
 })
 
+# Label scans (factory/web/scans.py): an operator's token as a bearer header, or the status
+# page's cookie holding one (a keyboard-wedge scanner types into the page).
+DOCUMENT["paths"]["/api/v1/fixtures/{name}/scan"] = {"post": {
+    "summary": "A label scan for a fixture (label-first binding, end-of-line label check)",
+    "description": "Role: operator (bearer header, or the status page's cookie with a JSON "
+                   "body). `code`: the scanned text, a UCI in any form or a claim URL. "
+                   "200: the fixture took the scan; `accepted` false with `message` when it "
+                   "refused the label (wrong product, already bound, voided, unreadable, not "
+                   "the unit's): scan again. 409: the fixture is not waiting for a scan (the "
+                   "scan is ignored). 404: no such fixture.",
+    "security": [{"bearer": ["operator"]}, {"statusCookie": ["operator"]}],
+    "parameters": [{"name": "name", "in": "path", "required": True,
+                    "schema": {"type": "string"}}],
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["code"], "additionalProperties": False,
+        "properties": {"code": {"type": "string", "minLength": 1, "maxLength": 512}}}}}},
+    "responses": {"200": _json({"type": "object", "required": ["fixture", "accepted",
+                                                              "message", "uci", "human"],
+                                "properties": {"fixture": {"type": "string"},
+                                               "accepted": {"type": "boolean"},
+                                               "message": {"type": "string"},
+                                               "uci": {"type": ["string", "null"]},
+                                               "human": {"type": ["string", "null"]}}},
+                               "What the fixture made of the scan"),
+                  **_errors(400, 401, 403, 404, 409, 413, 422)}}}
+
 
 async def handler(request: web.Request) -> web.Response:
     """GET /api/v1/openapi.json."""

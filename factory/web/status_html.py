@@ -15,8 +15,8 @@ from factory.status.attention import duration
 
 COUNTER_WORDS: dict[CounterName, str] = {
     "issued": "Issued", "verified": "Verified", "labelled": "Labelled",
-    "registered": "Registered", "preclaimed": "Pre-claimed", "failed": "Failed",
-    "voided": "Voided"}
+    "checked": "Label checked", "registered": "Registered", "preclaimed": "Pre-claimed",
+    "failed": "Failed", "voided": "Voided"}
 PRINTER_WORDS: dict[PrinterState, str] = {"none": "None", "idle": "Ready",
                                           "unavailable": "NOT PRINTING"}
 

@@ -127,4 +127,17 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX events_at ON events (at, kind, unit_id);
         """,
     ),
+    (
+        "0005_bound",
+        """
+        -- Label-first lines: a pre-printed (already issued) UCI gets its unit's hardware id
+        -- from its `bound` event, as an issued one gets it from `issued`. Never overwritten:
+        -- a UCI is bound once (the station refuses a second binding before journaling it).
+        CREATE TRIGGER units_bound AFTER INSERT ON events WHEN NEW.kind = 'bound'
+        BEGIN
+            UPDATE units SET hardware_id = json_extract(NEW.data, '$.hardware_id')
+            WHERE id = NEW.unit_id AND hardware_id IS NULL;
+        END;
+        """,
+    ),
 )
