@@ -44,6 +44,8 @@ StepName = Literal["identifying", "issuing", "writing", "verifying", "keying", "
                    "checking"]  # end-of-line: waiting for the scan of the label stuck on
 
 STEP_NAMES: tuple[StepName, ...] = get_args(StepName)
+# The steps during which a fixture waits for a label scan (the page focuses its scan field).
+SCAN_STEPS: frozenset[StepName] = frozenset({"scanning", "checking"})
 FixtureState = Literal["starting", "waiting", StepName, "done", "failed", "port-error",
                        "stopped"]
 FIXTURE_STATES: tuple[FixtureState, ...] = get_args(FixtureState)

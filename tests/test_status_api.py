@@ -54,8 +54,9 @@ async def test_snapshot_counts_units_once_per_counter(station: Station) -> None:
     resp = await station.client.get("/api/v1/status", headers=station.auth("viewer"))
     assert resp.status == 200
     snap = await resp.json()
-    expected = {"issued": 3, "verified": 1, "labelled": 1, "registered": 1, "preclaimed": 1,
-                "failed": 2, "voided": 1}  # the reprint and the second failure count once
+    # the reprint and the second failure count once
+    expected = {"issued": 3, "verified": 1, "labelled": 1, "checked": 0, "registered": 1,
+                "preclaimed": 1, "failed": 2, "voided": 1}
     assert snap["counts"]["today"] == expected
     assert snap["counts"]["shift"] == expected
     assert snap["units_per_hour"] == 1

@@ -41,7 +41,8 @@ def test_a_fixture_alert_and_failures_show_as_stop() -> None:
     parts = live_parts(snap(counts=counts, fixtures=[fixture], attention=[alert]))
     assert parts["attention"]["class"] == "attention tone-stop"
     assert '<p class="action">a &amp; b</p>' in parts["attention"]["html"]
-    assert parts["fixtures"]["html"].startswith('<article class="fixture tone-stop">')
+    assert parts["fixtures"]["html"].startswith(
+        '<article class="fixture tone-stop" data-fixture="line-1">')
     assert '<p class="tally">3 done · 1 failed</p>' in parts["fixtures"]["html"]
     assert ('<tr class="count-failed"><th>Failed</th><td class="shift">0</td>'
             '<td class="today warn">2</td></tr>') in parts["counts"]["html"]

@@ -103,11 +103,13 @@ async def build(config: StationConfig, journal: Journal, live: LiveSources,
                                   seen=step.seen, tz=tz))
     if (alert := journal_hold_alert(journal.hold)):
         alerts.append(alert)
+    scans = {f.name for f in config.fixtures if f.scanning.scans}
     for status in live.fixtures():
         words, tone = fixture_words(status.state)
         fixtures.append({
             "name": status.name, "port": status.port, "state": status.state, "words": words,
             "tone": tone, "reason": status.reason, "action": status.action,
+            "scans": status.name in scans,
             "uci": _human(status.uci), "since": _iso(status.since),
             "done": status.done, "failed": status.failed})
         alert = fixture_alert(status.name, status.state, status.reason, status.action)

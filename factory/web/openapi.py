@@ -232,7 +232,8 @@ DOCUMENT["components"]["schemas"]["Status"] = {
             "words": {"type": "string"}, "tone": {"enum": list(TONES)},
             "reason": {"type": "string"}, "action": {"type": "string"},
             "uci": {"type": ["string", "null"]}, "since": {"type": "string"},
-            "done": {"type": "integer"}, "failed": {"type": "integer"}}}},
+            "done": {"type": "integer"}, "failed": {"type": "integer"},
+            "scans": {"type": "boolean", "description": "whether it takes label scans"}}}},
         "units": {"type": "array", "description": "The 20 units with the newest events",
                   "items": {"type": "object", "properties": {
                       "uci": {"type": "string"}, "human": {"type": "string"},

@@ -10,7 +10,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from factory.states import COUNTER_NAMES, CounterName, PrinterState
+from factory.states import COUNTER_NAMES, SCAN_STEPS, CounterName, PrinterState
 from factory.status.attention import duration
 
 COUNTER_WORDS: dict[CounterName, str] = {
@@ -61,8 +61,25 @@ def fixtures(snap: dict[str, Any]) -> str:
         if f["action"]:
             parts.append(h("p", "action", t(f["action"])))
         parts.append(h("p", "tally", t(f"{f['done']} done · {f['failed']} failed")))
-        cards.append(h("article", f"fixture tone-{f['tone']}", *parts))
+        # The page's script focuses the scan field of a fixture that waits for a scan.
+        wants = {"data-wants-scan": "yes"} if f.get("state") in SCAN_STEPS else {}
+        cards.append(h("article", f"fixture tone-{f['tone']}", *parts,
+                       **{"data-fixture": f["name"], **wants}))
     return "".join(cards)
+
+
+def scan_fields(snap: dict[str, Any]) -> str:
+    """A scan field per fixture that takes scans, where a keyboard-wedge scanner types; not
+    a live part (swapping it would lose what is being typed), so rendered once."""
+    forms = [h("form", "scan",
+               h("label", "", t(f"Scan for {f['name']}"),
+                 f'<input type="text" name="code" autocomplete="off" spellcheck="false"'
+                 f' id="scan-{t(f["name"])}">'),
+               h("output", "answer", **{"aria-live": "polite"}), **{"data-fixture": f["name"]})
+             for f in snap["fixtures"] if f.get("scans")]
+    if not forms:
+        return ""
+    return h("section", "scans", *forms, **{"aria-label": "Label scans"})
 
 
 def counts(snap: dict[str, Any]) -> str:
@@ -167,6 +184,7 @@ the page reconnects by itself.</p>
 <main>
 <div class="left">
 {live("section", "fixtures", "fixtures", aria_label="Fixtures")}
+{scan_fields(snap)}
 <div class="numbers">
 {live("table", "counts", "counts")}
 {live("section", "tiles", "tiles")}
