@@ -221,7 +221,7 @@ def start_fixtures(config: StationConfig, journal: Journal, maker: LabelMaker,
     for fixture in config.fixtures:
         product = config.product(fixture.product)
         assert product is not None  # the config checked it
-        steps = with_scans(unit_steps(product, maker, outbox), fixture.scanning, desk)
+        steps = with_scans(unit_steps(product, maker, outbox), fixture.scanning, desk, product)
         runner = FixtureRunner(fixture, product, journal, steps, metrics.observe_step)
         metrics.watch_fixture(runner.status)
         desk.add_fixture(runner.status)

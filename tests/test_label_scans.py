@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from factory import uci as uci_codec
-from factory.config import Product, StationConfig
+from factory.config import ConfigError, Product, StationConfig
 from factory.config.scanner import Scanning
 from factory.journal.interface import Journal
 from factory.journal.records import IssueRequest
@@ -74,6 +75,18 @@ def test_with_scans_binds_instead_of_issuing_and_prints_no_second_label() -> Non
     assert names == ["identifying", "scanning", "writing", "verifying"]
     names = [s.name for s in with_scans(DEFAULT_STEPS, Scanning(scan_check=True), desk)]
     assert names == ["identifying", "issuing", "writing", "verifying", "checking"]
+
+
+def test_a_product_asks_every_fixture_of_it_for_the_scan_check(tmp_path: Path) -> None:
+    from factory.config import load
+    from tests.conftest import CONFIG_TEXT, write_config
+    text = CONFIG_TEXT.replace('model = "AQ-100"', 'model = "AQ-100"\nscan_check = true')
+    checked = product(load(write_config(tmp_path, text)))
+    assert checked.scan_check
+    names = [s.name for s in with_scans(DEFAULT_STEPS, Scanning(), ScanDesk(), checked)]
+    assert names[-1] == "checking"
+    with pytest.raises(ConfigError):
+        load(write_config(tmp_path, text.replace("scan_check = true", 'scan_check = "yes"')))
 
 
 @pytest.mark.parametrize("form", [

@@ -51,6 +51,7 @@ class Product:
     claim_secret_days: int = 0
     serialized_by: SerializedBy = "station"
     agent_identity: AgentIdentity = "required"
+    scan_check: bool = False  # every fixture of it checks the label on the unit by a scan
 
 
 def read_products(root: Table) -> tuple[Product, ...]:
@@ -136,11 +137,12 @@ def _product(source: Path, index: int, value: Any) -> Product:
         if isinstance(item, str):
             _device_text(fields_table, key, item)
         fields[key] = item
+    scan_check = table.get("scan_check", bool, False)
     table.finish()
     return Product(
         id=product_id, name=name, model=model, description=description, label=label,
         claim=cast(ClaimMode, claim), fields=MappingProxyType(fields), qr=qr,
         account=account, preclaim_wait=wait, claim_secret_days=secret_days,
         serialized_by=cast(SerializedBy, serialized_by),
-        agent_identity=cast(AgentIdentity, agent_identity),
+        agent_identity=cast(AgentIdentity, agent_identity), scan_check=scan_check,
     )

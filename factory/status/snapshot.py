@@ -103,7 +103,8 @@ async def build(config: StationConfig, journal: Journal, live: LiveSources,
                                   seen=step.seen, tz=tz))
     if (alert := journal_hold_alert(journal.hold)):
         alerts.append(alert)
-    scans = {f.name for f in config.fixtures if f.scanning.scans}
+    scans = {f.name for f in config.fixtures if f.scanning.scans
+             or any(p.id == f.product and p.scan_check for p in config.products)}
     for status in live.fixtures():
         words, tone = fixture_words(status.state)
         fixtures.append({

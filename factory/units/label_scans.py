@@ -179,13 +179,15 @@ class CheckLabel:
                 return
 
 
-def with_scans(steps: Sequence[Step], scanning: Scanning, desk: ScanDesk) -> list[Step]:
+def with_scans(steps: Sequence[Step], scanning: Scanning, desk: ScanDesk,
+               product: Product | None = None) -> list[Step]:
     """A fixture's steps with its scanning: `bind = "scan"` binds a pre-printed label instead
-    of issuing a UCI (and prints none: the unit has one), `scan_check` checks it at the end."""
+    of issuing a UCI (and prints none: the unit has one), `scan_check` (the fixture's or the
+    product's) checks it at the end."""
     out = list(steps)
     if scanning.bind == "scan":
         out = [Bind(desk) if isinstance(s, Issue) else s for s in out
                if s.name != "labelling"]
-    if scanning.scan_check:
+    if scanning.scan_check or (product is not None and product.scan_check):
         out.append(CheckLabel(desk))
     return out
