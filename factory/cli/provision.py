@@ -30,7 +30,7 @@ def register(sub: Subcommands) -> None:
 
     p = command(sub, "sim-unit", cmd_sim_unit,
                 "Run a simulated unit on a new pseudo-terminal (prints its path).")
-    p.add_argument("--driver", required=True, choices=("console", "framed"))
+    p.add_argument("--driver", required=True, choices=("console", "framed", "esptool"))
     p.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal (default)")
     p.add_argument("--root", required=True, type=Path, help="folder holding the unit's files")
     p.add_argument("--link", type=Path, help="also make this symlink to the pty")
@@ -52,6 +52,8 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--hangup-after", type=int, help="misbehave: unplug after N bytes in")
     p.add_argument("--corrupt-storage", action="store_true",
                    help="misbehave: store a file that differs from what was sent")
+    from factory.cli.sim_esp import add_esp_arguments
+    add_esp_arguments(p)
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
