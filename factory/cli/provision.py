@@ -20,7 +20,7 @@ def register(sub: Subcommands) -> None:
     p = command(sub, "provision", cmd_provision,
                 "Provision one unit on a port now, printing each step (no server needed).")
     p.add_argument("--port", required=True, help="device path or socket://HOST:PORT")
-    p.add_argument("--driver", required=True, help="console or framed")
+    p.add_argument("--driver", required=True, help="console, framed or esptool")
     p.add_argument("--product", required=True, help="product id from the config")
     p.add_argument("--baud", type=int, default=115200)
     p.add_argument("--path", default="config/device.json5", help="device.json5 on the unit")
@@ -87,14 +87,16 @@ def cmd_provision(args: argparse.Namespace) -> int:
             if run.step != "done":
                 print(f"{run.step} ...", flush=True)
 
-        port = await open_port(args.port, args.baud)
+        # esptool opens the device itself (units/esp.py)
+        port = None if args.driver == "esptool" else await open_port(args.port, args.baud)
         try:
             await Pipeline(journal, on_step=show).provision(run, make_driver(fixture, port))
         except UnitError:
             show(run)
             return 1
         finally:
-            await port.close()
+            if port is not None:
+                await port.close()
         show(run)
         assert run.uci is not None
         print(f"done: unit {uci_codec.human(run.uci)} ({run.uci}), {args.path} verified")

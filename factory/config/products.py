@@ -12,6 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
+from factory.config.nvs import NvsLayout, read_nvs
 from factory.config.table import ID, ConfigError, Table, seconds
 
 ClaimMode = Literal["user", "pre"]
@@ -51,6 +52,7 @@ class Product:
     claim_secret_days: int = 0
     serialized_by: SerializedBy = "station"
     agent_identity: AgentIdentity = "required"
+    nvs: NvsLayout = field(default_factory=NvsLayout)  # esptool units' factory partition
 
 
 def read_products(root: Table) -> tuple[Product, ...]:
@@ -136,11 +138,12 @@ def _product(source: Path, index: int, value: Any) -> Product:
         if isinstance(item, str):
             _device_text(fields_table, key, item)
         fields[key] = item
+    nvs = read_nvs(table.table("nvs"), fields)
     table.finish()
     return Product(
         id=product_id, name=name, model=model, description=description, label=label,
         claim=cast(ClaimMode, claim), fields=MappingProxyType(fields), qr=qr,
         account=account, preclaim_wait=wait, claim_secret_days=secret_days,
         serialized_by=cast(SerializedBy, serialized_by),
-        agent_identity=cast(AgentIdentity, agent_identity),
+        agent_identity=cast(AgentIdentity, agent_identity), nvs=nvs,
     )
