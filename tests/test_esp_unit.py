@@ -39,9 +39,10 @@ AIR = Product(id=PRODUCT, name="Acme Air Sensor", model="AQ-100",
 
 @asynccontextmanager
 async def esp_unit(root: Path, faults: EspFaults | None = None,
-                   misbehaviour: Misbehaviour | None = None) -> AsyncIterator[SimPty]:
+                   misbehaviour: Misbehaviour | None = None,
+                   mac: bytes = MAC) -> AsyncIterator[SimPty]:
     sim = SimPty(baud=115200, misbehaviour=misbehaviour)
-    task = asyncio.create_task(run_esp_unit(sim, root, CHIPS["esp32c3"], MAC, faults))
+    task = asyncio.create_task(run_esp_unit(sim, root, CHIPS["esp32c3"], mac, faults))
     try:
         yield sim
     finally:
@@ -147,3 +148,27 @@ def test_the_nvs_reader_reads_what_espressifs_generator_wrote():
     damaged[64 + 32 * 1 + 10] ^= 0x01  # a key byte of the first entry after the namespace
     with pytest.raises(esp_nvs.NvsError, match="CRC mismatch"):
         esp_nvs.read_image(bytes(damaged))
+
+
+async def test_two_esptool_fixtures_provision_their_units_at_once(tmp_path, journal):
+    from factory.config import Fixture
+    from factory.units.fixture import FixtureRunner
+
+    roots = [tmp_path / "a", tmp_path / "b"]
+    async with esp_unit(roots[0]) as first, esp_unit(roots[1], mac=b"\x02" * 6) as second:
+        runners = [FixtureRunner(Fixture(name=f"f{i}", port=sim.path, driver="esptool",
+                                         product=PRODUCT, poll_interval=0.1, esptool=SIM),
+                                 AIR, journal)
+                   for i, sim in enumerate((first, second))]
+        for runner in runners:
+            runner.start()
+        async with asyncio.timeout(60):
+            while not all(r.status.done for r in runners):
+                await asyncio.sleep(0.05)
+        for runner in runners:
+            runner.stop()
+            await runner.abandon()
+    ucis = {esp_nvs.read_image(partition(root))["fctry"]["uci"] for root in roots}
+    assert len(ucis) == 2
+    for uci in ucis:
+        assert (await journal.unit(str(uci))).state == "verified"
