@@ -20,7 +20,7 @@ def register(sub: Subcommands) -> None:
     p = command(sub, "provision", cmd_provision,
                 "Provision one unit on a port now, printing each step (no server needed).")
     p.add_argument("--port", required=True, help="device path or socket://HOST:PORT")
-    p.add_argument("--driver", required=True, help="console or framed")
+    p.add_argument("--driver", required=True, help="console, framed or esptool")
     p.add_argument("--product", required=True, help="product id from the config")
     p.add_argument("--baud", type=int, default=115200)
     p.add_argument("--path", default="config/device.json5", help="device.json5 on the unit")
@@ -30,7 +30,7 @@ def register(sub: Subcommands) -> None:
 
     p = command(sub, "sim-unit", cmd_sim_unit,
                 "Run a simulated unit on a new pseudo-terminal (prints its path).")
-    p.add_argument("--driver", required=True, choices=("console", "framed"))
+    p.add_argument("--driver", required=True, choices=("console", "framed", "esptool"))
     p.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal (default)")
     p.add_argument("--root", required=True, type=Path, help="folder holding the unit's files")
     p.add_argument("--link", type=Path, help="also make this symlink to the pty")
@@ -52,6 +52,8 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--hangup-after", type=int, help="misbehave: unplug after N bytes in")
     p.add_argument("--corrupt-storage", action="store_true",
                    help="misbehave: store a file that differs from what was sent")
+    from factory.cli.sim_esp import add_esp_arguments
+    add_esp_arguments(p)
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
@@ -85,14 +87,16 @@ def cmd_provision(args: argparse.Namespace) -> int:
             if run.step != "done":
                 print(f"{run.step} ...", flush=True)
 
-        port = await open_port(args.port, args.baud)
+        # esptool opens the device itself (units/esp.py)
+        port = None if args.driver == "esptool" else await open_port(args.port, args.baud)
         try:
             await Pipeline(journal, on_step=show).provision(run, make_driver(fixture, port))
         except UnitError:
             show(run)
             return 1
         finally:
-            await port.close()
+            if port is not None:
+                await port.close()
         show(run)
         assert run.uci is not None
         print(f"done: unit {uci_codec.human(run.uci)} ({run.uci}), {args.path} verified")

@@ -24,3 +24,22 @@ class FramedSettings:
     timeout: float = 2.0  # seconds for one reply frame
     retries: int = 3  # resends of a frame that got no reply or a corrupt one
     chunk_size: int = 1024  # payload bytes per PUT/GET frame
+
+
+@dataclass(frozen=True)
+class EsptoolSettings:
+    """An ESP32-family unit reached through its ROM bootloader with esptool (≥ 5)."""
+
+    # How esptool gets the chip into its bootloader: toggling DTR/RTS (a USB-UART bridge),
+    # the chip's own USB-Serial/JTAG, or not at all (the chip is already there: boot button
+    # held, or a simulated chip on a pty, which has no modem lines).
+    before: str = "default-reset"  # one of BEFORE
+    # What the unit does once verified: boot its application (RTS, or the chip's watchdog
+    # on USB-Serial/JTAG boards), or stay in the bootloader.
+    after: str = "hard-reset"  # one of AFTER
+    flash_baud: int = 460800  # the rate the stub is switched to for flashing (≤ the baud: kept)
+    connect_attempts: int = 2  # esptool's tries to sync per connection
+
+
+BEFORE = ("default-reset", "usb-reset", "no-reset")
+AFTER = ("hard-reset", "watchdog-reset", "no-reset")

@@ -13,11 +13,17 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast, get_args
 
-from factory.config.drivers import ConsoleSettings, FramedSettings
+from factory.config.drivers import (
+    AFTER,
+    BEFORE,
+    ConsoleSettings,
+    EsptoolSettings,
+    FramedSettings,
+)
 from factory.config.scanner import Scanning, read_scanning
 from factory.config.table import ID, ConfigError, Table, config_path, seconds
 
-DriverName = Literal["console", "framed"]
+DriverName = Literal["console", "framed", "esptool"]
 DRIVERS: tuple[DriverName, ...] = get_args(DriverName)
 
 
@@ -35,6 +41,7 @@ class Fixture:
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     framed: FramedSettings = field(default_factory=FramedSettings)
     scanning: Scanning = field(default_factory=Scanning)  # bind, scan_check, [.scanner]
+    esptool: EsptoolSettings = field(default_factory=EsptoolSettings)
 
 
 def read_fixtures(root: Table, products: set[str]) -> tuple[Fixture, ...]:
@@ -92,7 +99,7 @@ def _fixture(source: Path, index: int, value: Any, products: set[str]) -> Fixtur
                    scanning=scanning, **settings)
 
 
-_S = TypeVar("_S", ConsoleSettings, FramedSettings)
+_S = TypeVar("_S", ConsoleSettings, FramedSettings, EsptoolSettings)
 
 
 def _settings(table: Table, defaults: _S) -> _S:
@@ -125,6 +132,16 @@ def _framed(table: Table) -> FramedSettings:
     return _settings(table, FramedSettings())
 
 
+def _esptool(table: Table) -> EsptoolSettings:
+    settings = _settings(table, EsptoolSettings())
+    for key, allowed in (("before", BEFORE), ("after", AFTER)):
+        if getattr(settings, key) not in allowed:
+            raise table.error(key, f"must be one of {', '.join(allowed)}, got "
+                                   f"{getattr(settings, key)!r}")
+    return settings
+
+
 # Each driver's settings reader, by the name of its table and of its field in Fixture: the one
 # place a driver registers (tests/test_config.py checks that every DriverName has one).
-SETTINGS: dict[DriverName, Callable[[Table], Any]] = {"console": _console, "framed": _framed}
+SETTINGS: dict[DriverName, Callable[[Table], Any]] = {"console": _console, "framed": _framed,
+                                                      "esptool": _esptool}

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
+from factory.config.nvs import NvsLayout, read_nvs
 from factory.config.table import ID, ConfigError, Table, seconds
 
 ClaimMode = Literal["user", "pre"]
@@ -52,6 +53,7 @@ class Product:
     serialized_by: SerializedBy = "station"
     agent_identity: AgentIdentity = "required"
     scan_check: bool = False  # every fixture of it checks the label on the unit by a scan
+    nvs: NvsLayout = field(default_factory=NvsLayout)  # esptool units' factory partition
 
 
 def read_products(root: Table) -> tuple[Product, ...]:
@@ -138,6 +140,7 @@ def _product(source: Path, index: int, value: Any) -> Product:
             _device_text(fields_table, key, item)
         fields[key] = item
     scan_check = table.get("scan_check", bool, False)
+    nvs = read_nvs(table.table("nvs"), fields)
     table.finish()
     return Product(
         id=product_id, name=name, model=model, description=description, label=label,
@@ -145,4 +148,5 @@ def _product(source: Path, index: int, value: Any) -> Product:
         account=account, preclaim_wait=wait, claim_secret_days=secret_days,
         serialized_by=cast(SerializedBy, serialized_by),
         agent_identity=cast(AgentIdentity, agent_identity), scan_check=scan_check,
+        nvs=nvs,
     )

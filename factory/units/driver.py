@@ -4,7 +4,9 @@ pipeline (pipeline.py) knows units and steps, and never looks inside a driver.""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from factory.config import Product
 
 
 @dataclass(frozen=True)
@@ -52,3 +54,11 @@ class UnitDriver(Protocol):
         """Whether a unit answers on the port now (used to wait for one to arrive and to
         leave). False for silence; UnitGone when the port itself went away (unplugged), so
         the fixture reopens it."""
+
+
+@runtime_checkable
+class RendersPayload(Protocol):
+    """A driver whose unit stores something other than device.json5 (an ESP32's NVS
+    partition): it says where the unit's data goes and makes the bytes itself."""
+
+    def render(self, product: Product, uci: str) -> tuple[str, bytes]: ...

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Sequence
 
 from factory.config import Fixture, Product
@@ -33,8 +34,13 @@ log = logging.getLogger("factory.fixture")
 MAX_PORT_RETRY = 5.0  # seconds between tries to open a port that is busy or missing
 
 
-def make_driver(fixture: Fixture, port: Port) -> UnitDriver:
-    """The fixture's configured driver on an open port."""
+def make_driver(fixture: Fixture, port: Port | None) -> UnitDriver:
+    """The fixture's configured driver on an open port (None for esptool, which opens the
+    device itself: see units/esp.py)."""
+    if fixture.driver == "esptool":
+        from factory.units.esp import EsptoolDriver
+        return EsptoolDriver(fixture.port, fixture.baud, fixture.esptool)
+    assert port is not None
     if fixture.driver == "console":
         from factory.units.console import ConsoleDriver
         return ConsoleDriver(port, fixture.console)
@@ -90,7 +96,7 @@ class FixtureRunner:
         delay = self.fixture.poll_interval
         while not self._stopping.is_set():
             try:
-                port = await open_port(self.fixture.port, self.fixture.baud)
+                port = await self._open_port()
             except (PortBusy, PortMissing) as exc:
                 await self._port_error(exc)
                 await self._pause(delay)
@@ -98,7 +104,8 @@ class FixtureRunner:
                 continue
             delay = self.fixture.poll_interval
             if self._port_problem:
-                log.info("fixture %s: port %s is open again", self.fixture.name, port.url)
+                log.info("fixture %s: port %s is open again", self.fixture.name,
+                         self.fixture.port)
                 self._port_problem = ""
             try:
                 await self._serve(make_driver(self.fixture, port))
@@ -111,8 +118,19 @@ class FixtureRunner:
                                 "call an engineer; the fixture retries by itself")
                 await self._pause(MAX_PORT_RETRY)
             finally:
-                await port.close()
+                if port is not None:
+                    await port.close()
         self.status.set("stopped")
+
+    async def _open_port(self) -> Port | None:
+        """The fixture's port; for esptool only a check that the device is there (esptool
+        opens it itself, exclusively, while it works)."""
+        if self.fixture.driver == "esptool":
+            if not await asyncio.to_thread(os.path.exists, self.fixture.port):
+                raise PortMissing(f"{self.fixture.port} does not exist (is the fixture's "
+                                  "cable in?)")
+            return None
+        return await open_port(self.fixture.port, self.fixture.baud)
 
     async def _port_error(self, exc: UnitError) -> None:
         self.status.set("port-error", exc.reason, exc.action)

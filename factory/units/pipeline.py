@@ -23,7 +23,7 @@ from factory.journal.interface import Changes, OutboxRequest
 from factory.journal.records import IssueRequest, IssueResult, Unit
 from factory.states import DONE_STATES, EventKind
 from factory.units.device_file import render
-from factory.units.driver import Identity, UnitDriver, Verification
+from factory.units.driver import Identity, RendersPayload, UnitDriver, Verification
 from factory.units.errors import IdentityConflict, ProtocolError, UnitError
 
 log = logging.getLogger("factory.pipeline")
@@ -114,7 +114,10 @@ class Write:
 
     async def run(self, run: UnitRun, driver: UnitDriver, ledger: Ledger) -> None:
         assert run.uci is not None
-        run.payload = render(run.product, run.uci)
+        if isinstance(driver, RendersPayload):
+            run.device_path, run.payload = driver.render(run.product, run.uci)
+        else:
+            run.payload = render(run.product, run.uci)
         if run.already_done:
             return  # Verify checks the file; a mismatch there sends the unit round again
         await driver.write_file(run.device_path, run.payload)

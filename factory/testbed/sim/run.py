@@ -85,6 +85,9 @@ KEEP_ROOTS = 20  # --arrive-every keeps the storage of this many recent units
 def _unit(args: argparse.Namespace, sim: SimPty, root: Path,
           hardware_id: str) -> Coroutine[Any, Any, None]:
     """The simulated unit's coroutine for the chosen driver."""
+    if args.driver == "esptool":
+        from factory.testbed.sim.esp_run import esp_unit
+        return esp_unit(args, sim, root, hardware_id)
     if args.driver == "framed":
         from factory.testbed.sim.framed import run_framed_unit
         return run_framed_unit(sim, root, Identity(hardware_id=hardware_id, model=args.model,

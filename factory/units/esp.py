@@ -1,0 +1,238 @@
+"""The `esptool` driver: ESP32-family units through their ROM bootloader, with esptool's
+Python API (≥ 5). No factory firmware is needed on the unit.
+
+esptool is synchronous and opens the serial device itself, so this driver does not use the
+fixture's asyncio Port: it is given the device path and runs every esptool call in a worker
+thread (asyncio.to_thread), one at a time. esptool opens the device exclusively (a lock other
+serial programs respect) for as long as a session lasts: from `present()` (sync, chip
+detection) through flashing and verifying; the session is closed after the unit was reset
+(or failed), so between units nothing holds the port. A cancelled step cannot stop a call
+already in its thread: esptool's own timeouts (a few seconds) bound it.
+
+The unit's data is an NVS partition image (esp_nvs.py) flashed compressed at the product's
+offset, verified twice: the MD5 the chip computes of the flash, and the partition read back
+and parsed as NVS, whose entries must be the ones meant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import serial
+from esptool import cmds
+from esptool.logger import log as esptool_log
+from esptool.util import FatalError
+
+from factory.config import Product
+from factory.config.drivers import EsptoolSettings
+from factory.config.nvs import NvsLayout
+from factory.units.driver import Identity, Verification
+from factory.units.errors import (
+    ProtocolError,
+    UnitError,
+    UnitGone,
+    UnitRefused,
+    UnitTimeout,
+    VerifyMismatch,
+)
+from factory.units.esp_nvs import Entry, NvsError, build_image, entries, meant, read_image
+
+_T = TypeVar("_T")
+esptool_log.set_verbosity("silent")  # the station logs and journals; esptool must not print
+
+
+@dataclass(frozen=True)
+class _Plan:
+    layout: NvsLayout
+    items: list[Entry]
+
+
+class EsptoolDriver:
+    """One ESP32 unit on one fixture's device path."""
+
+    def __init__(self, device: str, baud: int, settings: EsptoolSettings) -> None:
+        self._device, self._baud, self._settings = device, baud, settings
+        self._esp: Any = None  # an esptool ESPLoader while a session is open
+        self._flasher = False  # the stub runs and the flash is attached
+        self._plans: dict[str, _Plan] = {}
+
+    # The pipeline's side.
+
+    def render(self, product: Product, uci: str) -> tuple[str, bytes]:
+        """Where the unit's data goes and the NVS image that goes there."""
+        layout = product.nvs
+        items = entries(product, uci)
+        image = build_image(layout, items)
+        where = f"nvs:{layout.namespace}@{layout.offset:#x}"
+        self._plans[where] = _Plan(layout, items)
+        return where, image
+
+    async def present(self) -> bool:
+        """A fresh session: whether a chip syncs and is detected on the port now."""
+        await self._close()
+        try:
+            await self._call(self._connect)
+        except UnitGone:
+            raise
+        except UnitError:
+            return False
+        return True
+
+    async def wake(self) -> None:
+        if self._esp is None:
+            await self._call(self._connect)
+
+    async def identify(self) -> Identity:
+        await self.wake()
+        mac, chip = await self._call(lambda: (self._esp.read_mac(), self._esp.CHIP_NAME))
+        return Identity(hardware_id=":".join(f"{b:02x}" for b in mac), model=chip,
+                        firmware="rom-bootloader")
+
+    async def write_file(self, path: str, data: bytes) -> None:
+        plan = self._plan(path, data)
+        await self._call(lambda: self._flash(plan.layout.offset, data))
+
+    async def verify_file(self, path: str, data: bytes) -> Verification:
+        plan = self._plan(path, data)
+        offset = plan.layout.offset
+        try:
+            digest = await self._call(lambda: self._md5(offset, data))
+            back = await self._call(lambda: self._read(offset, len(data)))
+            try:
+                held = read_image(back)
+            except NvsError as exc:
+                raise VerifyMismatch(f"the partition read back from {path} is no NVS "
+                                     f"image: {exc}") from exc
+            wanted = meant(plan.layout, plan.items)
+            if held != wanted:
+                raise VerifyMismatch(f"the partition read back from {path} holds "
+                                     f"{_differences(wanted, held)}")
+            await self._call(self._reset)
+        finally:
+            await self._close()
+        return Verification("md5+nvs-readback", digest, len(data))
+
+    async def read_file(self, path: str) -> bytes:
+        raise UnitRefused(f"esptool units keep no files ({path}); their data is an NVS "
+                          "partition")
+
+    async def make_key(self, path: str, common_name: str) -> str | None:
+        return None  # the ROM cannot make keys: the station makes one
+
+    # esptool's side, each run in the worker thread.
+
+    def _plan(self, path: str, data: bytes) -> _Plan:
+        plan = self._plans.get(path)
+        if plan is None or len(data) != plan.layout.size:
+            raise UnitRefused(f"esptool units take only their NVS partition, not {path}")
+        return plan
+
+    def _connect(self) -> None:
+        self._esp = cmds.detect_chip(self._device, self._baud, self._settings.before,
+                                     connect_attempts=self._settings.connect_attempts)
+        self._flasher = False
+
+    def _ready(self) -> Any:
+        """The session with the stub running, at the flashing rate, the flash attached."""
+        if self._esp is None:
+            self._connect()
+        if not self._flasher:
+            self._esp = cmds.run_stub(self._esp)
+            if self._settings.flash_baud > self._baud:
+                self._esp.change_baud(self._settings.flash_baud)
+            cmds.attach_flash(self._esp)
+            self._flasher = True
+        return self._esp
+
+    def _flash(self, offset: int, image: bytes) -> None:
+        esp = self._ready()
+        size = cmds.detect_flash_size(esp)
+        if size and offset + len(image) > _bytes(size):
+            raise UnitRefused(f"the NVS partition ends at {offset + len(image):#x}, past the "
+                              f"unit's {size} of flash")
+        packed = zlib.compress(image, 9)
+        blocks = esp.flash_defl_begin(len(image), len(packed), offset)
+        step = esp.FLASH_WRITE_SIZE
+        for seq in range(blocks):
+            esp.flash_defl_block(packed[seq * step:(seq + 1) * step], seq)
+        esp.flash_defl_finish(False)
+
+    def _md5(self, offset: int, image: bytes) -> str:
+        theirs: str = self._ready().flash_md5sum(offset, len(image))
+        ours = hashlib.md5(image).hexdigest()  # noqa: S324 (the chip's digest)
+        if theirs.lower() != ours:
+            raise VerifyMismatch(f"the chip's MD5 of the partition is {theirs}; the image's "
+                                 f"is {ours}")
+        return ours
+
+    def _read(self, offset: int, size: int) -> bytes:
+        data: bytes = self._ready().read_flash(offset, size)
+        return data
+
+    def _reset(self) -> None:
+        if self._esp is not None:
+            cmds.reset_chip(self._esp, self._settings.after)
+
+    async def _close(self) -> None:
+        esp, self._esp, self._flasher = self._esp, None, False
+        if esp is not None:
+            await asyncio.to_thread(_quietly_close, esp)
+
+    async def _call(self, work: Callable[[], _T]) -> _T:
+        """Run esptool in the worker thread; its errors become the unit's."""
+        try:
+            return await asyncio.to_thread(work)
+        except UnitError:
+            await self._close()
+            raise
+        except (serial.SerialException, OSError) as exc:
+            await self._close()
+            if "Inappropriate ioctl" in str(exc):
+                raise ProtocolError(f"{self._device} has no modem lines to reset the chip "
+                                    "with; set [fixtures.esptool] before/after = "
+                                    "\"no-reset\"") from exc
+            raise UnitGone(f"the unit went away ({exc})") from exc
+        except FatalError as exc:
+            await self._close()
+            raise _unit_error(str(exc), self._device) from exc
+
+
+def _unit_error(text: str, device: str) -> UnitError:
+    first = text.strip().splitlines()[0] if text.strip() else "esptool failed"
+    if "Could not open" in text and "No such file" in text:
+        return UnitGone(f"{device} is gone: {first}")
+    if "Could not open" in text:
+        return UnitRefused(f"esptool cannot open {device}: {first}")
+    if "Failed to connect" in text or "No serial data received" in text:
+        return UnitTimeout(f"the chip does not answer its ROM bootloader: {first}")
+    if "MD5" in text or "Digest mismatch" in text:
+        return VerifyMismatch(first)
+    return ProtocolError(f"esptool: {first}")
+
+
+def _quietly_close(esp: Any) -> None:
+    with contextlib.suppress(OSError, serial.SerialException):
+        esp._port.close()
+
+
+def _bytes(size: str) -> int:
+    """esptool's flash size name ("4MB", "512KB") in bytes."""
+    unit = 1 << 20 if size.endswith("MB") else 1 << 10
+    return int(size[:-2]) * unit
+
+
+def _differences(wanted: dict[str, dict[str, Any]], held: dict[str, dict[str, Any]]) -> str:
+    for namespace, values in wanted.items():
+        got = held.get(namespace)
+        if got is None:
+            return f"no namespace {namespace!r}"
+        for key, value in values.items():
+            if got.get(key) != value:
+                return f"{namespace}.{key} = {got.get(key)!r}, not {value!r}"
+    return "entries that were not written"
