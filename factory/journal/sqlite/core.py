@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,16 +17,9 @@ import aiosqlite
 from factory.journal.errors import JournalUnavailable
 from factory.journal.interface import OutboxRequest
 from factory.journal.records import IssueRequest, IssueResult
-from factory.journal.sqlite.writer import (
-    MAX_UNITS_PER_BATCH,
-    AdminJob,
-    BatchWriter,
-    IssueJob,
-    Job,
-    StepJob,
-    fail_jobs,
-    run_admin,
-)
+from factory.journal.sqlite.jobs import AdminJob, Job, fail_jobs, issue_job, step_job
+from factory.journal.sqlite.queue import WriteQueue
+from factory.journal.sqlite.writer import BatchWriter, run_admin
 
 log = logging.getLogger("factory.journal")
 
@@ -41,7 +33,7 @@ class Core:
         self.path, self.station = path, station
         self._writer_conn, self._reader = writer, reader
         self._batches = BatchWriter(writer, station, new_ucis)
-        self._pending: deque[Job | AdminJob] = deque()
+        self._pending = WriteQueue()
         self._wakeup = asyncio.Event()
         self._closing = False
         self._listeners: list[Callable[[], None]] = []
@@ -80,8 +72,9 @@ class Core:
     # -- writes -----------------------------------------------------------------------------
 
     async def issue(self, request: IssueRequest) -> IssueResult:
-        """Issue UCIs; returns once they are durable in the journal."""
-        job = IssueJob(request, asyncio.get_running_loop().create_future())
+        """Issue UCIs; returns once they are durable in the journal (all of a big batch,
+        which is written in parts)."""
+        job = issue_job(request)  # InvalidData now, not in a batch, if it cannot be stored
         return await self._submit(job, job.future)
 
     async def void(self, uci: str, reason: str, actor: str) -> None:
@@ -96,10 +89,9 @@ class Core:
         `enqueue` puts a request for the upstream in the outbox and `settles` (entry,
         "done" | "failed") closes one, both in the step's transaction.
         """
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        job = StepJob(uci=uci, kind=kind, state=state, actor=actor, data=data, future=fut,
-                      refuse_from=frozenset({"voided"}), enqueue=enqueue, settles=settles)
-        await self._submit(job, fut)
+        job = step_job(uci, kind, actor, data, state, refuse_from=frozenset({"voided"}),
+                       enqueue=enqueue, settles=settles)  # InvalidData now if it cannot be stored
+        await self._submit(job, job.future)
 
     async def note(self, kind: str, actor: str, data: dict[str, Any]) -> None:
         """Journal an event of the station itself (no unit), e.g. a fixture's failure before
@@ -127,7 +119,7 @@ class Core:
     async def _submit(self, job: Job | AdminJob, fut: asyncio.Future[Any]) -> Any:
         if self._closing:
             raise JournalUnavailable("the journal is closing; try again after restart")
-        self._pending.append(job)
+        self._pending.push(job)
         self._wakeup.set()
         # A caller cancelled now (its client hung up) does not stop the write: the job is
         # queued and goes to disk with its batch, so nothing half-done is left behind.
@@ -138,24 +130,16 @@ class Core:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                head = self._pending.popleft()
-                if isinstance(head, AdminJob):
-                    await run_admin(self._writer_conn, head)
+                work = self._pending.take()
+                if isinstance(work, AdminJob):
+                    await run_admin(self._writer_conn, work)
                     continue
-                batch: list[Job] = [head]
-                size = head.size
-                while self._pending:
-                    job = self._pending[0]
-                    if isinstance(job, AdminJob) or size + job.size > MAX_UNITS_PER_BATCH:
-                        break
-                    self._pending.popleft()
-                    batch.append(job)
-                    size += job.size
                 try:
-                    await self._batches.write(batch)
+                    await self._batches.write(work)
                 except Exception as exc:  # the writer must outlive any one batch
                     log.exception("journal writer failed a batch")
-                    fail_jobs(batch, JournalUnavailable(f"journal write failed: {exc}"))
+                    fail_jobs(work, JournalUnavailable(f"journal write failed: {exc}"))
+                self._pending.settle()
             self._changed()  # once per round: a burst of writes is one notification
             if self._closing:
                 return
