@@ -12,10 +12,10 @@ import pytest
 
 from factory.config import StationConfig
 from factory.journal import open_journal
-from factory.journal.errors import InvalidData, JournalError
+from factory.journal.errors import BatchInterrupted, InvalidData, JournalError
 from factory.journal.interface import Journal
 from factory.journal.records import IssueRequest
-from factory.journal.sqlite import plan, writer
+from factory.journal.sqlite import plan, queue, writer
 from tests.conftest import PRODUCT, OpenJournal
 
 
@@ -157,3 +157,33 @@ async def test_a_collision_that_persists_names_the_other_writer(
     finally:
         monkeypatch.undo()
         await j.close()
+
+
+async def test_a_batch_cut_off_between_parts_is_never_half_answered(
+        journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write failing after a big batch's first parts are on disk: the caller gets no UCIs
+    and is told how many were stored; its Idempotency-Key was not stored (it goes with the
+    last part), so the retry gets a whole batch, never a replay of half of one."""
+    real = writer.failpoints.hit
+    commits = 0
+
+    def hit(name: str) -> None:
+        nonlocal commits
+        if name == "journal.commit":
+            commits += 1
+            if commits == 3:
+                raise sqlite3.OperationalError("disk I/O error")
+        real(name)
+
+    monkeypatch.setattr(writer.failpoints, "hit", hit)
+    count = 6 * queue.BULK_PART
+    with pytest.raises(BatchInterrupted) as caught:
+        await journal.issue(req(count=count, idempotency_key="k", fingerprint="f"))
+    stored = 2 * queue.BULK_PART
+    assert f"{stored} of this batch's {count} UCIs were journaled" in str(caught.value)
+    again = await journal.issue(req(count=count, idempotency_key="k", fingerprint="f"))
+    assert again.created and len(set(again.ucis)) == count
+    replay = await journal.issue(req(count=count, idempotency_key="k", fingerprint="f"))
+    assert replay.ucis == again.ucis and not replay.created
+    assert (await journal.stats()) == {"issued": stored + count}
+    assert (await journal.verify()).ok

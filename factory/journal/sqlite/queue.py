@@ -14,8 +14,10 @@ from collections import deque
 from factory.journal.sqlite.jobs import AdminJob, IssueJob, Job
 
 # Bounds a transaction, so that the requests queued behind it wait a bounded time: a 10,000
-# batch in one transaction kept singles waiting 0.5 s (p50) under 20 bulk clients.
-BULK_PART = 1000
+# batch in one transaction kept singles waiting 0.5 s (p50) under 20 bulk clients. 500 kept
+# single p99 near 30 ms in-process on 2 shared cores; 1000 and 2000 about 100 ms
+# (scripts/bench_issue.py --only fairness --fair-part N measures it over HTTP).
+BULK_PART = 500
 SMALL_JOB = 100
 MAX_UNITS_PER_BATCH = 20_000  # small jobs in one transaction (a flood of singles)
 
@@ -27,6 +29,7 @@ class WriteQueue:
     def __init__(self) -> None:
         self._small: deque[Job | AdminJob] = deque()
         self._bulk: deque[IssueJob] = deque()
+        self._bulk_last = False  # the last transaction carried bulk work
 
     def __bool__(self) -> bool:
         return bool(self._small or self._bulk)
@@ -39,7 +42,9 @@ class WriteQueue:
 
     def take(self) -> AdminJob | list[Job]:
         """The next transaction's work: an admin statement alone, or the small jobs waiting
-        (up to the next admin statement) and then up to BULK_PART UCIs of bulk work."""
+        (up to the next admin statement) and then up to BULK_PART UCIs of bulk work. Small
+        jobs that waited for a bulk part go alone, so a single waits for at most one part;
+        bulk work goes in every other transaction at least, however many singles come."""
         if self._small and isinstance(first := self._small[0], AdminJob):
             self._small.popleft()
             return first
@@ -52,7 +57,11 @@ class WriteQueue:
             self._small.popleft()
             batch.append(job)
             size += job.size
+        if batch and self._bulk_last:
+            self._bulk_last = False
+            return batch
         budget = BULK_PART
+        self._bulk_last = bool(self._bulk)
         for big in self._bulk:
             if budget <= 0:
                 break
