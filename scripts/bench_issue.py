@@ -26,6 +26,11 @@ What it measures, in one run:
 4. Batch issuance: ``--batch-rounds`` sequential ``{"count": 10000}`` requests to the station,
    reported as UCIs/s (target >= 50,000 UCIs/s) and against the naive baseline's UCIs/s.
 5. ``factory journal verify`` on the station's journal at the end, and a count of its units.
+6. Fairness (``--only ... fairness``): singles while ``--fair-clients`` clients POST
+   ``{"count": 10000}`` back to back for ``--fair-seconds``, on two fresh stations: one with
+   the journal's bulk parts turned off (``--fair-baseline whole``: every batch in one
+   transaction, one queue in arrival order, as before parts) and one as shipped. Reports
+   single-issue p50/p99/max (target p99 < 50 ms), the ratio, and bulk UCIs/s of both.
 
 Every server is stopped on exit, also on Ctrl-C. Exit status: 0 when the station answered
 every request as expected and the journal verified, 1 otherwise (missed performance targets
@@ -67,6 +72,17 @@ TARGET_VS_NAIVE = 3.0
 TARGET_VS_TRIVIAL = 0.7
 TARGET_BATCH_UCIS = 50_000.0
 RESULT_MARK = "BENCH_RESULT "
+TARGET_FAIR_P99_MS = 50.0
+# Starts `factory` with the journal's bulk parts turned off: every job is "small", so one
+# queue in arrival order and whole batches up to 20,000 UCIs per transaction (the writer
+# before parts). Only the benchmark does this; the station has no such setting.
+_WHOLE_BATCHES = ("import sys; from factory.journal.sqlite import queue; "
+                  "queue.SMALL_JOB = queue.BULK_PART = queue.MAX_UNITS_PER_BATCH; "
+                  "from factory.cli.app import main; sys.exit(main(sys.argv[1:]))")
+# The same, with another size of part (--fair-part), to see what the size trades.
+_PART_SIZE = ("import sys; from factory.journal.sqlite import queue; "
+              "queue.BULK_PART = {part}; "
+              "from factory.cli.app import main; sys.exit(main(sys.argv[1:]))")
 
 
 # -- the two comparison servers (run as `--serve-naive` / `--serve-trivial`) ----------------
@@ -179,6 +195,58 @@ async def _client_load(spec: dict[str, Any]) -> dict[str, Any]:
             "p90_ms": _percentile(latencies, 90) * 1000,
             "p99_ms": _percentile(latencies, 99) * 1000,
             "max_ms": (latencies[-1] if latencies else math.nan) * 1000}
+
+
+async def _fair_load(spec: dict[str, Any]) -> dict[str, Any]:
+    """`bulk` clients POST count=10000 back to back while `singles` clients issue one UCI at
+    a time, for `seconds`; the singles' latencies and the bulk UCIs/s."""
+    import aiohttp
+
+    url: str = spec["url"]
+    headers = {"Content-Type": "application/json", **spec["headers"]}
+    single_body = json.dumps({"product": PRODUCT}).encode()
+    bulk_body = json.dumps({"product": PRODUCT, "count": BATCH_SIZE}).encode()
+    latencies: list[float] = []
+    statuses: Counter[str] = Counter()
+    bulk_ucis = 0
+    connector = aiohttp.TCPConnector(limit=spec["bulk"] + spec["singles"])
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        began = time.perf_counter()
+        deadline = began + spec["seconds"]
+
+        async def bulk() -> None:
+            nonlocal bulk_ucis
+            while time.perf_counter() < deadline:
+                async with session.post(url, data=bulk_body, headers=headers) as resp:
+                    data = await resp.read()
+                    statuses[f"bulk {resp.status}"] += 1
+                    if resp.status == 201:
+                        bulk_ucis += len(json.loads(data)["ucis"])
+
+        async def single() -> None:
+            await asyncio.sleep(0.5)  # the bulk clients are at work first
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                async with session.post(url, data=single_body, headers=headers) as resp:
+                    await resp.read()
+                    statuses[f"single {resp.status}"] += 1
+                latencies.append(time.perf_counter() - start)
+
+        await asyncio.gather(*(bulk() for _ in range(spec["bulk"])),
+                             *(single() for _ in range(spec["singles"])))
+        elapsed = time.perf_counter() - began
+    latencies.sort()
+    return {"singles": len(latencies), "p50_ms": _percentile(latencies, 50) * 1000,
+            "p99_ms": _percentile(latencies, 99) * 1000,
+            "max_ms": (latencies[-1] if latencies else math.nan) * 1000,
+            "bulk_ucis": bulk_ucis, "seconds": elapsed, "statuses": dict(statuses)}
+
+
+def _fair_main(spec_json: str) -> int:
+    result = asyncio.run(_fair_load(json.loads(spec_json)))
+    print(RESULT_MARK + json.dumps(result), flush=True)
+    return 0
 
 
 def _percentile(ordered: Sequence[float], pct: float) -> float:
@@ -366,8 +434,8 @@ class Bench:
         found = shutil.which("factory")
         return [found] if found else [sys.executable, "-m", "factory.cli"]
 
-    def station_config(self, port: int) -> Path:
-        config = self.workdir / "station.toml"
+    def station_config(self, port: int, folder: Path | None = None) -> Path:
+        config = (folder or self.workdir) / "station.toml"
         config.write_text(
             f'[station]\nid = "bench"\nlisten = "127.0.0.1:{port}"\n'
             f'journal = "journal.sqlite"\n\n[ioto]\nnetworks = ["127.0.0.0/8"]\n\n'
@@ -376,18 +444,26 @@ class Bench:
 
     def factory(self, config: Path, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.factory_cmd(), "-c", str(config), *argv],
-                              capture_output=True, text=True, cwd=self.workdir, check=False,
+                              capture_output=True, text=True, cwd=config.parent, check=False,
                               timeout=600)
 
-    def start_station(self) -> tuple[Server, Path]:
+    def start_station(self, name: str = "station", *, whole_batches: bool = False,
+                      part: int | None = None) -> tuple[Server, Path]:
         port = _free_port()
-        config = self.station_config(port)
+        folder = self.workdir if name == "station" else self.workdir / name
+        folder.mkdir(exist_ok=True)
+        config = self.station_config(port, folder)
         made = self.factory(config, "token", "new", "--role", "device", "--name", "bench")
         if made.returncode != 0 or not made.stdout.strip():
             raise BenchError(f"'factory token new' failed ({made.returncode}):\n{made.stderr}")
         token = made.stdout.splitlines()[0].strip()
-        server = self.spawn("station", [*self.factory_cmd(), "-c", str(config), "serve",
-                                        "--no-access-log"], port, token)
+        factory = self.factory_cmd()
+        if whole_batches:
+            factory = [sys.executable, "-c", _WHOLE_BATCHES]
+        elif part is not None:
+            factory = [sys.executable, "-c", _PART_SIZE.format(part=int(part))]
+        server = self.spawn(name, [*factory, "-c", str(config), "serve", "--no-access-log"],
+                            port, token)
         return server, config
 
     # -- load --
@@ -491,6 +567,55 @@ class Bench:
         finally:
             conn.close()
         return times, len(seen), problems
+
+
+def fairness(bench: Bench, baseline: str) -> dict[str, dict[str, Any]]:
+    """Singles under bulk load on a station writing whole batches, then on one writing parts."""
+    args = bench.args
+    results: dict[str, dict[str, Any]] = {}
+    for name in ("whole", "parts"):
+        server, config = bench.start_station(
+            f"fair-{name}", whole_batches=name == "whole" == baseline,
+            part=args.fair_part if name == "parts" else None)
+        bench.wait_ready(server)
+        spec = {"url": server.url, "headers": {"Authorization": f"Bearer {server.token}"},
+                "bulk": args.fair_clients, "singles": args.fair_singles,
+                "seconds": args.fair_seconds}
+        print(f"fairness: {name} ({args.fair_clients} clients of count={BATCH_SIZE:,}, "
+              f"{args.fair_singles} of singles, {args.fair_seconds} s) ...", flush=True)
+        result = bench._run_client([sys.executable, __file__, "--fair-run", json.dumps(spec)],
+                                   "fairness client")
+        result["exit"] = bench.stop(server)
+        verified = bench.factory(config, "journal", "verify")
+        result["verify"] = (verified.stdout + verified.stderr).strip()
+        result["verified"] = verified.returncode == 0
+        results[name] = result
+    return results
+
+
+def _fair_report(results: dict[str, dict[str, Any]]) -> bool:
+    rows = [["writer", "singles", "p50 ms", "p99 ms", "max ms", "bulk UCIs/s", "statuses"]]
+    for name, r in results.items():
+        rows.append([name, f"{r['singles']:,}", _fmt_ms(r["p50_ms"]), _fmt_ms(r["p99_ms"]),
+                     _fmt_ms(r["max_ms"]), f"{r['bulk_ucis'] / r['seconds']:,.0f}",
+                     " ".join(f"{k}:{v}" for k, v in sorted(r["statuses"].items()))])
+    print()
+    for line in _table(rows, [False, True, True, True, True, True, False]):
+        print(line)
+    whole, parts = results["whole"], results["parts"]
+    print(f"single p99, whole / parts: {whole['p99_ms'] / parts['p99_ms']:,.1f}x; parts p99 "
+          f"{parts['p99_ms']:.1f} ms (target < {TARGET_FAIR_P99_MS:g} ms: "
+          f"{'meets target' if parts['p99_ms'] < TARGET_FAIR_P99_MS else 'ABOVE target'})")
+    print(f"bulk UCIs/s, parts / whole: "
+          f"{parts['bulk_ucis'] / parts['seconds'] / (whole['bulk_ucis'] / whole['seconds']):.2f}x")
+    ok = True
+    for name, r in results.items():
+        bad = {k: v for k, v in r["statuses"].items() if not k.endswith(" 201")}
+        if bad or r["exit"] != 0 or not r["verified"]:
+            ok = False
+            print(f"FAIRNESS ERRORS ({name}): statuses {bad}, exit {r['exit']}, "
+                  f"verify: {r['verify']}")
+    return ok
 
 
 class BenchError(Exception):
@@ -626,8 +751,22 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"sequential count={BATCH_SIZE} requests to the station (default 10)")
     parser.add_argument("--client", choices=("auto", "wrk", "builtin"), default="auto",
                         help="load client: wrk if installed (auto), or force one")
-    parser.add_argument("--only", nargs="+", choices=("trivial", "naive", "station"),
-                        default=["trivial", "naive", "station"], help="servers to load")
+    parser.add_argument("--only", nargs="+", choices=("trivial", "naive", "station", "fairness"),
+                        default=["trivial", "naive", "station", "fairness"],
+                        help="servers to load, and the fairness runs")
+    parser.add_argument("--fair-clients", type=int, default=20,
+                        help=f"fairness: clients POSTing count={BATCH_SIZE} back to back "
+                             "(default 20)")
+    parser.add_argument("--fair-singles", type=int, default=4,
+                        help="fairness: clients issuing singles meanwhile (default 4)")
+    parser.add_argument("--fair-seconds", type=int, default=15,
+                        help="fairness: seconds of bulk load per station (default 15)")
+    parser.add_argument("--fair-part", type=int,
+                        help="fairness: bulk UCIs per transaction on the 'parts' station "
+                             "(default: as shipped, factory/journal/sqlite/queue.py)")
+    parser.add_argument("--fair-baseline", choices=("whole", "none"), default="whole",
+                        help="fairness: 'whole' runs the first station with the journal's bulk "
+                             "parts turned off (the baseline); 'none' runs both as shipped")
     parser.add_argument("--workdir", type=Path,
                         help="folder for the journal and databases (default: a temp dir; its "
                              "file system decides what an fsync costs)")
@@ -637,6 +776,7 @@ def _parser() -> argparse.ArgumentParser:
                         help=argparse.SUPPRESS)
     parser.add_argument("--serve-trivial", metavar="PORT", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--client-run", metavar="SPEC", help=argparse.SUPPRESS)
+    parser.add_argument("--fair-run", metavar="SPEC", help=argparse.SUPPRESS)
     return parser
 
 
@@ -652,6 +792,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(_trivial_app(), args.serve_trivial)
     if args.client_run:
         return _client_main(args.client_run)
+    if args.fair_run:
+        return _fair_main(args.fair_run)
 
     client = args.client
     if client == "auto":
@@ -798,6 +940,9 @@ def _run(bench: Bench, client: str) -> int:
         if units < answered:
             ok = False
             print("  MISSING UNITS: the station answered 201 for more UCIs than it journalled")
+    if "fairness" in args.only and args.fair_clients > 0:
+        print()
+        ok = _fair_report(fairness(bench, args.fair_baseline)) and ok
     print("\nresult: " + ("OK" if ok else "PROBLEMS (see above)"))
     return 0 if ok else 1
 

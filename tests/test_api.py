@@ -290,3 +290,21 @@ async def test_a_bearer_token_that_is_not_utf8_is_a_401(station: Station) -> Non
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 401"), head
     assert b"unknown or revoked" in body
+
+
+async def test_a_void_with_a_lone_surrogate_fails_alone(station: Station) -> None:
+    """B5: a reason with a lone surrogate (valid JSON, "\\udc80") once failed its whole group
+    commit: the void and the unrelated issues beside it all got a 503."""
+    uci = (await (await post(station, "/api/v1/ucis", {"product": PRODUCT})).json())["uci"]
+    raw = b'{"reason": "bad \\udc80 unit"}'
+    headers = {"Content-Type": "application/json"}
+    issues = [post(station, "/api/v1/ucis", {"product": PRODUCT}) for _ in range(30)]
+    void = post(station, f"/api/v1/units/{uci}/void", role="operator", raw=raw, headers=headers)
+    answers = await asyncio.gather(*issues[:15], void, *issues[15:])
+    voided = answers.pop(15)
+    assert [a.status for a in answers] == [201] * 30
+    assert voided.status == 422 and voided.content_type == PROBLEM
+    problem = await voided.json()
+    assert problem["field"] == "reason"
+    assert problem["detail"] == r"reason: contains a lone surrogate (\udc80); send valid Unicode"
+    assert (await station.journal.unit(uci)).state == "issued"

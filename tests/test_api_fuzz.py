@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from factory.journal.records import IssueRequest
 from factory.web.app import make_app
 from factory.web.openapi import DOCUMENT
 from tests.api_fuzz import fuzz, table
@@ -108,14 +110,31 @@ def _nested(depth: int, kind: str) -> bytes:
     return b'{"a": ' * depth + b"1" + b"}" * depth
 
 
+def _with_surrogate(field: str, surrogate: str, text: str) -> bytes:
+    """A body whose `field` (or, for "(name)", a field's name) holds a lone surrogate: valid
+    JSON (json.dumps writes it as a \\udXXX escape) that UTF-8 cannot encode (B5)."""
+    body: dict[str, Any] = {} if field == "reason" else {"product": PRODUCT}
+    if field == "(name)":
+        body[text + surrogate] = text
+    else:
+        body[field] = text + surrogate + text
+    return json.dumps(body).encode()
+
+
+lone_surrogates = st.builds(
+    _with_surrogate, st.sampled_from(["reason", "product", "hardware_id", "mac", "(name)"]),
+    st.integers(0xD800, 0xDFFF).map(chr), st.text(max_size=8))
+
 hostile_bodies = st.one_of(
+    lone_surrogates,
     st.integers(4_301, 20_000).map(lambda n: b'{"product": "%s", "count": 1%s}'
                                    % (PRODUCT.encode(), b"0" * n)),
     st.integers(4_301, 20_000).map(lambda n: b'{"reason": 1%s}' % (b"0" * n)),
     st.builds(_nested, st.integers(1_500, 150_000), st.sampled_from(["array", "object"])),
     st.binary(min_size=1, max_size=64).map(lambda raw: b'{"reason": "' + raw + b'"}'),
 )
-STATION_ROUTES = ["/api/v1/ucis", "/api/v1/units/7KQ2M9XD3FHT0W5R/void", "/ioto/serialize"]
+# {uci}: a unit issued for the case, so a void reaches the journal's writer.
+STATION_ROUTES = ["/api/v1/ucis", "/api/v1/units/{uci}/void", "/ioto/serialize"]
 
 
 async def _raw(host: str, port: int, head: bytes, body: bytes) -> bytes:
@@ -149,6 +168,9 @@ async def test_hostile_shapes_get_a_4xx_from_the_station(
         station: Station, roomy_station: TestClient[Any, Any], route: str, body: bytes,
         token: bytes | None) -> None:
     server = roomy_station.server
+    if "{uci}" in route:
+        issued = await station.journal.issue(IssueRequest(product=PRODUCT, actor="fuzz"))
+        route = route.format(uci=issued.ucis[0])
     bearer = b"fst_" + token if token is not None else station.tokens["operator"].encode()
     head = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Authorization: Bearer %s\r\n" % (route.encode(), bearer))

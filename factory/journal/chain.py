@@ -6,6 +6,8 @@ import hashlib
 import json
 from typing import Any
 
+from factory.journal.errors import InvalidData
+
 GENESIS = "0" * 64
 
 
@@ -22,3 +24,40 @@ def event_hash(prev_hash: str, seq: int, uci: str, kind: str, at: str, station: 
     """
     text = "\x00".join((prev_hash, str(seq), uci, kind, at, station, actor, data))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_text(field: str, value: Any) -> None:
+    """Refuse text the chain cannot hash, naming the field: a lone surrogate, which JSON can
+    carry as an escape (`"\\udc80"`) but UTF-8 cannot encode. Walks dicts and lists."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            bad = value[exc.start]
+            raise InvalidData(field, f"contains a lone surrogate (\\u{ord(bad):04x}); "
+                                     "send valid Unicode") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            # The name is shown in the refusal: a bad key is shown escaped.
+            name = str(key).encode(errors="backslashreplace").decode()
+            name = f"{field}.{name}" if field else name
+            check_text(name, key)
+            check_text(name, item)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_text(f"{field}[{i}]", item)
+
+
+def checked_data(field: str, data: dict[str, Any]) -> str:
+    """`data` as canonical JSON, refused (InvalidData) if it is not JSON or not hashable text:
+    done when a request is made, so a bad one fails alone, before it joins a batch."""
+    try:
+        text = canonical_data(data)
+    except (TypeError, ValueError) as exc:
+        raise InvalidData(field or "data", f"is not JSON data: {exc}") from None
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        check_text(field, data)  # names the field
+        raise InvalidData(field or "data", "is not valid Unicode") from None
+    return text

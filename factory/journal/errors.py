@@ -11,6 +11,11 @@ class JournalUnavailable(JournalError):
     """The journal cannot take writes (disk full, file locked, I/O error): nothing was stored."""
 
 
+class BatchInterrupted(JournalUnavailable):
+    """A big batch, written in parts, stopped after some of them were stored (the message
+    says how many): its caller got no UCIs, and sends the request again."""
+
+
 class UnitNotFound(JournalError):
     def __init__(self, uci: str) -> None:
         self.uci = uci
@@ -53,3 +58,12 @@ class OutboxSettled(JournalError):
 
 class JournalInUse(JournalUnavailable):
     """Another station serves this journal already."""
+
+
+class InvalidData(JournalError):
+    """A request's data the journal cannot store (e.g. text with a lone surrogate): refused
+    when the request is made, before it joins a batch."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field, self.reason = field, reason
+        super().__init__(f"{field}: {reason}")

@@ -103,7 +103,12 @@ DOCUMENT: dict[str, Any] = {
             "security": [{"bearer": ["device", "operator"]}],
             "description": "Roles: device, operator. The same product and hardware id always "
                            "get the same UCI (200); a new one is 201. An Idempotency-Key header "
-                           "replays the first answer for the same request.",
+                           "replays the first answer for the same request. A batch is answered "
+                           "once all its UCIs are durable; a big one is written in parts, so "
+                           "singles are not held up behind it. A batch cut off between parts "
+                           "is never answered with part of its UCIs (a 503 says how many were "
+                           "journaled and stay unused); its Idempotency-Key is stored with its "
+                           "last part, so a retry gets a whole batch.",
             "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                             "schema": {"type": "string", "minLength": 1, "maxLength": 255}}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {

@@ -16,7 +16,9 @@ from aiohttp import web
 from factory.issuing import InvalidField
 from factory.journal.errors import (
     AlreadyVoided,
+    BatchInterrupted,
     IdempotencyConflict,
+    InvalidData,
     JournalError,
     JournalUnavailable,
     TokenExists,
@@ -89,7 +91,7 @@ class Unavailable(Problem):
 
 def translate(exc: Exception) -> Problem | None:
     """Map a domain error to the problem that answers it."""
-    if isinstance(exc, InvalidField):
+    if isinstance(exc, (InvalidField, InvalidData)):
         return Unprocessable(f"{exc.field}: {exc.reason}", field=exc.field)
     if isinstance(exc, UnitNotFound):
         return NotFound(str(exc))
@@ -97,6 +99,8 @@ def translate(exc: Exception) -> Problem | None:
         return Conflict(str(exc))
     if isinstance(exc, IdempotencyConflict):
         return Unprocessable(str(exc), field="Idempotency-Key")
+    if isinstance(exc, BatchInterrupted):  # it says itself what was stored
+        return Unavailable(str(exc))
     if isinstance(exc, JournalUnavailable):
         return Unavailable(f"{exc}; nothing was recorded, retry later")
     if isinstance(exc, JournalError):

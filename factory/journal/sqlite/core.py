@@ -11,7 +11,6 @@ import logging
 import os
 import sqlite3
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,16 +22,9 @@ from factory.journal.interface import OutboxRequest
 from factory.journal.records import IssueRequest, IssueResult
 from factory.journal.sqlite.anchor import AnchorFile, Mark
 from factory.journal.sqlite.checks import chain_head, hash_at
-from factory.journal.sqlite.writer import (
-    MAX_UNITS_PER_BATCH,
-    AdminJob,
-    BatchWriter,
-    IssueJob,
-    Job,
-    StepJob,
-    fail_jobs,
-    run_admin,
-)
+from factory.journal.sqlite.jobs import AdminJob, Job, fail_jobs, issue_job, step_job
+from factory.journal.sqlite.queue import WriteQueue
+from factory.journal.sqlite.writer import BatchWriter, run_admin
 
 log = logging.getLogger("factory.journal")
 
@@ -72,7 +64,7 @@ class Core:
         self._told: dict[asyncio.Future[Any], asyncio.Future[Any]] = {}
         self._writer_conn, self._reader = writer, reader
         self._batches = BatchWriter(writer, station, new_ucis)
-        self._pending: deque[Job | AdminJob] = deque()
+        self._pending = WriteQueue()
         self._wakeup = asyncio.Event()
         self._closing = False
         self._listeners: list[Callable[[], None]] = []
@@ -121,8 +113,9 @@ class Core:
     # -- writes -----------------------------------------------------------------------------
 
     async def issue(self, request: IssueRequest) -> IssueResult:
-        """Issue UCIs; returns once they are durable in the journal."""
-        job = IssueJob(request, asyncio.get_running_loop().create_future())
+        """Issue UCIs; returns once they are durable in the journal (all of a big batch,
+        which is written in parts)."""
+        job = issue_job(request)  # InvalidData now, not in a batch, if it cannot be stored
         return await self._submit(job, job.future)
 
     async def void(self, uci: str, reason: str, actor: str) -> None:
@@ -137,10 +130,9 @@ class Core:
         `enqueue` puts a request for the upstream in the outbox and `settles` (entry,
         "done" | "failed") closes one, both in the step's transaction.
         """
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        job = StepJob(uci=uci, kind=kind, state=state, actor=actor, data=data, future=fut,
-                      refuse_from=frozenset({"voided"}), enqueue=enqueue, settles=settles)
-        await self._submit(job, fut)
+        job = step_job(uci, kind, actor, data, state, refuse_from=frozenset({"voided"}),
+                       enqueue=enqueue, settles=settles)  # InvalidData now if it cannot be stored
+        await self._submit(job, job.future)
 
     async def note(self, kind: str, actor: str, data: dict[str, Any]) -> None:
         """Journal an event of the station itself (no unit), e.g. a fixture's failure before
@@ -172,9 +164,8 @@ class Core:
             raise JournalError("the journal is not held: there is no loss to accept")
         data: dict[str, Any] = {"problem": self._hold.split("; ")[0],
                                 "anchor": str(self._anchor.path)}
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._submit(StepJob(uci="", kind="loss_accepted", state=None, actor=actor,
-                                   data=data, future=fut), fut, despite_hold=True)
+        job = step_job("", "loss_accepted", actor, data, None)
+        await self._submit(job, job.future, despite_hold=True)
         head = await chain_head(self._writer_conn)
         self._anchored = await asyncio.to_thread(self._anchor.reset, head)
         log.warning("journal %s: %s accepted the loss (%s); anchored again at event %d",
@@ -192,7 +183,7 @@ class Core:
         told = fut if isinstance(job, AdminJob) else asyncio.get_running_loop().create_future()
         if told is not fut:
             self._told[fut] = told
-        self._pending.append(job)
+        self._pending.push(job)
         self._wakeup.set()
         # A caller cancelled now (its client hung up) does not stop the write: the job is
         # queued and goes to disk with its batch, so nothing half-done is left behind.
@@ -202,10 +193,12 @@ class Core:
         """Tell each job's caller its outcome (the batch committed and anchored, or not);
         `error` replaces a success the anchor could not vouch for."""
         for job in batch:
+            done = job.future.done() and not job.future.cancelled()
+            if not done and not job.finished:
+                continue  # a big batch with parts still to write: told with its last part
             told = self._told.pop(job.future, None)
             if told is None or told.done():
                 continue
-            done = job.future.done() and not job.future.cancelled()
             if not done:  # not answered by the writer: never happens, but no caller may hang
                 told.set_exception(error or JournalUnavailable("journal write not answered"))
             elif (exc := job.future.exception()) is not None:
@@ -266,29 +259,22 @@ class Core:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                head = self._pending.popleft()
-                if isinstance(head, AdminJob):
-                    await run_admin(self._writer_conn, head)
+                work = self._pending.take()
+                if isinstance(work, AdminJob):
+                    await run_admin(self._writer_conn, work)
                     continue
-                batch: list[Job] = [head]
-                size = head.size
-                while self._pending:
-                    job = self._pending[0]
-                    if isinstance(job, AdminJob) or size + job.size > MAX_UNITS_PER_BATCH:
-                        break
-                    self._pending.popleft()
-                    batch.append(job)
-                    size += job.size
                 if (refusal := self._refusal()):
-                    fail_jobs(batch, JournalUnavailable(f"journal write refused: {refusal}"))
-                    self._release(batch)
+                    fail_jobs(work, JournalUnavailable(f"journal write refused: {refusal}"))
+                    self._release(work)
+                    self._pending.settle()
                     continue
                 try:
-                    await self._batches.write(batch)
+                    await self._batches.write(work)
                 except Exception as exc:  # the writer must outlive any one batch
                     log.exception("journal writer failed a batch")
-                    fail_jobs(batch, JournalUnavailable(f"journal write failed: {exc}"))
-                self._release(batch, await self._anchor_commit())
+                    fail_jobs(work, JournalUnavailable(f"journal write failed: {exc}"))
+                self._release(work, await self._anchor_commit())
+                self._pending.settle()
             self._changed()  # once per round: a burst of writes is one notification
             if self._closing:
                 return

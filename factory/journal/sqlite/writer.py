@@ -4,39 +4,38 @@ One writer connection, one transaction per batch, a handful of statements per ba
 its size: aiosqlite hops to its thread for every call (and each hop waits for a busy event
 loop), so rows are grouped, never awaited one by one. A job's future resolves only after
 COMMIT returned, i.e. after the WAL was synced.
+
+One request never fails another: a job is checked when it is made (jobs.py); one that still
+breaks its batch's planning is taken out and the batch planned again without it; one that
+breaks the INSERTs is found by writing the batch in halves until it is alone.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import json
 import logging
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiosqlite
 
 from factory import clock, failpoints
-from factory.journal.chain import GENESIS, canonical_data, event_hash
-from factory.journal.errors import (
-    AlreadyVoided,
-    IdempotencyConflict,
-    JournalError,
-    JournalUnavailable,
-    OutboxSettled,
-    UnitNotFound,
-)
-from factory.journal.interface import OutboxRequest
-from factory.journal.records import IssueRequest, IssueResult
+from factory.journal.chain import GENESIS
+from factory.journal.errors import InvalidData, JournalUnavailable
+from factory.journal.sqlite.jobs import AdminJob, IssueJob, Job, StepJob, answer, fail_jobs
+from factory.journal.sqlite.plan import Known, Part, Plan, Unplannable, plan_jobs
 
 log = logging.getLogger("factory.journal")
 
-MAX_UNITS_PER_BATCH = 20_000
 COLLISION_RETRIES = 5
+BUSY = "another process is writing the journal; try again"
+# What a job's own values do to SQLite or Python (a type it cannot bind, an integer past 64
+# bits, text it cannot encode), as opposed to the file failing (full, locked, I/O error).
+DATA_ERRORS = (ValueError, TypeError, OverflowError, sqlite3.InterfaceError,
+               sqlite3.ProgrammingError, sqlite3.DataError)
 
 
 def utc_now() -> str:
@@ -44,84 +43,18 @@ def utc_now() -> str:
     return clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass
-class IssueJob:
-    request: IssueRequest
-    future: asyncio.Future[IssueResult]
-
-    @property
-    def size(self) -> int:
-        return self.request.count
-
-
-@dataclass
-class StepJob:
-    """Record a step of an existing unit (written, verified, failed, voided, …); with no
-    UCI, an event of the station itself. `state` None keeps the unit's state."""
-
-    uci: str
-    kind: str
-    state: str | None
-    actor: str
-    data: dict[str, Any]
-    future: asyncio.Future[None]
-    refuse_from: frozenset[str] = frozenset()
-    size: int = 1
-    enqueue: OutboxRequest | None = None  # a request for the upstream, queued with the step
-    settles: tuple[int, str] | None = None  # (outbox entry, "done" or "failed") it answers
-
-
-Job = IssueJob | StepJob
-
-
-@dataclass
-class AdminJob:
-    """A rare single statement (tokens): runs alone, never inside a batch."""
-
-    sql: str
-    args: tuple[Any, ...]
-    future: asyncio.Future[int]
-    size: int = 1
-
-
 async def run_admin(conn: aiosqlite.Connection, job: AdminJob) -> None:
-    """Run one admin statement in its own transaction."""
+    """Run one admin statement in its own transaction; whatever it raises is its own."""
     try:
         cur = await conn.execute(job.sql, job.args)
         await conn.commit()
-    except sqlite3.Error as exc:
+    except Exception as exc:  # e.g. a name SQLite cannot encode: the writer goes on
         await _rollback(conn)
         if not job.future.done():
             job.future.set_exception(exc)
         return
     if not job.future.done():
         job.future.set_result(cur.rowcount)
-
-
-@dataclass
-class _Plan:
-    """The rows one batch will write, worked out in Python before any INSERT."""
-
-    station: str
-    at: str
-    seq: int
-    head: str
-    last_unit: int
-    events: list[tuple[Any, ...]] = field(default_factory=list)
-    updates: list[tuple[Any, ...]] = field(default_factory=list)
-    keys: list[tuple[Any, ...]] = field(default_factory=list)
-    outbox: list[tuple[Any, ...]] = field(default_factory=list)
-    outbox_settled: list[tuple[str, int]] = field(default_factory=list)
-    results: list[tuple[Job, Any]] = field(default_factory=list)
-
-    def event(self, unit_id: int, uci: str, kind: str, actor: str, text: str) -> int:
-        """Append one event (data already canonical JSON) to the chain; returns its seq."""
-        self.seq += 1
-        self.head = event_hash(self.head, self.seq, uci, kind, self.at, self.station, actor,
-                               text)
-        self.events.append(
-            (self.seq, unit_id, uci, kind, self.at, self.station, actor, text, self.head))
-        return self.seq
 
 
 class BatchWriter:
@@ -131,8 +64,9 @@ class BatchWriter:
     transaction without a call of its own; a plain batch costs two thread hops (the events,
     whose trigger makes the unit rows, and the commit) whatever its size. Lookups run just
     before, outside the lock: anything another process (the CLI) wrote meanwhile makes an
-    insert hit a unique index (event seq, UCI, live hardware id), and the batch is re-planned
-    from a fresh head.
+    insert hit a unique index (event seq, UCI, live hardware id), and the batch is planned
+    again, this time inside the write lock (BEGIN IMMEDIATE first), so the other process cannot
+    slip in again between the head read and the INSERTs.
     """
 
     def __init__(self, conn: aiosqlite.Connection, station: str,
@@ -152,51 +86,101 @@ class BatchWriter:
         return seq or 0, digest or GENESIS, unit or 0
 
     async def write(self, jobs: list[Job]) -> None:
-        """Write one batch in one transaction and resolve every job's future."""
-        for attempt in range(COLLISION_RETRIES):
+        """Write one batch in one transaction and answer every job; a job that cannot be
+        written is answered alone and the others are written without it."""
+        jobs = list(jobs)
+        collisions = 0
+        while jobs:
             try:
-                if self._head is None:
-                    self._head = await self._load_head()
-                plan = await self._write(jobs, *self._head)
+                plan = await self._attempt(jobs, locked=collisions > 0)
+            except Unplannable as exc:
+                await _rollback(self._conn)
+                log.warning("journal refused one request its batch could not plan: %s", exc)
+                answer(exc.job, InvalidData("(request)", f"cannot be journaled ({exc}); "
+                                                         "check the values it carries"))
+                jobs.remove(exc.job)
+                continue
             except sqlite3.IntegrityError as exc:
                 await _rollback(self._conn)
                 # Another process appended, or (about never) 80 random bits repeated: the
                 # unique indexes caught it; plan again from the journal as it is now.
                 self._head = None
-                if attempt + 1 < COLLISION_RETRIES:
+                collisions += 1
+                if collisions < COLLISION_RETRIES:
                     continue
-                log.error("journal refused a batch of %d requests: %s", len(jobs), exc)
-                fail_jobs(jobs, JournalUnavailable(f"journal refused the write: {exc}"))
+                if len(jobs) > 1:  # under the lock, too: one job's own rows collide
+                    await self._halves(jobs)
+                    return
+                log.error("journal refused a request after %d tries: %s", collisions, exc)
+                fail_jobs(jobs, JournalUnavailable(BUSY))
+                return
+            except DATA_ERRORS as exc:
+                await _rollback(self._conn)
+                if len(jobs) > 1:
+                    await self._halves(jobs)
+                    return
+                log.warning("journal refused one request it could not store: %s", exc)
+                fail_jobs(jobs, InvalidData("(request)", f"cannot be journaled "
+                                                         f"({type(exc).__name__}: {exc}); "
+                                                         "check the values it carries"))
                 return
             except (sqlite3.Error, OSError) as exc:
                 await _rollback(self._conn)
                 self._head = None
+                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+                    log.error("journal write lock not had: %s", exc)
+                    fail_jobs(jobs, JournalUnavailable(BUSY))
+                    return
                 self.failure = write_failure(exc)
                 log.error("journal write failed, %d requests refused (nothing stored): %s",
                           len(jobs), self.failure)
                 fail_jobs(jobs, JournalUnavailable(
                     f"journal write failed, nothing stored: {self.failure}"))
                 return
+            except Exception as exc:  # a bug: nothing half-written stays in the transaction
+                await _rollback(self._conn)
+                self._head = None
+                log.exception("journal writer failed a batch")
+                fail_jobs(jobs, JournalUnavailable(f"journal write failed: {exc}"))
+                return
             self._head = (plan.seq, plan.head, plan.last_unit)
             self.commits += 1
             self.failure = ""
             for job, outcome in plan.results:
-                if job.future.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    job.future.set_exception(outcome)
+                if isinstance(outcome, Part):
+                    assert isinstance(job, IssueJob)
+                    job.issued.extend(outcome.ucis)  # durable now; the next part follows
                 else:
-                    job.future.set_result(outcome)
+                    answer(job, outcome)
             return
+
+    async def _halves(self, jobs: list[Job]) -> None:
+        """Write a batch that fails as a whole in two halves, until the failing job is alone."""
+        half = len(jobs) // 2
+        await self.write(jobs[:half])
+        await self.write(jobs[half:])
 
     async def _lookup(self, sql: str, values: list[Any]) -> list[Any]:
         if not values:
             return []
         return list(await self._conn.execute_fetchall(sql, (json.dumps(values),)))
 
-    async def _write(self, jobs: list[Job], seq: int, head: str, last_unit: int) -> _Plan:
-        plan = _Plan(station=self._station, at=utc_now(), seq=seq, head=head,
-                     last_unit=last_unit)
+    async def _attempt(self, jobs: list[Job], *, locked: bool) -> Plan:
+        if locked:  # after a collision: take the write lock before reading the head
+            await self._conn.execute("BEGIN IMMEDIATE")
+            self._head = None
+        if self._head is None:
+            self._head = await self._load_head()
+        seq, head, last_unit = self._head
+        plan = Plan(station=self._station, at=utc_now(), seq=seq, head=head,
+                    last_unit=last_unit)
+        plan_jobs(plan, jobs, await self._known(jobs), self._new_ucis)
+        await self._insert(plan)
+        return plan
+
+    async def _known(self, jobs: list[Job]) -> Known:
+        """What the batch needs to know of the journal: hardware ids and keys already
+        issued, the units its steps are for, the outbox entries they settle."""
         issues = [j for j in jobs if isinstance(j, IssueJob)]
         steps = [j for j in jobs if isinstance(j, StepJob)]
         hw_rows = await self._lookup(
@@ -220,18 +204,12 @@ class BatchWriter:
             "SELECT id, state FROM outbox WHERE id IN (SELECT value FROM json_each(?))",
             sorted({j.settles[0] for j in steps if j.settles is not None}),
         )
-        entries: dict[int, str] = dict(outbox_rows)
-        by_hardware: dict[tuple[str, str], str] = {(p, h): u for p, h, u in hw_rows}
-        by_key = {k: (f, json.loads(u)) for k, f, u in key_rows}
-        states: dict[str, tuple[int, str]] = {u: (i, st) for u, i, st in state_rows}
+        return Known(by_hardware={(p, h): u for p, h, u in hw_rows},
+                     by_key={k: (f, json.loads(u)) for k, f, u in key_rows},
+                     states={u: (i, st) for u, i, st in state_rows},
+                     entries=dict(outbox_rows))
 
-        for job in jobs:
-            if isinstance(job, IssueJob):
-                plan.results.append((job, _plan_issue(plan, job.request, by_hardware, by_key,
-                                                      states, self._new_ucis)))
-            else:
-                plan.results.append((job, _plan_step(plan, job, states, entries)))
-
+    async def _insert(self, plan: Plan) -> None:
         conn = self._conn
         if plan.keys:
             await conn.executemany("INSERT INTO idempotency VALUES (?, ?, ?, ?)", plan.keys)
@@ -257,7 +235,8 @@ class BatchWriter:
             failpoints.hit("journal.commit")
             await conn.commit()  # returns once the WAL is synced (synchronous=FULL)
             failpoints.hit("journal.committed")
-        return plan
+        elif conn.in_transaction:  # planned under the lock, nothing to write
+            await conn.rollback()
 
 
 def write_failure(exc: sqlite3.Error | OSError) -> str:
@@ -269,82 +248,6 @@ def write_failure(exc: sqlite3.Error | OSError) -> str:
     return str(exc)
 
 
-def fail_jobs(jobs: list[Job], error: JournalError) -> None:
-    """Answer every job of a batch that was not written with the same error."""
-    for job in jobs:
-        if not job.future.done():
-            job.future.set_exception(error)
-
-
 async def _rollback(conn: aiosqlite.Connection) -> None:
     with contextlib.suppress(sqlite3.Error):
         await conn.rollback()
-
-
-def _plan_issue(plan: _Plan, req: IssueRequest, by_hardware: dict[tuple[str, str], str],
-                by_key: dict[str, tuple[str, list[str]]], states: dict[str, tuple[int, str]],
-                new_ucis: Callable[[int], list[str]]) -> IssueResult | JournalError:
-    key = req.idempotency_key
-    if key is not None and key in by_key:
-        fingerprint, ucis = by_key[key]
-        if fingerprint != req.fingerprint:
-            return IdempotencyConflict(key)
-        return IssueResult(ucis=ucis, created=False)
-    hardware = (req.product, req.hardware_id) if req.hardware_id else None
-    if hardware is not None and hardware in by_hardware:
-        ucis = [by_hardware[hardware]]
-        created = False
-    else:
-        ucis = []
-        data: dict[str, Any] = {"product": req.product}
-        if req.hardware_id:
-            data["hardware_id"] = req.hardware_id
-        if key is not None:
-            data["idempotency_key"] = key
-        text = canonical_data(data)
-        for uci in new_ucis(req.count):
-            while uci in states:  # drawn twice in this batch: draw again
-                uci = new_ucis(1)[0]
-            plan.last_unit += 1
-            plan.event(plan.last_unit, uci, "issued", req.actor, text)
-            states[uci] = (plan.last_unit, "issued")
-            ucis.append(uci)
-        if hardware is not None:
-            by_hardware[hardware] = ucis[0]
-        created = True
-    if key is not None:
-        by_key[key] = (req.fingerprint, ucis)
-        plan.keys.append((key, req.fingerprint, json.dumps(ucis), plan.at))
-    return IssueResult(ucis=ucis, created=created)
-
-
-def _plan_step(plan: _Plan, job: StepJob, states: dict[str, tuple[int, str]],
-               entries: dict[int, str]) -> JournalError | None:
-    if job.settles is not None:
-        entry, outcome = job.settles
-        held = entries.get(entry, "pending")
-        if outcome != "pending" and held != "pending":  # another worker answered it first
-            return OutboxSettled(entry, held)
-        entries[entry] = outcome
-    text = canonical_data(job.data)
-    if not job.uci:  # a station event (a fixture's failure before any UCI): unit 0
-        plan.event(0, "", job.kind, job.actor, text)
-        return None
-    if job.uci not in states:
-        return UnitNotFound(job.uci)
-    unit_id, state = states[job.uci]
-    if state in job.refuse_from:
-        return AlreadyVoided(job.uci) if state == "voided" else JournalError(
-            f"unit {job.uci} is {state}; {job.kind} is not allowed now")
-    seq = plan.event(unit_id, job.uci, job.kind, job.actor, text)
-    new_state = job.state or state
-    plan.updates.append((new_state, plan.at, seq, unit_id))
-    states[job.uci] = (unit_id, new_state)
-    if job.enqueue is not None:
-        request = job.enqueue  # its key dedupes: INSERT OR IGNORE drops a second one
-        plan.outbox.append((unit_id, job.uci, request.action, canonical_data(request.to_json()),
-                            request.key, plan.at))
-    if job.settles is not None:
-        entry, outcome = job.settles
-        plan.outbox_settled.append((outcome, entry))
-    return None
