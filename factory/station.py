@@ -50,7 +50,7 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(notifier.close)
         notifier.status("starting: opening the journal")
-        journal = await open_journal(config.journal, config.station_id, serve=True)
+        journal = await open_journal(config.journal_location, config.station_id, serve=True)
         stack.push_async_callback(journal.close)
         if journal.hold:  # served read-only, so the status page and /healthz can say why
             log.error("journal %s refuses to issue: %s", config.journal, journal.hold)
