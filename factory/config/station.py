@@ -69,6 +69,7 @@ class StationConfig:
     # answer on a kept-alive connection) and, separately, its body; then it is cut off.
     client_timeout: float = 15.0
     journal_url: str = ""  # [station] journal as a postgresql:// URL (a shared journal)
+    fleet_url: str = ""  # [fleet] url: the center this station ships its journal to
 
     @property
     def journal_location(self) -> str | Path:
@@ -131,6 +132,11 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
     printer = _printer(root.table("printer"), journal.parent)
     upstream = read_upstream(root.table("upstream"), products)
     status = _status_page(root.table("status"))
+    fleet = root.table("fleet")
+    fleet_url = fleet.get("url", str, "")
+    if fleet_url and not fleet_url.startswith(JOURNAL_URL_SCHEMES):
+        raise fleet.error("url", "must be a postgresql:// URL (the fleet center)")
+    fleet.finish()
     fixtures = read_fixtures(root, {p.id for p in products})
     for i, fixture in enumerate(fixtures):
         product = next(p for p in products if p.id == fixture.product)
@@ -145,6 +151,7 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
         max_body_bytes=max_body, ioto_networks=networks, products=products,
         fixtures=fixtures, labels_dir=labels_dir, printer=printer, upstream=upstream,
         status=status, client_timeout=client_timeout, journal_url=journal_url,
+        fleet_url=fleet_url,
     )
 
 

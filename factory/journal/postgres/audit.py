@@ -27,8 +27,8 @@ class Audit(Core):
             await conn.close()
 
     async def _event_rows(self, conn: psycopg.AsyncConnection[Any],
-                          page: int = 5000) -> AsyncIterator[Any]:
-        last = 0
+                          page: int = 5000, after: int = 0) -> AsyncIterator[Any]:
+        last = after
         while True:
             rows = await (await conn.execute(
                 f"SELECT {EVENT_COLUMNS} FROM events WHERE station = %s AND seq > %s"
@@ -39,10 +39,10 @@ class Audit(Core):
                 yield row
             last = rows[-1][0]
 
-    async def events(self) -> AsyncIterator[Event]:
-        """This station's events in order, from one snapshot, read in pages."""
+    async def events(self, after: int = 0) -> AsyncIterator[Event]:
+        """This station's events after seq `after` in order, from one snapshot, in pages."""
         async with self._snapshot() as conn:
-            async for row in self._event_rows(conn):
+            async for row in self._event_rows(conn, after=after):
                 yield r.event(row)
 
     async def verify(self) -> VerifyResult:
