@@ -133,3 +133,17 @@ def test_the_config_takes_a_url(tmp_path: Path) -> None:
     config = load(path)
     assert config.journal_location == "postgresql://db.example/factory"
     assert config.journal.parent == tmp_path  # the station's own files stay beside its config
+
+
+async def test_a_nul_character_refuses_its_request_not_its_batch(database: str) -> None:
+    from factory.journal.errors import Unstorable
+
+    j = await open_journal(database, "line-a")
+    try:
+        bad, good = await asyncio.gather(j.issue(req(idempotency_key="a\x00b", fingerprint="f")),
+                                         j.issue(req()), return_exceptions=True)
+        assert isinstance(bad, Unstorable) and not isinstance(good, BaseException)
+        assert j.write_failure == ""
+        assert (await j.stats()) == {"issued": 1}
+    finally:
+        await j.close()

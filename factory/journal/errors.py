@@ -53,3 +53,8 @@ class OutboxSettled(JournalError):
 
 class JournalInUse(JournalUnavailable):
     """Another station serves this journal already."""
+
+
+class Unstorable(JournalError):
+    """A request holds what this journal cannot store (a NUL character in a PostgreSQL text):
+    refused alone, the rest of its batch is written."""

@@ -30,6 +30,7 @@ from factory.journal.errors import (
     JournalUnavailable,
     OutboxSettled,
     UnitNotFound,
+    Unstorable,
 )
 from factory.journal.interface import OutboxRequest
 from factory.journal.records import IssueRequest, IssueResult
@@ -193,8 +194,10 @@ class BatchWriter:
         plan = _Plan(station=station, at=utc_now(), seq=seq or 0, head=digest or GENESIS)
         issues = [j for j in jobs if isinstance(j, IssueJob)]
         steps = [j for j in jobs if isinstance(j, StepJob)]
+        # Lookups leave out what holds a NUL: the plan refuses those requests (`_nul`).
         wanted = sorted({(j.request.product, j.request.hardware_id) for j in issues
-                         if j.request.hardware_id})
+                         if j.request.hardware_id
+                         and _nul(j.request.product, j.request.hardware_id) is None})
         by_hardware: dict[tuple[str, str], str] = {}
         if wanted:
             rows = await (await conn.execute(
@@ -204,7 +207,8 @@ class BatchWriter:
                 _columns(wanted, 2))).fetchall()
             by_hardware = {(p, h): u for p, h, u in rows}
         by_key: dict[str, tuple[str, list[str]]] = {}
-        keys = sorted({j.request.idempotency_key for j in issues if j.request.idempotency_key})
+        keys = sorted({j.request.idempotency_key for j in issues if j.request.idempotency_key
+                       and _nul(j.request.idempotency_key) is None})
         if keys:
             rows = await (await conn.execute(
                 "SELECT key, fingerprint, ucis FROM idempotency"
@@ -214,7 +218,7 @@ class BatchWriter:
         if steps:
             rows = await (await conn.execute(
                 "SELECT uci, state FROM units WHERE uci = ANY(%s)",
-                (sorted({j.uci for j in steps if j.uci}),))).fetchall()
+                (sorted({j.uci for j in steps if j.uci and _nul(j.uci) is None}),))).fetchall()
             states = dict(rows)
         entries: dict[int, str] = {}
         settled = sorted({j.settles[0] for j in steps if j.settles is not None})
@@ -274,9 +278,20 @@ async def _execute(conn: psycopg.AsyncConnection[Any], plan: _Plan) -> None:
             (outcome, outcome, outcome, entry))
 
 
+def _nul(*texts: str | None) -> Unstorable | None:
+    """PostgreSQL text cannot hold NUL: one such request must not fail its whole batch."""
+    if any(text and "\x00" in text for text in texts):
+        return Unstorable("the request holds a NUL character, which the PostgreSQL journal "
+                          "cannot store; send it without")
+    return None
+
+
 def _plan_issue(plan: _Plan, req: IssueRequest, by_hardware: dict[tuple[str, str], str],
                 by_key: dict[str, tuple[str, list[str]]], states: dict[str, str],
                 new_ucis: Callable[[int], list[str]]) -> IssueResult | JournalError:
+    if (refused := _nul(req.product, req.hardware_id, req.idempotency_key, req.fingerprint,
+                        req.actor)) is not None:
+        return refused
     key = req.idempotency_key
     if key is not None and key in by_key:
         fingerprint, ucis = by_key[key]
@@ -313,6 +328,8 @@ def _plan_issue(plan: _Plan, req: IssueRequest, by_hardware: dict[tuple[str, str
 
 def _plan_step(plan: _Plan, job: StepJob, states: dict[str, str],
                entries: dict[int, str]) -> JournalError | None:
+    if (refused := _nul(job.uci, job.kind, job.actor)) is not None:
+        return refused
     if job.settles is not None:
         entry, outcome = job.settles
         held = entries.get(entry, "pending")
