@@ -14,6 +14,7 @@ from aiohttp import web
 from factory import claim_secret, listeners
 from factory.claim_secret import ClaimSecrets
 from factory.config import ConfigError, Product, StationConfig
+from factory.fleet.shipper import Shipper
 from factory.journal import open_journal
 from factory.journal.interface import Journal
 from factory.labels.making import Label, LabelMaker
@@ -53,7 +54,7 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(notifier.close)
         notifier.status("starting: opening the journal")
-        journal = await open_journal(config.journal, config.station_id, serve=True)
+        journal = await open_journal(config.journal_location, config.station_id, serve=True)
         stack.push_async_callback(journal.close)
         if journal.hold:  # served read-only, so the status page and /healthz can say why
             log.error("journal %s refuses to issue: %s", config.journal, journal.hold)
@@ -96,6 +97,9 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         outbox_task = None
         if outbox is not None:
             outbox_task = asyncio.create_task(outbox.run_forever(), name="outbox")
+        if config.fleet_url:  # cancelled at the end: the center takes a batch whole or not
+            shipper = Shipper(journal, config.station_id, config.fleet_url)
+            tasks.append(asyncio.create_task(shipper.run_forever(), name="fleet-shipper"))
         if config.printer.enabled:
             log.info("labels print on CUPS queue %s; PDFs kept in %s", config.printer.queue,
                      config.printer.keep)

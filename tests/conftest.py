@@ -6,7 +6,7 @@ import dataclasses
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from factory.journal.sqlite import SQLiteJournal
 from factory.tokens import new_token, token_hash
 from factory.upstream.requests import RegisterRequest
 from factory.web.app import make_app
+from tests.postgres import PrivatePostgres
 
 PRODUCT = "01H4R15D3Q7K9M2X8Z5V6W4T0N"
 OTHER_PRODUCT = "01H4R15D3Q7K9M2X8Z5V6W4T0P"
@@ -70,7 +71,17 @@ def config(config_path: Path) -> StationConfig:
 OpenJournal = Callable[..., Awaitable[Journal]]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(scope="session")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """One private PostgreSQL server for the whole run (tests/postgres.py); each test that
+    uses it makes a database of its own."""
+    server = PrivatePostgres()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
 def journal_backend(request: pytest.FixtureRequest) -> str:
     """Every journal backend the journal's tests run against; a new backend adds its name
     here and its location in `open_test_journal`. Tests that test SQLite itself (file modes,
@@ -79,11 +90,21 @@ def journal_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def open_test_journal(journal_backend: str, config: StationConfig) -> OpenJournal:
-    """Opens the test's journal (again, as often as the test likes) on `journal_backend`."""
-    if journal_backend != "sqlite":
+def open_test_journal(journal_backend: str, config: StationConfig, config_path: Path,
+                      request: pytest.FixtureRequest) -> OpenJournal:
+    """Opens the test's journal (again, as often as the test likes) on `journal_backend`. On
+    PostgreSQL the journal is a new database, and station.toml is rewritten to name it, so a
+    station or CLI the test starts shares it."""
+    location: str | Path = config.journal
+    if journal_backend == "postgresql":
+        server: PrivatePostgres = request.getfixturevalue("private_postgres")
+        location = server.new_database()
+        text = config_path.read_text()
+        assert 'journal = "journal.sqlite"' in text
+        config_path.write_text(text.replace('journal = "journal.sqlite"',
+                                            f'journal = "{location}"'))
+    elif journal_backend != "sqlite":
         raise ValueError(f"no test location for a {journal_backend} journal")
-    location = config.journal
 
     async def opener(**options: Any) -> Journal:
         return await open_journal(location, config.station_id, **options)
@@ -93,7 +114,8 @@ def open_test_journal(journal_backend: str, config: StationConfig) -> OpenJourna
 
 @pytest.fixture
 async def journal(open_test_journal: OpenJournal) -> AsyncIterator[Journal]:
-    """The test's journal, opened through `open_journal` on each backend (ids [sqlite])."""
+    """The test's journal, opened through `open_journal` on each backend (ids [sqlite] and
+    [postgresql])."""
     j = await open_test_journal()
     yield j
     await j.close()

@@ -226,6 +226,7 @@ async def test_bad_input_gets_a_problem_body(station: Station, name: str, method
     assert (await station.journal.stats()).get("issued", 0) == 0  # nothing was issued
 
 
+@pytest.mark.parametrize("journal_backend", ["sqlite"], indirect=True)  # SQLite's own size limit
 async def test_a_full_journal_refuses_with_503_and_the_station_goes_on(station: Station) -> None:
     """SQLITE_FULL (a real one: the file may not grow) refuses the request, stores nothing."""
     assert isinstance(station.journal, SQLiteJournal)  # SQLite's own size limit

@@ -16,6 +16,7 @@ import pytest
 from factory.config import StationConfig
 from factory.journal.backlog import backlog
 from factory.journal.interface import Journal
+from factory.journal.postgres import writer as pg_writer
 from factory.journal.records import IssueRequest
 from factory.journal.sqlite import writer
 from factory.status import snapshot
@@ -39,7 +40,9 @@ AHEAD = NOW + timedelta(days=1)  # the clock before it: a day fast
 def at_times(monkeypatch: pytest.MonkeyPatch, start: datetime) -> None:
     """From now on the journal stamps its batches from `start` on, a second apart."""
     times = (journal_time(start + timedelta(seconds=i)) for i in itertools.count())
-    monkeypatch.setattr(writer, "utc_now", lambda: next(times))
+    stamp = lambda: next(times)  # noqa: E731
+    monkeypatch.setattr(writer, "utc_now", stamp)
+    monkeypatch.setattr(pg_writer, "utc_now", stamp)
 
 
 async def issue_units(journal: Journal, count: int, tag: int) -> list[str]:

@@ -164,6 +164,7 @@ async def test_a_full_disk_refuses_new_work_and_loses_nothing(tmp_path: Path) ->
 # --- everywhere: the same checks in-process, the journal held to its current size ---------
 
 
+@pytest.mark.parametrize("journal_backend", ["sqlite"], indirect=True)  # SQLite's own size limit
 async def test_a_journal_that_may_not_grow_refuses_and_loses_nothing(station: Station) -> None:
     """SQLite's max_page_count makes the same SQLITE_FULL a full disk does, without root."""
     assert isinstance(station.journal, SQLiteJournal)  # SQLite's own size limit

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from factory.config import StationConfig, load
 from factory.journal import open_journal
 from factory.journal.interface import Journal
+from factory.journal.postgres import writer as pg_writer
 from factory.journal.records import IssueRequest
 from factory.journal.sqlite import writer
 from factory.states import FixtureStatus
@@ -74,7 +75,9 @@ async def test_windows_count_from_their_start(journal: Journal,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     times = iter(["2024-05-01T05:00:00.000Z", "2024-05-01T07:00:00.000Z",
                   "2024-05-01T09:00:00.000Z"])
-    monkeypatch.setattr(writer, "utc_now", lambda: next(times))
+    stamp = lambda: next(times)  # noqa: E731
+    monkeypatch.setattr(writer, "utc_now", stamp)
+    monkeypatch.setattr(pg_writer, "utc_now", stamp)
     for i in range(3):  # one batch each, at the times above
         await issue(journal, f"02:00:00:00:01:0{i}")
     counts = await journal.count_events(

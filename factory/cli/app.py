@@ -10,6 +10,7 @@ import sys
 from factory import uci as uci_codec
 from factory.cli import (
     config,
+    fleet,
     journal,
     labels,
     outbox,
@@ -28,7 +29,7 @@ from factory.journal.errors import JournalError
 from factory.labels.errors import LabelError
 
 # Each module adds its commands with `register(sub)`; this order is the order of `--help`.
-COMMAND_MODULES = (serve, units, tokens, journal, outbox, provision, preclaim, labels,
+COMMAND_MODULES = (serve, units, tokens, journal, outbox, fleet, provision, preclaim, labels,
                    config, registry, simcloud)
 
 

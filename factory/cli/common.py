@@ -58,7 +58,7 @@ def with_journal(args: argparse.Namespace,
     config = station_config(args)
 
     async def run() -> int:
-        journal = await open_journal(config.journal, config.station_id, create=create,
+        journal = await open_journal(config.journal_location, config.station_id, create=create,
                                      inspect=inspect)
         try:
             return await work(journal, config)

@@ -58,7 +58,7 @@ def cmd_preclaim(args: argparse.Namespace) -> int:
 
     async def work() -> int:
         async with contextlib.AsyncExitStack() as stack:
-            journal = await open_journal(config.journal, config.station_id)
+            journal = await open_journal(config.journal_location, config.station_id)
             stack.push_async_callback(journal.close)
             run = PreclaimRun(journal, product, args.account, args.out, actor=actor(),
                               key_type=args.key_type, jobs=args.jobs,

@@ -54,6 +54,8 @@ class StationConfig:
     station_id: str
     host: str
     port: int
+    # The SQLite journal's file; for a PostgreSQL journal (`journal_url`), only the name
+    # beside which the station keeps its local files (claim key, labels).
     journal: Path
     max_body_bytes: int
     ioto_networks: tuple[Network, ...]
@@ -66,6 +68,13 @@ class StationConfig:
     # Seconds a client gets to send a request's head (from connecting, or after the last
     # answer on a kept-alive connection) and, separately, its body; then it is cut off.
     client_timeout: float = 15.0
+    journal_url: str = ""  # [station] journal as a postgresql:// URL (a shared journal)
+    fleet_url: str = ""  # [fleet] url: the center this station ships its journal to
+
+    @property
+    def journal_location(self) -> str | Path:
+        """What `open_journal` opens: the PostgreSQL URL, or the SQLite file."""
+        return self.journal_url or self.journal
 
     def product(self, product_id: str) -> Product | None:
         """The configured product with this id, or None."""
@@ -73,6 +82,9 @@ class StationConfig:
             if product.id == product_id:
                 return product
         return None
+
+
+JOURNAL_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 def load(path: str | Path) -> StationConfig:
@@ -103,7 +115,8 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
     journal_text = station.get("journal", str)
     if not journal_text:
         raise station.error("journal", "must name a file")
-    journal = config_path(source, journal_text)
+    journal_url = journal_text if journal_text.startswith(JOURNAL_URL_SCHEMES) else ""
+    journal = config_path(source, "journal.postgresql" if journal_url else journal_text)
     labels_dir = config_path(source, station.get("labels", str, "../labels"))
     max_body = station.get("max_body_bytes", int, 1024 * 1024)
     if not 1024 <= max_body <= 64 * 1024 * 1024:
@@ -119,6 +132,11 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
     printer = _printer(root.table("printer"), journal.parent)
     upstream = read_upstream(root.table("upstream"), products)
     status = _status_page(root.table("status"))
+    fleet = root.table("fleet")
+    fleet_url = fleet.get("url", str, "")
+    if fleet_url and not fleet_url.startswith(JOURNAL_URL_SCHEMES):
+        raise fleet.error("url", "must be a postgresql:// URL (the fleet center)")
+    fleet.finish()
     fixtures = read_fixtures(root, {p.id for p in products})
     for i, fixture in enumerate(fixtures):
         product = next(p for p in products if p.id == fixture.product)
@@ -132,7 +150,8 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
         source=source, station_id=station_id, host=host, port=port, journal=journal,
         max_body_bytes=max_body, ioto_networks=networks, products=products,
         fixtures=fixtures, labels_dir=labels_dir, printer=printer, upstream=upstream,
-        status=status, client_timeout=client_timeout,
+        status=status, client_timeout=client_timeout, journal_url=journal_url,
+        fleet_url=fleet_url,
     )
 
 

@@ -67,3 +67,8 @@ class InvalidData(JournalError):
     def __init__(self, field: str, reason: str) -> None:
         self.field, self.reason = field, reason
         super().__init__(f"{field}: {reason}")
+
+
+class Unstorable(JournalError):
+    """A request holds what this journal cannot store (a NUL character in a PostgreSQL text):
+    refused alone, the rest of its batch is written."""

@@ -110,7 +110,9 @@ class StatusJournal(Protocol):
 class AuditJournal(Protocol):
     """The hash chain: every event in order, and its check."""
 
-    def events(self) -> AsyncIterator[Event]: ...
+    def events(self, after: int = 0) -> AsyncIterator[Event]:
+        """The station's events after seq `after`, in order, from one snapshot."""
+        ...
     async def verify(self) -> VerifyResult: ...
     async def accept_loss(self, actor: str) -> dict[str, Any]:
         """Journal `loss_accepted` naming what the hold named, and take work again."""

@@ -29,8 +29,9 @@ class Audit(Core):
             await conn.close()  # ends the read transaction
 
     @staticmethod
-    async def _event_rows(conn: aiosqlite.Connection, page: int = 5000) -> AsyncIterator[Any]:
-        last = 0
+    async def _event_rows(conn: aiosqlite.Connection, page: int = 5000,
+                          after: int = 0) -> AsyncIterator[Any]:
+        last = after
         while True:
             rows = list(await conn.execute_fetchall(
                 f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -41,10 +42,11 @@ class Audit(Core):
                 yield row
             last = rows[-1][0]
 
-    async def events(self) -> AsyncIterator[Event]:
-        """Every event in order, from one snapshot, read in pages so memory stays flat."""
+    async def events(self, after: int = 0) -> AsyncIterator[Event]:
+        """Every event after seq `after` in order, from one snapshot, read in pages so memory
+        stays flat."""
         async with self._snapshot() as conn:
-            async for row in self._event_rows(conn):
+            async for row in self._event_rows(conn, after=after):
                 yield r.event(row)
 
     async def verify(self) -> VerifyResult:

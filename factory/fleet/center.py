@@ -1,0 +1,229 @@
+"""The fleet's center: a PostgreSQL database (schema `fleet`) that receives every station's
+events in order, re-checks each station's hash chain as they arrive, and binds hardware
+identities across the fleet. All of the center's SQL is here.
+
+A batch is taken whole or refused whole. Events the center holds already (same seq, same
+hash) are skipped, so a shipper that crashed after the center committed sends them again
+harmlessly. A gap, an event whose hash does not follow the chain (altered), or a seq the
+center holds with another hash (the station's chain went backwards: a restored journal) is
+refused and the station is flagged with the reason until a person clears it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from factory.journal.chain import GENESIS, canonical_data, event_hash
+from factory.journal.records import Event
+from factory.states import UNIT_STATES
+
+SCHEMA_LOCK = 0x666C6565
+
+SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS fleet;
+CREATE TABLE IF NOT EXISTS fleet.stations (
+    station TEXT PRIMARY KEY,
+    head_seq BIGINT NOT NULL DEFAULT 0,
+    head_hash TEXT NOT NULL,
+    head_at TEXT,                -- the newest received event's own time
+    received_at TIMESTAMPTZ,     -- when the center last took a batch
+    refused TEXT NOT NULL DEFAULT '',  -- why this station's events are refused, or ''
+    refused_at TIMESTAMPTZ
+);
+CREATE TABLE IF NOT EXISTS fleet.events (
+    station TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    uci TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    data TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (station, seq)
+);
+CREATE INDEX IF NOT EXISTS fleet_events_uci ON fleet.events (uci) WHERE uci <> '';
+CREATE TABLE IF NOT EXISTS fleet.units (
+    uci TEXT PRIMARY KEY,
+    station TEXT NOT NULL,
+    product TEXT NOT NULL,
+    hardware_id TEXT,
+    state TEXT NOT NULL,
+    issued_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fleet_units_hardware ON fleet.units (product, hardware_id)
+    WHERE hardware_id IS NOT NULL;
+-- A hardware id bound to two live UCIs (stations that issued offline): flagged, never hidden.
+CREATE TABLE IF NOT EXISTS fleet.conflicts (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    product TEXT NOT NULL,
+    hardware_id TEXT NOT NULL,
+    uci TEXT NOT NULL,
+    station TEXT NOT NULL,
+    other_uci TEXT NOT NULL,
+    other_station TEXT NOT NULL,
+    found_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+"""
+
+
+class CenterError(Exception):
+    """The center cannot be reached or answered with an error (retry later)."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the center did with a batch: its head for the station afterwards, how many events
+    were new, and why it refused them ('' if it did not)."""
+
+    head_seq: int
+    accepted: int
+    refused: str = ""
+
+
+@dataclass(frozen=True)
+class StationRow:
+    station: str
+    head_seq: int
+    head_at: str | None
+    received_at: dt.datetime | None
+    refused: str
+
+
+async def connect(url: str) -> psycopg.AsyncConnection[Any]:
+    """A connection to the center, its schema made if missing."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10,
+                                                     application_name="factory-fleet")
+        await conn.execute("SET synchronous_commit = on")
+        await conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+        try:
+            await conn.execute(SCHEMA)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+    except psycopg.Error as exc:
+        raise CenterError(f"the fleet center does not answer: {str(exc).strip()}") from exc
+    return conn
+
+
+async def head(conn: psycopg.AsyncConnection[Any], station: str) -> tuple[int, str, str]:
+    """The center's (seq, hash) of the station's newest event and why it refuses it, if so."""
+    rows = await (await conn.execute(
+        "SELECT head_seq, head_hash, refused FROM fleet.stations WHERE station = %s",
+        (station,))).fetchall()
+    return (int(rows[0][0]), rows[0][1], rows[0][2]) if rows else (0, GENESIS, "")
+
+
+async def receive(conn: psycopg.AsyncConnection[Any], station: str,
+                  events: Sequence[Event]) -> Receipt:
+    """Take the station's next events (in seq order) in one transaction, or refuse them all
+    and flag the station with the first problem."""
+    async with conn.transaction():
+        await conn.execute("INSERT INTO fleet.stations (station, head_hash) VALUES (%s, %s)"
+                           " ON CONFLICT (station) DO NOTHING", (station, GENESIS))
+        row = await (await conn.execute(
+            "SELECT head_seq, head_hash, refused FROM fleet.stations WHERE station = %s"
+            " FOR UPDATE", (station,))).fetchone()
+        assert row is not None
+        seq, digest, refused = int(row[0]), str(row[1]), str(row[2])
+        if refused:
+            return Receipt(seq, 0, refused)
+        known = {}
+        if events and events[0].seq <= seq:
+            known = dict(await (await conn.execute(
+                "SELECT seq, hash FROM fleet.events WHERE station = %s AND seq BETWEEN %s"
+                " AND %s", (station, events[0].seq, seq))).fetchall())
+        fresh: list[tuple[Event, str]] = []
+        problem = ""
+        for event in events:
+            text = canonical_data(event.data)
+            if event.seq <= seq:
+                if known.get(event.seq) != event.hash:
+                    problem = (f"station {station}'s event {event.seq} differs from the one the "
+                               "center received before: its journal went backwards (restored "
+                               "or replaced) or was rewritten")
+                    break
+                continue
+            if event.seq != seq + 1:
+                problem = (f"station {station} sent event {event.seq} after {seq}: events "
+                           f"{seq + 1}..{event.seq - 1} are missing (a gap in its chain)")
+                break
+            if event_hash(digest, event.seq, event.uci, event.kind, event.at, station,
+                          event.actor, text) != event.hash or event.station != station:
+                problem = (f"station {station}'s event {event.seq} was altered (its content "
+                           "does not match its hash and the chain before it)")
+                break
+            fresh.append((event, text))
+            seq, digest = event.seq, event.hash
+        if problem:
+            # Nothing of the batch was written: only the flag commits.
+            await conn.execute("UPDATE fleet.stations SET refused = %s, refused_at = now()"
+                               " WHERE station = %s", (problem, station))
+            return Receipt(int(row[0]), 0, problem)
+        if fresh:
+            await _store(conn, station, fresh)
+            await conn.execute(
+                "UPDATE fleet.stations SET head_seq = %s, head_hash = %s, head_at = %s,"
+                " received_at = now() WHERE station = %s",
+                (seq, digest, fresh[-1][0].at, station))
+        return Receipt(seq, len(fresh))
+
+
+async def _store(conn: psycopg.AsyncConnection[Any], station: str,
+                 fresh: list[tuple[Event, str]]) -> None:
+    columns = list(zip(*[(e.seq, e.uci, e.kind, e.at, e.actor, text, e.hash)
+                         for e, text in fresh], strict=True))
+    await conn.execute(
+        "INSERT INTO fleet.events (station, seq, uci, kind, at, actor, data, hash)"
+        " SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[],"
+        " %s::text[], %s::text[], %s::text[])", (station, *[list(c) for c in columns]))
+    for event, _ in fresh:
+        if not event.uci:
+            continue
+        if event.kind == "issued":
+            hardware = event.data.get("hardware_id")
+            product = str(event.data.get("product", ""))
+            if hardware:
+                await conn.execute(
+                    "INSERT INTO fleet.conflicts (product, hardware_id, uci, station, other_uci,"
+                    " other_station) SELECT %s, %s, %s, %s, uci, station FROM fleet.units"
+                    " WHERE product = %s AND hardware_id = %s AND state <> 'voided'"
+                    " AND uci <> %s", (product, hardware, event.uci, station, product,
+                                       hardware, event.uci))
+            await conn.execute(
+                "INSERT INTO fleet.units (uci, station, product, hardware_id, state, issued_at,"
+                " updated_at) VALUES (%s, %s, %s, %s, 'issued', %s, %s)"
+                " ON CONFLICT (uci) DO NOTHING",
+                (event.uci, station, product, hardware, event.at, event.at))
+        elif event.kind in UNIT_STATES:  # a kind that names a state moves the unit to it
+            await conn.execute("UPDATE fleet.units SET state = %s, updated_at = %s"
+                               " WHERE uci = %s", (event.kind, event.at, event.uci))
+
+
+async def bound_uci(conn: psycopg.AsyncConnection[Any], product: str,
+                    hardware_id: str) -> str | None:
+    """The fleet's live UCI for this hardware identity, if any station has issued one."""
+    rows = await (await conn.execute(
+        "SELECT uci FROM fleet.units WHERE product = %s AND hardware_id = %s"
+        " AND state <> 'voided' ORDER BY issued_at LIMIT 1", (product, hardware_id))).fetchall()
+    return rows[0][0] if rows else None
+
+
+async def stations(conn: psycopg.AsyncConnection[Any]) -> list[StationRow]:
+    rows = await (await conn.execute(
+        "SELECT station, head_seq, head_at, received_at, refused FROM fleet.stations"
+        " ORDER BY station")).fetchall()
+    return [StationRow(r[0], int(r[1]), r[2], r[3], r[4]) for r in rows]
+
+
+async def clear_refusal(conn: psycopg.AsyncConnection[Any], station: str) -> bool:
+    """A person looked at why the station was refused and lets it ship again."""
+    cur = await conn.execute("UPDATE fleet.stations SET refused = '', refused_at = NULL"
+                             " WHERE station = %s AND refused <> ''", (station,))
+    return cur.rowcount > 0

@@ -1,0 +1,155 @@
+"""Offline-first shipping: the station keeps its own journal and ships every event to the fleet
+center in order. The center's head for the station is where shipping resumes (after a crash of
+either side nothing is skipped, and what the center holds already is skipped by it); while the
+center is away the shipper backs off and the events wait in the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from factory import clock
+from factory.fleet import center
+from factory.journal.interface import Journal
+from factory.journal.records import Event
+
+log = logging.getLogger("factory.fleet")
+
+PAGE = 1000
+BACKOFF_BASE, BACKOFF_CAP = 1.0, 60.0
+IDLE_LOOK = 1.0  # also looks this often when nothing was committed here (the CLI's writes)
+
+
+@dataclass(frozen=True)
+class Lag:
+    """How far the center is behind this station: events not shipped yet, the oldest one's
+    age in seconds (None when all are shipped), and why shipping stops, if it does."""
+
+    events: int
+    seconds: float | None
+    center_seq: int
+    problem: str = ""
+
+
+def age(at: str) -> float:
+    then = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    return max(0.0, round((clock.now() - then).total_seconds(), 1))
+
+
+async def unshipped(journal: Journal, after: int) -> tuple[int, str | None, int | None]:
+    """(count, oldest `at`, seq of the first) of the journal's events after `after`."""
+    count, oldest, first = 0, None, None
+    async for event in journal.events(after=after):
+        if first is None:
+            oldest, first = event.at, event.seq
+        count += 1
+    return count, oldest, first
+
+
+async def lag(journal: Journal, conn: psycopg.AsyncConnection[Any], station: str) -> Lag:
+    seq, _, refused = await center.head(conn, station)
+    count, oldest, _ = await unshipped(journal, seq)
+    return Lag(count, age(oldest) if oldest else None, seq, refused)
+
+
+class Shipper:
+    """Ships one station's journal to the center, page by page."""
+
+    def __init__(self, journal: Journal, station: str, url: str, *, page: int = PAGE,
+                 rng: random.Random | None = None) -> None:
+        self._journal, self._station, self._url, self._page = journal, station, url, page
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._stop = asyncio.Event()
+        self.problem = ""  # why shipping stopped (refused by the center), or ''
+        self.away = ""  # why the center cannot be reached now, or ''
+        self.shipped = 0
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def ship_once(self) -> int:
+        """Ship the next page; returns how many events the center took (0: caught up, or
+        refused: see `problem`). CenterError when the center cannot be reached."""
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = await center.connect(self._url)
+            seq, _, refused = await center.head(self._conn, self._station)
+            if refused:
+                self.problem = refused
+                return 0
+            # The center's newest event is sent again: if this journal holds another one
+            # there (restored from a backup), the center says so instead of taking the rest.
+            events: list[Event] = []
+            async for event in self._journal.events(after=max(seq - 1, 0)):
+                events.append(event)
+                if len(events) > self._page:
+                    break
+            if seq and (not events or events[0].seq != seq):
+                self.problem = (f"this station's journal has no event {seq}, which the center "
+                                "holds: it went backwards (restored from a backup?)")
+                return 0
+            if len(events) <= (1 if seq else 0):
+                return 0
+            receipt = await center.receive(self._conn, self._station, events)
+        except (psycopg.Error, OSError) as exc:
+            await self.close()
+            raise center.CenterError(f"the fleet center does not answer: {exc}") from exc
+        self.problem = receipt.refused
+        self.shipped += receipt.accepted
+        return receipt.accepted
+
+    async def ship_all(self) -> int:
+        """Ship until caught up (or refused); returns how many events the center took."""
+        total = 0
+        while (taken := await self.ship_once()) > 0:
+            total += taken
+        return total
+
+    async def run_forever(self) -> None:
+        """Ship as the journal grows; back off while the center is away."""
+        woken = asyncio.Event()
+        stop_listening = self._journal.on_change(woken.set)
+        attempt = 0
+        try:
+            while not self._stop.is_set():
+                wait = IDLE_LOOK
+                try:
+                    woken.clear()
+                    await self.ship_all()
+                    self.away, attempt = "", 0
+                except center.CenterError as exc:
+                    if not self.away:
+                        log.warning("fleet: %s; events wait in the journal", exc)
+                    self.away = str(exc)
+                    attempt += 1
+                    wait = self._rng.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt))
+                if self.problem:
+                    log.error("fleet: the center refuses this station: %s", self.problem)
+                    wait = max(wait, BACKOFF_CAP)
+                await self._sleep(woken if not self.away else None, wait)
+        finally:
+            stop_listening()
+            await self.close()
+
+    async def _sleep(self, woken: asyncio.Event | None, seconds: float) -> None:
+        waits = [asyncio.ensure_future(self._stop.wait())]
+        if woken is not None:
+            waits.append(asyncio.ensure_future(woken.wait()))
+        _, pending = await asyncio.wait(waits, timeout=seconds,
+                                           return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
