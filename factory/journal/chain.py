@@ -61,3 +61,31 @@ def checked_data(field: str, data: dict[str, Any]) -> str:
         check_text(field, data)  # names the field
         raise InvalidData(field or "data", "is not valid Unicode") from None
     return text
+
+
+def checked_issue(request: Any) -> str:
+    """An issue request's text checked (InvalidData naming the field) and its `issued` events'
+    data as canonical JSON: every backend checks a request when it is made."""
+    for name in ("product", "actor", "hardware_id", "idempotency_key"):
+        check_text(name, getattr(request, name))
+    data: dict[str, Any] = {"product": request.product}
+    if request.hardware_id:
+        data["hardware_id"] = request.hardware_id
+    if request.idempotency_key is not None:
+        data["idempotency_key"] = request.idempotency_key
+    return checked_data("", data)
+
+
+def checked_step(uci: str, kind: str, actor: str, data: dict[str, Any], state: str | None,
+                 enqueue: Any = None) -> tuple[str, str]:
+    """A step's text checked (InvalidData naming the field): its data and its outbox
+    request's JSON, canonical ("" without one)."""
+    for name, value in (("uci", uci), ("kind", kind), ("actor", actor), ("state", state)):
+        check_text(name, value)
+    text = checked_data("", data)
+    outbox_text = ""
+    if enqueue is not None:
+        check_text("enqueue", (enqueue.action, enqueue.key))
+        outbox_text = checked_data("enqueue", enqueue.to_json())
+    return text, outbox_text
+

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 
+from factory.journal.chain import checked_issue, checked_step
 from factory.journal.errors import JournalError, JournalUnavailable
 from factory.journal.interface import OutboxRequest
 from factory.journal.postgres.writer import (
@@ -115,6 +116,7 @@ class Core:
     # -- writes -----------------------------------------------------------------------------
 
     async def issue(self, request: IssueRequest) -> IssueResult:
+        checked_issue(request)  # InvalidData now, not in a batch, if it cannot be stored
         job = IssueJob(request, asyncio.get_running_loop().create_future())
         return await self._submit(job, job.future)
 
@@ -124,6 +126,7 @@ class Core:
     async def record(self, uci: str, kind: str, actor: str, data: dict[str, Any],
                      state: str | None = None, *, enqueue: OutboxRequest | None = None,
                      settles: tuple[int, str] | None = None) -> None:
+        checked_step(uci, kind, actor, data, state, enqueue)  # InvalidData now, not in a batch
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         job = StepJob(uci=uci, kind=kind, state=state, actor=actor, data=data, future=fut,
                       refuse_from=frozenset({"voided"}), enqueue=enqueue, settles=settles)

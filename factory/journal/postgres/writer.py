@@ -185,12 +185,15 @@ class BatchWriter:
 
     async def _write(self, conn: psycopg.AsyncConnection[Any], jobs: list[Job]) -> _Plan:
         station = self._station
+        # The lock first, the head in a statement of its own: read committed takes a snapshot
+        # per statement, and one taken before the lock was granted misses the commit of the
+        # writer that held it (found by two journals of one station writing at once).
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (station,))
         head_rows = await (await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext(%s)),"
-            " (SELECT seq FROM events WHERE station = %s ORDER BY seq DESC LIMIT 1),"
+            "SELECT (SELECT seq FROM events WHERE station = %s ORDER BY seq DESC LIMIT 1),"
             " (SELECT hash FROM events WHERE station = %s ORDER BY seq DESC LIMIT 1)",
-            (station, station, station))).fetchall()
-        _, seq, digest = head_rows[0]
+            (station, station))).fetchall()
+        seq, digest = head_rows[0]
         plan = _Plan(station=station, at=utc_now(), seq=seq or 0, head=digest or GENESIS)
         issues = [j for j in jobs if isinstance(j, IssueJob)]
         steps = [j for j in jobs if isinstance(j, StepJob)]

@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from factory.journal.chain import check_text, checked_data
+from factory.journal.chain import checked_issue, checked_step
 from factory.journal.errors import BatchInterrupted, JournalError
 from factory.journal.interface import OutboxRequest
 from factory.journal.records import IssueRequest, IssueResult
@@ -69,15 +69,8 @@ class AdminJob:
 
 def issue_job(request: IssueRequest) -> IssueJob:
     """A job for `request`, its text checked (InvalidData if the journal cannot store it)."""
-    for name in ("product", "actor", "hardware_id", "idempotency_key"):
-        check_text(name, getattr(request, name))
-    data: dict[str, Any] = {"product": request.product}
-    if request.hardware_id:
-        data["hardware_id"] = request.hardware_id
-    if request.idempotency_key is not None:
-        data["idempotency_key"] = request.idempotency_key
     return IssueJob(request, asyncio.get_running_loop().create_future(),
-                    checked_data("", data))
+                    checked_issue(request))
 
 
 def step_job(uci: str, kind: str, actor: str, data: dict[str, Any], state: str | None,
@@ -85,13 +78,7 @@ def step_job(uci: str, kind: str, actor: str, data: dict[str, Any], state: str |
              enqueue: OutboxRequest | None = None,
              settles: tuple[int, str] | None = None) -> StepJob:
     """A job recording a step, its text checked (InvalidData if the journal cannot store it)."""
-    for name, value in (("uci", uci), ("kind", kind), ("actor", actor), ("state", state)):
-        check_text(name, value)
-    text = checked_data("", data)
-    outbox_text = ""
-    if enqueue is not None:
-        check_text("enqueue", (enqueue.action, enqueue.key))
-        outbox_text = checked_data("enqueue", enqueue.to_json())
+    text, outbox_text = checked_step(uci, kind, actor, data, state, enqueue)
     return StepJob(uci=uci, kind=kind, state=state, actor=actor, text=text,
                    future=asyncio.get_running_loop().create_future(), refuse_from=refuse_from,
                    enqueue=enqueue, outbox_text=outbox_text, settles=settles)
