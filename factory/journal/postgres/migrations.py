@@ -115,4 +115,19 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             EXECUTE FUNCTION labels_owed_follow();
         """,
     ),
+    (
+        "0002_bound",
+        """
+        -- Label-first lines (as the SQLite journal's 0005_bound): a pre-printed (already
+        -- issued) UCI gets its unit's hardware id from its `bound` event. Never overwritten.
+        CREATE FUNCTION units_bound() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE units SET hardware_id = NEW.data::jsonb ->> 'hardware_id'
+            WHERE uci = NEW.uci AND hardware_id IS NULL;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER units_bound AFTER INSERT ON events FOR EACH ROW
+            WHEN (NEW.kind = 'bound') EXECUTE FUNCTION units_bound();
+        """,
+    ),
 )
