@@ -87,6 +87,7 @@ async def test_scans_over_the_api(tmp_path: Path, config: StationConfig,
             return dict(await resp.json(content_type=None))
 
         # nothing plugged in: the fixture is not waiting for a scan
+        await state_is(runner, "port-error")  # it has looked at its port (no race with start)
         not_waiting = await scan(labels[0], status=409)
         assert "not waiting for a scan (it is port-error)" in not_waiting["detail"]
         assert "ignored" not in runner.status.reason  # a port problem's words stay shown
