@@ -64,7 +64,7 @@ BAD = [
     (AWS + '[upstream.thing_types]\nunknown = "x"\n', "upstream.thing_types.unknown",
      "not a known setting"),
     (AWS + "regoin = 1\n", "upstream.regoin", "not a known setting"),
-    (AWS.replace("aws-iot", "aws"), "upstream.kind", "none, http, aws-iot or thingsboard"),
+    (AWS.replace("aws-iot", "aws"), "upstream.kind", "must be none, http, aws-iot, "),
     ('[upstream]\nkind = "http"\nurl = "http://r.example/"\ntoken_file = "t"\n'
      'region = "eu-west-1"\n', "upstream.region", 'kind = "aws-iot" only'),
 ]

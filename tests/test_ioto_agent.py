@@ -22,10 +22,12 @@ from factory.journal.interface import Journal
 from factory.labels.making import LabelMaker
 from factory.labels.products import ProductLabels
 from factory.station import unit_steps
+from factory.status import snapshot
 from factory.testbed.sim.console import run_console_unit
 from factory.testbed.sim.pty import SimPty
 from factory.units.fixture import FixtureRunner
 from factory.web.app import make_app
+from factory.web.keys import LIVE
 from tests.conftest import CONFIG_TEXT, PRODUCT, ROOT, write_config
 from tests.test_labels_station import CLAIM_URL, qr_codes
 
@@ -135,6 +137,12 @@ async def test_without_a_hardware_id_it_is_accepted_with_a_warning_where_allowed
     assert first[0] == second[0] == 200
     assert first[1]["id"] != second[1]["id"]  # each boot a new UCI, as documented
     assert sum("without a mac or hardware_id" in r.message for r in caplog.records) == 2
+    # ... and on the status page's attention banner, with how often.
+    snap = await snapshot.build(line.config, line.journal, line.client.app[LIVE])
+    warned = [a for a in snap["attention"] if a["source"] == f"ioto:{PRODUCT}"]
+    assert len(warned) == 1 and "(2 since the station started)" in warned[0]["what"]
+    assert "without a mac or hardware id" in warned[0]["what"]
+    assert "put each unit's mac" in warned[0]["action"]
 
 
 async def until(check: Callable[[], Awaitable[bool]], seconds: float = 15) -> None:

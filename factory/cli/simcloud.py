@@ -29,6 +29,7 @@ def register(sub: Subcommands) -> None:
                         "gets the claimingAllowed attribute")
     p.add_argument("--api-key-file", type=Path,
                    help="make an API key for the tenant, write it to this file (0600) and exit")
+    _register_particle(kinds)
 
 
 def cmd_thingsboard(args: argparse.Namespace) -> int:
@@ -55,4 +56,64 @@ def cmd_thingsboard(args: argparse.Namespace) -> int:
     asyncio.run(serve(Settings(db=args.db, host=host, port=port,
                                tokens=TokenSettings(access_ttl=args.token_ttl),
                                allow_claiming_by_default=not args.no_claiming_by_default)))
+    return 0
+
+
+# --- particle ------------------------------------------------------------------------------
+
+
+def _register_particle(kinds: Subcommands) -> None:
+    p = command(kinds, "particle", cmd_particle,
+                "A simulated Particle Cloud API (docs/upstream-particle.md) until SIGTERM: "
+                "importing device IDs into products, claim codes.")
+    p.add_argument("--db", required=True, type=Path, help="SQLite file (made 0600 if new)")
+    p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s;"
+                                                              " port 0 picks a free one)")
+    p.add_argument("--product", action="append", default=[], metavar="ID:SLUG",
+                   help="a product it knows, e.g. 12345:air-sensor (repeatable)")
+    p.add_argument("--token-file", type=Path,
+                   help="make an access token for a team member of the --product(s), write "
+                        "it to this file (0600) and exit")
+    p.add_argument("--customer-token-file", type=Path,
+                   help="make an access token for a customer of the (first) --product, write "
+                        "it to this file (0600) and exit")
+
+
+def _particle_products(values: list[str]) -> tuple[tuple[int, str], ...]:
+    products = []
+    for value in values:
+        number, _, slug = value.partition(":")
+        if not number.isascii() or not number.isdigit() or not slug:
+            raise CliError(f"--product must be ID:SLUG such as 12345:air-sensor, got {value!r}")
+        products.append((int(number), slug))
+    return tuple(products)
+
+
+def cmd_particle(args: argparse.Namespace) -> int:
+    from factory.testbed.clouds.particle.app import Settings, serve  # aiohttp only when used
+    from factory.testbed.clouds.particle.store import Role, Store
+
+    host, port = parse_listen("--listen", args.listen)
+    products = _particle_products(args.product)
+    if args.token_file is not None or args.customer_token_file is not None:
+        if not products:
+            raise CliError("--token-file and --customer-token-file need a --product")
+        member = args.token_file is not None
+        role: Role = "member" if member else "customer"
+        target = args.token_file if member else args.customer_token_file
+
+        async def make_token() -> str:
+            store = await Store.open(args.db)
+            try:
+                for product_id, slug in products:
+                    await store.add_product(product_id, slug)
+                ids = tuple(p for p, _ in products)
+                return await store.add_token(f"{role}@example.com", role, ids)
+            finally:
+                await store.close()
+
+        write_in_place(target, (asyncio.run(make_token()) + "\n").encode())
+        print(f"an access token for a {role} is in {target}", file=sys.stderr)
+        return 0
+    asyncio.run(serve(Settings(db=args.db, host=host, port=port), products))
     return 0

@@ -16,7 +16,7 @@ from typing import Any, Literal, cast, get_args
 from factory.config.products import Product
 from factory.config.table import Table, config_path, seconds
 
-UpstreamKind = Literal["none", "http", "aws-iot", "thingsboard"]
+UpstreamKind = Literal["none", "http", "aws-iot", "thingsboard", "particle"]
 UPSTREAM_KINDS: tuple[UpstreamKind, ...] = get_args(UpstreamKind)
 
 
@@ -45,6 +45,9 @@ class Upstream:
     login_file: Path | None = None  # JSON {"username": ..., "password": ...}
     api_key_file: Path | None = None  # a ThingsBoard API key (servers that have them)
     device_profiles: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # particle (docs/upstream-particle.md): station product id -> Particle product id or slug;
+    # the access token is in token_file.
+    particle_products: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def enabled(self) -> bool:
@@ -55,6 +58,7 @@ _CREDENTIAL_KEY = re.compile(r"access_key|secret|session_token|password|credenti
 _AWS_KEYS = ("region", "endpoint_url", "profile", "policy", "thing_group", "thing_types",
              "ca_file")
 _TB_KEYS = ("login_file", "api_key_file", "device_profiles")
+_PARTICLE_KEYS = ("particle_products",)
 _AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}\Z")
 _AWS_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}\Z")  # thing types and thing groups
 _AWS_POLICY = re.compile(r"^[\w+=,.@-]{1,128}\Z", re.ASCII)
@@ -168,9 +172,48 @@ def _thingsboard(table: Table, products: tuple[Product, ...]) -> Upstream:
                     device_profiles=MappingProxyType(names))
 
 
+PARTICLE_URL = "https://api.particle.io"
+_PARTICLE_PRODUCT = re.compile(r"^(?:[0-9]{1,10}|[a-z0-9][a-z0-9-]{0,127})\Z")
+
+
+def _particle(table: Table, products: tuple[Product, ...]) -> Upstream:
+    _only_for(table, "particle")
+    url = table.get("url", str, PARTICLE_URL)
+    if not re.match(r"^https?://[^\s/?#]+/?\Z", url):
+        raise table.error("url", f"must be the API's http(s)://host[:port], got {url!r}")
+    token_file = config_path(table.source, table.get("token_file", str))
+    for product in products:
+        if product.claim == "pre":
+            raise table.error("kind", f"product {product.id} is pre-claimed (claim = \"pre\"), "
+                                      "which Particle cannot do: its devices are claimed by "
+                                      "their users with claim codes; make it claim = \"user\"")
+        if product.claim_secret_days:
+            raise table.error("kind", f"product {product.id} prints a claim secret "
+                                      "(claim_secret_days), which Particle has no place for: "
+                                      "its customers claim devices with claim codes made at "
+                                      "setup; set claim_secret_days = 0")
+    mapped = table.table("particle_products", required=True)
+    names: dict[str, str] = {}
+    for product in products:
+        if product.id not in mapped.data:
+            raise mapped.error(product.id, "is missing: every product needs its Particle "
+                                           "product (its numeric id or its slug)")
+        name = str(mapped.get(product.id, (int, str), what="a product id or slug"))
+        if not _PARTICLE_PRODUCT.match(name):
+            raise mapped.error(product.id, f"must be a Particle product id (digits) or slug "
+                                           f"(lower-case letters, digits, '-'), got {name!r}")
+        names[product.id] = name
+    mapped.finish()
+    sending = _sending(table)
+    table.finish()
+    return Upstream(kind="particle", url=url.rstrip("/"), token_file=token_file, **sending,
+                    particle_products=MappingProxyType(names))
+
+
 def _only_for(table: Table, kind: str) -> None:
     """Refuse another kind's keys, naming the kind they belong to."""
-    for owner, keys in (("aws-iot", _AWS_KEYS), ("thingsboard", _TB_KEYS)):
+    for owner, keys in (("aws-iot", _AWS_KEYS), ("thingsboard", _TB_KEYS),
+                        ("particle", _PARTICLE_KEYS)):
         for key in keys:
             if owner != kind and key in table.data:
                 raise table.error(key, f'is for kind = "{owner}" only')
@@ -194,4 +237,5 @@ def _sending(table: Table) -> dict[str, Any]:
 # that every UpstreamKind has one).
 PARSERS: dict[UpstreamKind, Callable[[Table, tuple[Product, ...]], Upstream]] = {
     "none": _none, "http": _http, "aws-iot": _aws_iot, "thingsboard": _thingsboard,
+    "particle": _particle,
 }

@@ -28,6 +28,7 @@ from factory.status.attention import (
     unfinished_alert,
     upstream_alerts,
 )
+from factory.status.notices import Notices
 from factory.status.shifts import journal_time, windows
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class LiveSources:
     upstream: UpstreamView | None = None
     # The clocks between snapshots: a step of the wall clock, and ages it cannot tell.
     clock: clock.StepWatch = field(default_factory=clock.StepWatch)
+    notices: Notices = field(default_factory=Notices)  # warnings noticed while serving
 
     def signature(self) -> tuple[object, ...]:
         """Changes whenever anything the page shows from memory changes (cheap to compare)."""
@@ -72,6 +74,7 @@ class LiveSources:
             tuple((f.state, f.reason, f.uci, f.done, f.failed) for f in self.fixtures()),
             (self.printer.printer_state, self.printer.printer_reason) if self.printer else (),
             (self.upstream.last_error, self.upstream.refused) if self.upstream else (),
+            self.notices.version,
         )
 
 
@@ -127,6 +130,7 @@ async def build(config: StationConfig, journal: Journal, live: LiveSources,
                               config.status.backlog_alert_minutes)
     if (alert := outbox_failed_alert(outbox["failed"])):
         alerts.append(alert)
+    alerts += live.notices.alerts()
     left = await journal.left_in("written", journal_time(now - UNFINISHED_AFTER))
     if (alert := unfinished_alert(*left)):
         alerts.append(alert)

@@ -15,6 +15,8 @@ from factory.upstream.adapter import Upstream
 from factory.upstream.aws import AwsIotUpstream, make_client
 from factory.upstream.aws_certs import pem_blocks
 from factory.upstream.http import HttpUpstream
+from factory.upstream.particle import ParticleUpstream
+from factory.upstream.particle_api import ParticleApi
 from factory.upstream.thingsboard import ThingsBoardUpstream
 from factory.upstream.thingsboard_api import ApiKey, Credentials, Login, ThingsBoardApi
 
@@ -102,5 +104,24 @@ async def thingsboard_upstream(config: StationConfig,
                                secret_for=None if secrets is None else secrets.secret)
 
 
+async def particle_upstream(config: StationConfig,
+                            stack: contextlib.AsyncExitStack) -> Upstream:
+    """The particle adapter: the access token from its file, one aiohttp session."""
+    upstream = config.upstream
+    assert upstream.token_file is not None
+    try:
+        token = upstream.token_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(config.source, "upstream.token_file",
+                          f"cannot be read: {exc.strerror}") from exc
+    if not token or not token.isprintable() or " " in token:
+        raise ConfigError(config.source, "upstream.token_file",
+                          f"{upstream.token_file} must hold one Particle access token")
+    session = await stack.enter_async_context(aiohttp.ClientSession())
+    api = ParticleApi(session, upstream.url, token, timeout=upstream.timeout)
+    return ParticleUpstream(api, products=upstream.particle_products)
+
+
 BUILDERS: dict[str, Builder] = {"http": http_upstream, "aws-iot": _aws,
-                                "thingsboard": thingsboard_upstream}
+                                "thingsboard": thingsboard_upstream,
+                                "particle": particle_upstream}

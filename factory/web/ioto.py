@@ -22,7 +22,7 @@ from factory.labels.errors import LabelError
 from factory.upstream.requests import registration_for
 from factory.web.auth import from_networks
 from factory.web.body import json_body
-from factory.web.keys import CONFIG, JOURNAL, LABEL_MAKER
+from factory.web.keys import CONFIG, JOURNAL, LABEL_MAKER, LIVE
 from factory.web.problems import Forbidden, Problem
 
 log = logging.getLogger("factory.ioto")
@@ -48,10 +48,15 @@ async def serialize(request: web.Request) -> web.Response:
     product = config.product(req.product)
     assert product is not None  # ioto_request checked it
     if req.hardware_id is None:
+        again = "a new UCI" + (" and a new label" if product.serialized_by == "agent" else "")
         log.warning("%s serialized a unit of %s without a mac or hardware_id: each boot of "
-                    "its agent gets a new UCI%s; put the unit's mac in its device section",
-                    remote, product.id,
-                    " and a new label" if product.serialized_by == "agent" else "")
+                    "its agent gets %s; put the unit's mac in its device section",
+                    remote, product.id, again)
+        request.app[LIVE].notices.note(
+            f"ioto:{product.id}",
+            f"Units of {product.name} were serialized by their agent without a mac or "
+            f"hardware id (the last from {remote}): each boot of such an agent gets {again}",
+            "put each unit's mac in the device section of its config/device.json5")
     result = await request.app[JOURNAL].issue(req)
     uci = result.ucis[0]
     if product.serialized_by == "agent":
