@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from factory.journal.chain import GENESIS, event_hash
+from factory.journal.chain import ChainWalk
 
 Conn = psycopg.AsyncConnection[Any]
 EVENT_COLUMNS = "station, seq, uci, kind, at, actor, data, hash"
@@ -73,17 +73,10 @@ async def events(conn: Conn, page: int = 5000) -> AsyncIterator[Any]:
 async def verify(conn: Conn) -> dict[str, str]:
     """Each station's chain as the center holds it walked again: station -> '' (intact) or
     the first problem."""
-    result: dict[str, str] = {}
-    prev, expected, current = GENESIS, 1, None
+    walks: dict[str, ChainWalk] = {}
     async for station, seq, uci, kind, at, actor, data, digest in events(conn):
-        if station != current:
-            current, prev, expected = station, GENESIS, 1
-            result[station] = ""
-        if result[station]:
-            continue
-        if seq != expected:
-            result[station] = f"event {expected} is missing (removed)"
-        elif event_hash(prev, seq, uci, kind, at, station, actor, data) != digest:
-            result[station] = f"event {seq} was altered"
-        prev, expected = digest, seq + 1
+        walks.setdefault(station, ChainWalk()).step(seq, uci, kind, at, station, actor, data,
+                                                    digest)
+    result = {station: walk.problem.reason if walk.problem else ""
+              for station, walk in walks.items()}
     return result

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from factory.journal.errors import InvalidData
+from factory.journal.records import VerifyResult
 
 GENESIS = "0" * 64
 
@@ -88,4 +89,39 @@ def checked_step(uci: str, kind: str, actor: str, data: dict[str, Any], state: s
         check_text("enqueue", (enqueue.action, enqueue.key))
         outbox_text = checked_data("enqueue", enqueue.to_json())
     return text, outbox_text
+
+
+class ChainWalk:
+    """Walks one station's chain event by event, in seq order, and names the first event that
+    was altered or removed: the one check behind every `verify` (each backend, the center)."""
+
+    def __init__(self) -> None:
+        self.prev, self.expected, self.checked = GENESIS, 1, 0
+        self.problem: VerifyResult | None = None
+
+    def step(self, seq: int, uci: str, kind: str, at: str, station: str, actor: str,
+             data: str, stored: str) -> bool:
+        """Take the next event; False (and `problem` set) at the first bad one."""
+        if self.problem is not None:
+            return False
+        if seq != self.expected:
+            self.problem = VerifyResult(False, self.checked, self.expected,
+                                        f"event {self.expected} is missing (removed)")
+        elif event_hash(self.prev, seq, uci, kind, at, station, actor, data) != stored:
+            self.problem = VerifyResult(False, self.checked, seq,
+                                        f"event {seq} was altered (its content does not match "
+                                        "its hash and the chain before it)")
+        else:
+            self.prev, self.expected, self.checked = stored, seq + 1, self.checked + 1
+        return self.problem is None
+
+    def result(self, newest: int) -> VerifyResult:
+        """The walk's verdict; `newest` is the highest seq the journal remembers elsewhere (the
+        units table): removing the newest events leaves no gap in the chain itself."""
+        if self.problem is not None:
+            return self.problem
+        if newest >= self.expected:
+            return VerifyResult(False, self.checked, self.expected,
+                                f"events {self.expected}..{newest} are missing (removed)")
+        return VerifyResult(True, self.checked)
 
