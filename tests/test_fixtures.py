@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 from collections.abc import AsyncIterator, Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,9 @@ async def test_a_failed_unit_replugged_completes_with_the_same_uci(
         failed, _ = await journal.units(state="failed")
         async with plugged(link, tmp_path / "u", mac):
             await until(lambda: has_verified(journal, mac))
+            # The journal shows `verified` once committed; the fixture hears it once it is
+            # anchored too: unplugging in between would interrupt the step after its event.
+            await until(lambda: _done(runner, 1))
     assert (await verified(journal))[hw(mac)] == failed[0].uci
     events = [e.kind for e in (await journal.unit(failed[0].uci)).events]
     assert events[0] == "issued" and "failed" in events and events[-1] == "verified"
@@ -159,6 +163,10 @@ async def test_a_busy_port_is_reported_once_and_retried(tmp_path: Path, config: 
             await until(lambda: has_verified(journal, mac))
 
 
+async def _done(runner: FixtureRunner, count: int) -> bool:
+    return runner.status.done >= count
+
+
 async def _noted(journal: Journal, kind: str) -> bool:
     return any([e async for e in journal.events() if e.kind == kind])
 
@@ -176,6 +184,8 @@ async def test_eight_fixtures_at_once_and_a_bad_one_stops_none(
                 running(config, journal, f"f{i}", link)))
         good = [f"02:00:00:00:01:{i:02x}" for i in range(8) if i != 3]
         await until(lambda: _all_verified(journal, good), 20)
+        for runner in runners[:3] + runners[4:]:
+            await until(partial(_done, runner, 1))  # each fixture heard its unit done
         assert runners[3].status.state == "waiting"  # a silent unit is never taken for one
         assert all(r.status.done == 1 for i, r in enumerate(runners) if i != 3)
     assert len(await verified(journal)) == 7
