@@ -6,6 +6,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -170,4 +171,23 @@ def register_request(uci: str) -> RegisterRequest:
     """An outbox request to register `uci`, for tests that only need one queued."""
     return RegisterRequest(uci, PRODUCT, "", "AQ-100", "Acme Air Sensor",
                            "2026-11-23T00:00:00+00:00")
+
+
+def _journal_threads() -> set[threading.Thread]:
+    """aiosqlite's connection threads: not daemons, so one left running keeps pytest (and CI)
+    from ever exiting."""
+    return {t for t in threading.enumerate() if "_connection_worker_thread" in t.name}
+
+
+@pytest.fixture(autouse=True)
+def _no_journal_left_open() -> Iterator[None]:
+    """Fail the test that leaves a SQLite connection open (a journal or store not closed)."""
+    before = _journal_threads()
+    yield
+    left = _journal_threads() - before
+    for thread in left:
+        thread.join(timeout=2.0)  # a closed connection's thread ends at once
+    if still := [t for t in left if t.is_alive()]:
+        pytest.fail(f"{len(still)} SQLite connection(s) left open by this test: close every "
+                    "journal or store it opens (their threads keep the process alive)")
 

@@ -336,8 +336,9 @@ async def test_a_station_unit_is_imported_into_its_product(tmp_path: Path,
     elsewhere = "d" * 24
     await cloud.app[STORE].put_device(elsewhere, product_id=OTHER_ID)
     uci, journal = await provision(config, DEVICE.upper())
+    other_uci, second = await provision(config, elsewhere)
+    await second.close()  # a journal left open keeps its threads, and pytest, from exiting
     try:
-        other_uci, _ = await provision(config, elsewhere)
         async with contextlib.AsyncExitStack() as stack:
             worker = OutboxWorker(journal, await upstream_client(config, stack))
             assert await worker.drain_once() == 2
