@@ -29,15 +29,13 @@ from factory.upstream.adapter import (
     RetryableError,
     canonical_uci,
 )
-from factory.upstream.backoff import parse_retry_after
+from factory.upstream.answers import retry_later, retryable, snippet
 
-RETRYABLE_STATUSES = frozenset({408, 429})
 CLAIM_STATES: tuple[ClaimState, ...] = get_args(ClaimState)
 CLAIM_HOWS: tuple[ClaimHow, ...] = get_args(ClaimHow)
 T = TypeVar("T")
 C = TypeVar("C", bound=str)
 # How much of a non-problem error body goes into a reason: enough to recognise a proxy's page.
-_SNIPPET = 200
 
 
 class HttpUpstream:
@@ -130,7 +128,7 @@ class HttpUpstream:
             # Every call is idempotent, so asking again is safe; a person sees the backlog.
             raise RetryableError(f"{where}: {status} with a body that does not follow "
                                  f"docs/upstream-http.md ({type(exc).__name__}: {exc}): "
-                                 f"{_snippet(raw)}", status=status) from exc
+                                 f"{snippet(raw)}", status=status) from exc
 
 
 def _classify(where: str, status: int, headers: CIMultiDictProxy[str],
@@ -140,14 +138,12 @@ def _classify(where: str, status: int, headers: CIMultiDictProxy[str],
     if 200 <= status < 300:
         if not isinstance(decoded, Mapping):
             raise RetryableError(f"{where}: {status} with a body that is not a JSON object: "
-                                 f"{_snippet(raw)}", status=status)
+                                 f"{snippet(raw)}", status=status)
         return decoded
     problem: Mapping[str, Any] = decoded if isinstance(decoded, Mapping) else {}
     reason = f"{where}: {status} {_explain(problem, raw)}"
-    if status in RETRYABLE_STATUSES or 500 <= status < 600:
-        header = headers.get("Retry-After")
-        retry_after = None if header is None else parse_retry_after(header, now=datetime.now(UTC))
-        raise RetryableError(reason, status=status, retry_after=retry_after)
+    if retryable(status):
+        raise retry_later(reason, status, headers)
     if status == 409:
         raise ConflictError(reason, status=status, problem=problem)
     if 300 <= status < 400:
@@ -159,7 +155,7 @@ def _explain(problem: Mapping[str, Any], raw: bytes) -> str:
     title, detail = problem.get("title"), problem.get("detail")
     if isinstance(title, str) and isinstance(detail, str):
         return f"{title}: {detail}"
-    return _snippet(raw) or "(no body)"
+    return snippet(raw) or "(no body)"
 
 
 def _json(raw: bytes) -> Any:
@@ -167,11 +163,6 @@ def _json(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
         return None
-
-
-def _snippet(raw: bytes) -> str:
-    text = " ".join(raw.decode("utf-8", errors="replace").split())
-    return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…"
 
 
 def _iso(when: datetime) -> str:

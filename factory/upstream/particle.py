@@ -27,7 +27,8 @@ from factory.upstream.adapter import (
     RetryableError,
     canonical_uci,
 )
-from factory.upstream.particle_api import ParticleApi, snippet
+from factory.upstream.answers import snippet
+from factory.upstream.particle_api import ParticleApi
 
 _DEVICE_ID = re.compile(r"^[0-9A-Fa-f]{24}\Z")
 # The lists of Particle's import answer, in the order they are consulted.

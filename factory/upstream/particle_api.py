@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -20,10 +19,9 @@ from yarl import URL
 
 from factory import __version__
 from factory.upstream.adapter import ConflictError, PermanentError, RetryableError
-from factory.upstream.backoff import parse_retry_after
+from factory.upstream.answers import retry_later, retryable, snippet
 
 DEFAULT_URL = "https://api.particle.io"
-_SNIPPET = 200
 
 
 class ParticleApi:
@@ -83,10 +81,8 @@ def answer(where: str, status: int, headers: Mapping[str, str], raw: bytes) -> A
     if 200 <= status < 300:
         return decoded
     reason = f"{where}: {status} {message(decoded, raw)}"
-    if status in (408, 429) or 500 <= status < 600:
-        header = headers.get("Retry-After")
-        retry_after = None if header is None else parse_retry_after(header, now=datetime.now(UTC))
-        raise RetryableError(reason, status=status, retry_after=retry_after)
+    if retryable(status):
+        raise retry_later(reason, status, headers)
     if status == 401:
         reason += ("; Particle refuses the station's access token: make a new one for a team "
                    "member of the product (particle token create, or an API user with "
@@ -112,8 +108,3 @@ def message(decoded: Any, raw: bytes) -> str:
         if words:
             return " - ".join(words)
     return snippet(raw) or "(no body)"
-
-
-def snippet(raw: bytes) -> str:
-    text = " ".join(raw.decode("utf-8", errors="replace").split())
-    return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…"

@@ -15,7 +15,6 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -23,12 +22,11 @@ from yarl import URL
 
 from factory import __version__
 from factory.upstream.adapter import ConflictError, PermanentError, RetryableError
-from factory.upstream.backoff import parse_retry_after
+from factory.upstream.answers import retry_later, retryable, snippet
 
 # A token this close to its expiry is refreshed first: a request never leaves with a token
 # that may expire on the way.
 REFRESH_MARGIN = 60.0
-_SNIPPET = 200
 
 
 @dataclass(frozen=True)
@@ -147,7 +145,7 @@ class ThingsBoardApi:
         token = answer.get("token") if isinstance(answer, Mapping) else None
         if not isinstance(token, str) or not token:
             raise RetryableError(f"ThingsBoard answered a login without a token: "
-                                 f"{_snippet(json.dumps(answer).encode())}")
+                                 f"{snippet(json.dumps(answer).encode())}")
         refresh = answer.get("refreshToken")
         self._token, self._refresh = token, refresh if isinstance(refresh, str) else ""
         # Without a readable lifetime, assume ThingsBoard's default (9000 s).
@@ -187,16 +185,14 @@ def _answer(where: str, status: int, headers: Mapping[str, str], raw: bytes,
         decoded = None
         if 200 <= status < 300:
             raise RetryableError(f"{where}: {status} with a body that is not JSON: "
-                                 f"{_snippet(raw)}", status=status) from None
+                                 f"{snippet(raw)}", status=status) from None
     if 200 <= status < 300:
         return decoded
     reason = f"{where}: {status} {_message(decoded, raw)}"
     if what:
         reason += f" ({what})"
-    if status in (408, 429) or 500 <= status < 600:
-        header = headers.get("Retry-After")
-        retry_after = None if header is None else parse_retry_after(header, now=datetime.now(UTC))
-        raise RetryableError(reason, status=status, retry_after=retry_after)
+    if retryable(status):
+        raise retry_later(reason, status, headers)
     if status == 409:
         raise ConflictError(reason, status=status)
     if status == 401:
@@ -215,9 +211,4 @@ def _message(decoded: Any, raw: bytes) -> str:
         return decoded["message"] + (f" (ThingsBoard error code {code})" if code else "")
     if isinstance(decoded, str):  # the claim endpoint answers a bare "FAILURE"
         return decoded
-    return _snippet(raw) or "(no body)"
-
-
-def _snippet(raw: bytes) -> str:
-    text = " ".join(raw.decode("utf-8", errors="replace").split())
-    return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…"
+    return snippet(raw) or "(no body)"
