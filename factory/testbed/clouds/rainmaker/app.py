@@ -245,8 +245,8 @@ async def serve(settings: Settings) -> None:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         for host, port in (a[:2] for a in runner.addresses):
-            log.info("simulated RainMaker claiming service on http://%s:%d/ (db %s)", host,
-                     port, settings.db)
+            log.info("simulated RainMaker claiming service listening on http://%s:%d/ "
+                     "(db %s)", host, port, settings.db)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
