@@ -4,7 +4,10 @@ action (the RainMaker CLI itself referees the simulation in tests/test_rainmaker
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -13,7 +16,10 @@ from cryptography.x509.oid import NameOID
 
 from factory import certs
 from factory.config import ConfigError, load
+from factory.station import unit_steps
 from factory.upstream.adapter import PermanentError, RetryableError
+from factory.upstream.kinds import upstream_client
+from factory.upstream.outbox import OutboxWorker
 from factory.upstream.rainmaker import RainmakerUpstream
 
 from .aws_iot import free_port
@@ -106,8 +112,7 @@ async def test_nothing_listening_is_worth_retrying(session):
     assert caught.value.status is None
 
 
-def test_the_config_takes_a_token_file_and_refuses_user_claimed_products(tmp_path):
-    base = """
+CONFIG = """
 [station]
 id = "s1"
 journal = "j.db"
@@ -121,6 +126,10 @@ kind = "rainmaker"
 token_file = "rainmaker.token"
 platform = "esp32c3"
 """
+
+
+def test_the_config_takes_a_token_file_and_refuses_user_claimed_products(tmp_path):
+    base = CONFIG
     path = tmp_path / "station.toml"
     path.write_text(base % ("pre", 'account = "maker@example.com"'))
     upstream = load(path).upstream
@@ -130,3 +139,48 @@ platform = "esp32c3"
     path.write_text(base % ("user", ""))
     with pytest.raises(ConfigError, match='make it claim = "pre"'):
         load(path)
+
+
+def rainmaker_config(tmp_path: Path, url: str, token: str) -> Path:
+    (tmp_path / "rainmaker.token").write_text(token + "\n")
+    path = tmp_path / "station.toml"
+    path.write_text(CONFIG.replace('kind = "rainmaker"', f'kind = "rainmaker"\nurl = "{url}"')
+                    % ("pre", 'account = "maker@example.com"'))
+    return path
+
+
+async def test_the_station_builds_the_adapter_and_claims_before_writing(tmp_path, cloud,
+                                                                       sqlite_journal):
+    config = load(rainmaker_config(tmp_path, cloud.url, cloud.token))
+    product = config.product("air")
+    assert product is not None
+    async with contextlib.AsyncExitStack() as stack:
+        client = await upstream_client(config, stack)
+        assert isinstance(client, RainmakerUpstream)
+        assert await client.node_id(MAC, config.upstream.platform)
+        worker = OutboxWorker(sqlite_journal, client)
+        steps = unit_steps(product, cast(Any, None), worker, config.upstream)
+    assert [step.name for step in steps] == [
+        "identifying", "issuing", "claiming", "writing", "verifying", "labelling"]
+    (tmp_path / "rainmaker.token").write_text("\n")
+    async with contextlib.AsyncExitStack() as stack:
+        with pytest.raises(ConfigError, match="must hold one RainMaker access token"):
+            await upstream_client(config, stack)
+
+
+def test_sim_cloud_makes_tokens_and_a_batch_run_is_refused(tmp_path):
+    from tests.conftest import run_cli
+
+    db, token_file = tmp_path / "rainmaker.db", tmp_path / "rainmaker.token"
+    run_cli(None, "sim-cloud", "rainmaker", "--db", str(db), "--user",
+            "maker@example.com:Passw0rd!", "--token-file", str(token_file))
+    assert token_file.stat().st_mode & 0o777 == 0o600 and db.stat().st_mode & 0o777 == 0o600
+    assert token_file.read_text().count(".") == 2  # JWT-shaped, as the CLI reads them
+    bad = run_cli(None, "sim-cloud", "rainmaker", "--db", str(db), "--user", "nopassword",
+                  check=False)
+    assert bad.returncode != 0 and "EMAIL:PASSWORD" in bad.stderr
+    config = rainmaker_config(tmp_path, "http://127.0.0.1:9/", "t")
+    refused = run_cli(config, "preclaim", "--product", "air", "--account", "a", "--count", "1",
+                      "--out",
+                      str(tmp_path / "run"), check=False)
+    assert refused.returncode != 0 and "claimed on the line" in refused.stderr
