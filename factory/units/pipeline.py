@@ -58,7 +58,7 @@ class UnitRun:
     uci: str | None = None
     created: bool = False
     already_done: bool = False
-    payload: bytes = b""
+    payload: bytes = field(default=b"", repr=False)  # an NVS image may hold the unit's key
     verification: Verification | None = None
     key_id: str | None = None  # hex SHA-256 of the unit's public key (pre-claimed products)
     issued_at: str | None = None  # when the journal issued the UCI (a stable `created`)
