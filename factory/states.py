@@ -25,6 +25,7 @@ UnitEventKind = Literal[
     "agent_serialized",  # products whose units' own agent asks for their UCI
     "bound",  # label-first lines: a pre-printed UCI bound to the unit's hardware id by a scan
     "key_made", "certificate_written",  # pre-claimed products
+    "node_assigned",  # RainMaker: the node id the claiming service gave the unit's MAC
     "labelled", "print_submitting", "print_submitted", "printed", "print_failed",
     "label_checked",  # the label scanned on the unit matched its UCI (end-of-line check)
     "registered", "register_failed", "preclaimed", "preclaim_failed",
@@ -39,6 +40,7 @@ EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 
 # What a fixture shows while each step of a unit runs (also the step's name and failpoint).
 StepName = Literal["identifying", "issuing", "writing", "verifying", "keying", "certifying",
+                   "claiming",  # RainMaker: node id and certificate, before the NVS is built
                    "labelling",
                    "scanning",  # label-first: waiting for the scan of the unit's label
                    "checking"]  # end-of-line: waiting for the scan of the label stuck on

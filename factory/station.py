@@ -14,6 +14,7 @@ from aiohttp import web
 from factory import claim_secret, listeners
 from factory.claim_secret import ClaimSecrets
 from factory.config import ConfigError, Product, StationConfig
+from factory.config.upstream import Upstream
 from factory.fleet.shipper import Shipper
 from factory.journal import open_journal
 from factory.journal.interface import Journal
@@ -33,6 +34,8 @@ from factory.units.scanner import start_scanners
 from factory.units.scans import ScanDesk
 from factory.upstream.kinds import upstream_client
 from factory.upstream.outbox import OutboxWorker
+from factory.upstream.rainmaker import RainmakerUpstream
+from factory.upstream.rainmaker_claim import ClaimNode
 from factory.upstream.requests import PreclaimRequest, RegisterRequest, registration_for
 from factory.web.app import http_limits, make_app
 
@@ -225,7 +228,8 @@ def start_fixtures(config: StationConfig, journal: Journal, maker: LabelMaker,
     for fixture in config.fixtures:
         product = config.product(fixture.product)
         assert product is not None  # the config checked it
-        steps = with_scans(unit_steps(product, maker, outbox), fixture.scanning, desk, product)
+        steps = with_scans(unit_steps(product, maker, outbox, config.upstream),
+                           fixture.scanning, desk, product)
         runner = FixtureRunner(fixture, product, journal, steps, metrics.observe_step)
         metrics.watch_fixture(runner.status)
         desk.add_fixture(runner.status)
@@ -236,15 +240,23 @@ def start_fixtures(config: StationConfig, journal: Journal, maker: LabelMaker,
     return runners
 
 
-def unit_steps(product: Product, maker: LabelMaker, outbox: OutboxWorker | None) -> list[Step]:
+def unit_steps(product: Product, maker: LabelMaker, outbox: OutboxWorker | None,
+               settings: Upstream | None = None) -> list[Step]:
     """What a fixture does to each unit of `product`. A label only after the device file
     verified; a user-claimed unit's registration is queued with `verified`, a pre-claimed
-    unit's (registration and pre-claim in one request) with its key."""
+    unit's (registration and pre-claim in one request) with its key; a RainMaker unit is
+    claimed before its NVS partition is written (nothing is queued)."""
     if product.serialized_by == "agent":  # its agent got the UCI and the label over HTTP
         return [Identify(), CheckAgentFile()]
     steps: list[Step] = [Identify(), Issue(), Write()]
     if product.claim == "pre":
         assert outbox is not None  # the config checked it
+        if isinstance(outbox.upstream, RainmakerUpstream):
+            settings = settings or Upstream(kind="rainmaker")
+            claim = ClaimNode(outbox.upstream, platform=settings.platform,
+                              mqtt_cred_host=settings.mqtt_cred_host, base=settings.retry_base,
+                              cap=settings.retry_cap)
+            return [Identify(), Issue(), claim, Write(), Verify(), Label(maker)]
         return [*steps, Verify(), MakeKey(preclaim_request, outbox.wake), Label(maker),
                 InstallCertificate(wait=product.preclaim_wait)]
     return [*steps, Verify(registration if outbox else None), Label(maker)]

@@ -48,6 +48,9 @@ def cmd_preclaim(args: argparse.Namespace) -> int:
         raise CliError(f"{args.product!r} is not a product of {config.source}")
     if not config.upstream.enabled:
         raise CliError(f"{config.source} has no [upstream] to pre-claim units with")
+    if config.upstream.kind == "rainmaker":
+        raise CliError("RainMaker claims a unit by its MAC, read from the chip: its units are "
+                       "claimed on the line by their esptool fixtures, not in a batch run")
     if not (args.out / "run.json").exists() and args.count is None and args.from_csv is None:
         raise CliError("say which units: --count N (new ones) or --from units.csv")
     if args.count is not None and not 1 <= args.count <= 1_000_000:

@@ -30,6 +30,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--api-key-file", type=Path,
                    help="make an API key for the tenant, write it to this file (0600) and exit")
     _register_particle(kinds)
+    _register_rainmaker(kinds)
 
 
 def cmd_thingsboard(args: argparse.Namespace) -> int:
@@ -116,4 +117,64 @@ def cmd_particle(args: argparse.Namespace) -> int:
         print(f"an access token for a {role} is in {target}", file=sys.stderr)
         return 0
     asyncio.run(serve(Settings(db=args.db, host=host, port=port), products))
+    return 0
+
+
+# --- rainmaker -----------------------------------------------------------------------------
+
+
+def _register_rainmaker(kinds: Subcommands) -> None:
+    p = command(kinds, "rainmaker", cmd_rainmaker,
+                "A simulated ESP RainMaker claiming service (host-driven claiming: "
+                "claim/initiate and claim/verify, and the CLI's login) until SIGTERM.")
+    p.add_argument("--db", required=True, type=Path, help="SQLite file (made 0600 if new)")
+    p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s;"
+                                                              " port 0 picks a free one)")
+    p.add_argument("--user", action="append", default=[], metavar="EMAIL:PASSWORD",
+                   help="an account it knows (made or updated; repeatable)")
+    p.add_argument("--quota", type=int, default=5,
+                   help="nodes each --user may claim (default %(default)s, as the service)")
+    p.add_argument("--mqtt-host", default="a1sim2rainmaker3-ats.iot.us-east-1.amazonaws.com",
+                   help="the MQTT host it hands out (default %(default)s)")
+    p.add_argument("--token-file", type=Path,
+                   help="make an access token for the (first) --user, write it to this file "
+                        "(0600) and exit")
+    p.add_argument("--token-ttl", type=int, default=3600,
+                   help="seconds an access token lasts (default %(default)s, as Cognito's)")
+
+
+def cmd_rainmaker(args: argparse.Namespace) -> int:
+    from factory.testbed.clouds.rainmaker.app import Settings, serve  # aiohttp only when used
+    from factory.testbed.clouds.rainmaker.store import Store
+
+    host, port = parse_listen("--listen", args.listen)
+    users = []
+    for value in args.user:
+        email, sep, password = value.partition(":")
+        if not sep or not email or not password:
+            raise CliError(f"--user must be EMAIL:PASSWORD, got {value!r}")
+        users.append((email, password))
+    if args.quota < 0 or args.token_ttl < 1:
+        raise CliError("--quota must be at least 0 and --token-ttl at least 1 second")
+    if args.token_file is not None and not users:
+        raise CliError("--token-file needs a --user")
+
+    async def set_up() -> str | None:
+        store = await Store.open(args.db)
+        try:
+            made = [await store.add_user(email, password, args.quota)
+                    for email, password in users]
+            if args.token_file is None:
+                return None
+            return (await store.new_tokens(made[0].id, args.token_ttl)).accesstoken
+        finally:
+            await store.close()
+
+    token = asyncio.run(set_up())
+    if token is not None:
+        write_in_place(args.token_file, (token + "\n").encode())
+        print(f"an access token for {users[0][0]} is in {args.token_file}", file=sys.stderr)
+        return 0
+    asyncio.run(serve(Settings(db=args.db, host=host, port=port, mqtt_host=args.mqtt_host,
+                               token_ttl=float(args.token_ttl))))
     return 0

@@ -145,6 +145,11 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
                               f"product {product.id!r} is pre-claimed (claim = \"pre\"), "
                               "which needs an [upstream]; configure one or use claim = "
                               "\"user\"")
+        if upstream.kind == "rainmaker" and fixture.driver != "esptool":
+            raise ConfigError(source, f"fixtures[{i}].driver",
+                              f"product {product.id!r} is claimed from RainMaker, whose "
+                              "credentials go into the unit's NVS partition: its fixtures "
+                              "need driver = \"esptool\"")
     root.finish()
     return StationConfig(
         source=source, station_id=station_id, host=host, port=port, journal=journal,

@@ -16,7 +16,7 @@ from typing import Any, Literal, cast, get_args
 from factory.config.products import Product
 from factory.config.table import Table, config_path, seconds
 
-UpstreamKind = Literal["none", "http", "aws-iot", "thingsboard", "particle"]
+UpstreamKind = Literal["none", "http", "aws-iot", "thingsboard", "particle", "rainmaker"]
 UPSTREAM_KINDS: tuple[UpstreamKind, ...] = get_args(UpstreamKind)
 
 
@@ -48,6 +48,11 @@ class Upstream:
     # particle (docs/upstream-particle.md): station product id -> Particle product id or slug;
     # the access token is in token_file.
     particle_products: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # rainmaker (host-driven claiming): the account's access token is in token_file; the
+    # platform claimed as ("" = the chip esptool detects); the MQTT credentials host
+    # written beside mqtt_host, as the CLI does for camera nodes ("" = none).
+    platform: str = ""
+    mqtt_cred_host: str = ""
 
     @property
     def enabled(self) -> bool:
@@ -59,6 +64,7 @@ _AWS_KEYS = ("region", "endpoint_url", "profile", "policy", "thing_group", "thin
              "ca_file")
 _TB_KEYS = ("login_file", "api_key_file", "device_profiles")
 _PARTICLE_KEYS = ("particle_products",)
+_RAINMAKER_KEYS = ("platform", "mqtt_cred_host")
 _AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}\Z")
 _AWS_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}\Z")  # thing types and thing groups
 _AWS_POLICY = re.compile(r"^[\w+=,.@-]{1,128}\Z", re.ASCII)
@@ -210,10 +216,42 @@ def _particle(table: Table, products: tuple[Product, ...]) -> Upstream:
                     particle_products=MappingProxyType(names))
 
 
+RAINMAKER_URL = "https://esp-claiming.rainmaker.espressif.com/"
+RAINMAKER_PLATFORMS = ("esp32", "esp32s2", "esp32c3", "esp32s3", "esp32c2", "esp32c6",
+                       "esp32h2")
+
+
+def _rainmaker(table: Table, products: tuple[Product, ...]) -> Upstream:
+    _only_for(table, "rainmaker")
+    url = table.get("url", str, RAINMAKER_URL)
+    if not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?\Z", url):
+        raise table.error("url", f"must be the claiming service's http(s) base URL, got "
+                                 f"{url!r}")
+    token_file = config_path(table.source, table.get("token_file", str))
+    platform = table.get("platform", str, "")
+    if platform and platform not in RAINMAKER_PLATFORMS:
+        raise table.error("platform", f"must be one of {', '.join(RAINMAKER_PLATFORMS)} (or "
+                                      f"empty: the chip esptool detects), got {platform!r}")
+    cred_host = table.get("mqtt_cred_host", str, "")
+    if cred_host and not re.match(r"^[A-Za-z0-9.-]{1,253}\Z", cred_host):
+        raise table.error("mqtt_cred_host", f"must be a host name, got {cred_host!r}")
+    for product in products:
+        if product.claim != "pre":
+            raise table.error("kind", f"product {product.id} is claim = \"user\", which "
+                                      "RainMaker has no place for: its units get their node "
+                                      "id and certificate by host-driven claiming on the "
+                                      "line; make it claim = \"pre\"")
+    sending = _sending(table)
+    table.finish()
+    return Upstream(kind="rainmaker", url=url if url.endswith("/") else url + "/",
+                    token_file=token_file, **sending, platform=platform,
+                    mqtt_cred_host=cred_host)
+
+
 def _only_for(table: Table, kind: str) -> None:
     """Refuse another kind's keys, naming the kind they belong to."""
     for owner, keys in (("aws-iot", _AWS_KEYS), ("thingsboard", _TB_KEYS),
-                        ("particle", _PARTICLE_KEYS)):
+                        ("particle", _PARTICLE_KEYS), ("rainmaker", _RAINMAKER_KEYS)):
         for key in keys:
             if owner != kind and key in table.data:
                 raise table.error(key, f'is for kind = "{owner}" only')
@@ -237,5 +275,5 @@ def _sending(table: Table) -> dict[str, Any]:
 # that every UpstreamKind has one).
 PARSERS: dict[UpstreamKind, Callable[[Table, tuple[Product, ...]], Upstream]] = {
     "none": _none, "http": _http, "aws-iot": _aws_iot, "thingsboard": _thingsboard,
-    "particle": _particle,
+    "particle": _particle, "rainmaker": _rainmaker,
 }

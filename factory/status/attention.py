@@ -26,6 +26,7 @@ FIXTURE_WORDS: dict[FixtureState, tuple[str, Tone]] = {
     "verifying": ("Verifying", "busy"),
     "keying": ("Making its key", "busy"),
     "certifying": ("Writing certificate", "busy"),
+    "claiming": ("Claiming its certificate", "busy"),
     "labelling": ("Labelling", "busy"),
     "scanning": ("Scan the unit's label", "idle"),
     "checking": ("Scan the label on the unit", "idle"),
@@ -41,7 +42,8 @@ STEP_WORDS: dict[EventKind, str] = {
     "label_checked": "label checked",
     "labelled": "labelled", "printed": "printed", "print_failed": "print failed",
     "registered": "registered", "register_failed": "registration refused",
-    "key_made": "key made", "preclaimed": "pre-claimed", "claimed": "pre-claimed",
+    "key_made": "key made", "node_assigned": "node id assigned", "preclaimed": "pre-claimed",
+    "claimed": "pre-claimed",
     "preclaim_failed": "pre-claim refused", "certificate_written": "certificate written",
     "requeued": "sent again", "failed": "failed", "voided": "voided",
 }

@@ -3,10 +3,14 @@ pipeline (pipeline.py) knows units and steps, and never looks inside a driver.""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from factory.config import Product
+
+if TYPE_CHECKING:
+    from factory.units.esp_nvs import Entry, Value
 
 
 @dataclass(frozen=True)
@@ -61,4 +65,16 @@ class RendersPayload(Protocol):
     """A driver whose unit stores something other than device.json5 (an ESP32's NVS
     partition): it says where the unit's data goes and makes the bytes itself."""
 
-    def render(self, product: Product, uci: str) -> tuple[str, bytes]: ...
+    def render(self, product: Product, uci: str,
+               extra: Mapping[str, Sequence[Entry]] = ...) -> tuple[str, bytes]:
+        """Where the data goes and its bytes; `extra` namespaces (an upstream's credentials,
+        e.g. RainMaker's rmaker_creds) go into the same partition after the product's."""
+        ...
+
+
+@runtime_checkable
+class HoldsNvs(Protocol):
+    """A driver that can read back the unit's NVS partition (a re-plugged unit's
+    credentials, checked against the journal)."""
+
+    async def read_nvs(self, product: Product) -> dict[str, dict[str, Value]]: ...

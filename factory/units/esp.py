@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import serial
@@ -41,7 +41,16 @@ from factory.units.errors import (
     UnitTimeout,
     VerifyMismatch,
 )
-from factory.units.esp_nvs import Entry, NvsError, build_image, entries, meant, read_image
+from factory.units.esp_nvs import (
+    Entry,
+    Extra,
+    NvsError,
+    Value,
+    build_image,
+    entries,
+    meant,
+    read_image,
+)
 
 _T = TypeVar("_T")
 esptool_log.set_verbosity("silent")  # the station logs and journals; esptool must not print
@@ -51,6 +60,7 @@ esptool_log.set_verbosity("silent")  # the station logs and journals; esptool mu
 class _Plan:
     layout: NvsLayout
     items: list[Entry]
+    extra: Extra = field(default_factory=dict)
 
 
 class EsptoolDriver:
@@ -64,14 +74,26 @@ class EsptoolDriver:
 
     # The pipeline's side.
 
-    def render(self, product: Product, uci: str) -> tuple[str, bytes]:
-        """Where the unit's data goes and the NVS image that goes there."""
+    def render(self, product: Product, uci: str, extra: Extra | None = None,
+               ) -> tuple[str, bytes]:
+        """Where the unit's data goes and the NVS image that goes there (with an upstream's
+        `extra` namespaces, e.g. RainMaker's rmaker_creds)."""
         layout = product.nvs
-        items = entries(product, uci)
-        image = build_image(layout, items)
+        items, extra = entries(product, uci), extra or {}
+        image = build_image(layout, items, extra)
         where = f"nvs:{layout.namespace}@{layout.offset:#x}"
-        self._plans[where] = _Plan(layout, items)
+        self._plans[where] = _Plan(layout, items, extra)
         return where, image
+
+    async def read_nvs(self, product: Product) -> dict[str, dict[str, Value]]:
+        """The unit's NVS partition as it holds it now: namespace → key → value."""
+        layout = product.nvs
+        back = await self._call(lambda: self._read(layout.offset, layout.size))
+        try:
+            return read_image(back)
+        except NvsError as exc:
+            raise VerifyMismatch(f"the unit's partition at {layout.offset:#x} is no NVS "
+                                 f"image: {exc}") from exc
 
     async def present(self) -> bool:
         """A fresh session: whether a chip syncs and is detected on the port now."""
@@ -109,13 +131,14 @@ class EsptoolDriver:
             except NvsError as exc:
                 raise VerifyMismatch(f"the partition read back from {path} is no NVS "
                                      f"image: {exc}") from exc
-            wanted = meant(plan.layout, plan.items)
+            wanted = meant(plan.layout, plan.items, plan.extra)
             if held != wanted:
                 raise VerifyMismatch(f"the partition read back from {path} holds "
                                      f"{_differences(wanted, held)}")
             await self._call(self._reset)
         finally:
             await self._close()
+            self._plans.pop(path, None)  # it may hold the unit's key (an upstream's extra)
         return Verification("md5+nvs-readback", digest, len(data))
 
     async def read_file(self, path: str) -> bytes:

@@ -14,6 +14,7 @@ import binascii
 import io
 import struct
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from esp_idf_nvs_partition_gen import nvs_partition_gen as gen
@@ -79,15 +80,21 @@ def entries(product: Product, uci: str) -> list[Entry]:
     return found
 
 
-def build_image(layout: NvsLayout, items: list[Entry]) -> bytes:
-    """The partition image (exactly layout.size bytes), by Espressif's generator."""
+Extra = Mapping[str, Sequence[Entry]]  # more namespaces in the same partition
+_NONE: Extra = {}
+
+
+def build_image(layout: NvsLayout, items: list[Entry], extra: Extra = _NONE) -> bytes:
+    """The partition image (exactly layout.size bytes), by Espressif's generator: the
+    product's namespace, then each `extra` one."""
     out = io.BytesIO()
     try:
         # As the generator's own command line sizes it: the last page is kept in reserve.
         nvs = gen.nvs_open(out, layout.size - PAGE, gen.Page.VERSION2)
-        gen.write_entry(nvs, layout.namespace, "namespace", "", "")
-        for item in items:
-            gen.write_entry(nvs, item.key, "data", item.type, item.text)
+        for namespace, entries_ in ((layout.namespace, items), *extra.items()):
+            gen.write_entry(nvs, namespace, "namespace", "", "")
+            for item in entries_:
+                gen.write_entry(nvs, item.key, "data", item.type, item.text)
         gen.nvs_close(nvs)
     except gen.InsufficientSizeError as exc:
         raise PartitionTooSmall(f"the factory data needs more than the {layout.size:#x} bytes "
@@ -101,9 +108,11 @@ def build_image(layout: NvsLayout, items: list[Entry]) -> bytes:
     return image
 
 
-def meant(layout: NvsLayout, items: list[Entry]) -> dict[str, dict[str, Value]]:
+def meant(layout: NvsLayout, items: list[Entry],
+          extra: Extra = _NONE) -> dict[str, dict[str, Value]]:
     """What reading the image back must give: namespace → key → value."""
-    return {layout.namespace: {item.key: item.value for item in items}}
+    return {namespace: {item.key: item.value for item in entries_}
+            for namespace, entries_ in ((layout.namespace, items), *extra.items())}
 
 
 def read_image(data: bytes) -> dict[str, dict[str, Value]]:

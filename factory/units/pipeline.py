@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from factory import failpoints
 from factory.config import Product
@@ -25,6 +25,9 @@ from factory.states import DONE_STATES, EventKind
 from factory.units.device_file import render
 from factory.units.driver import Identity, RendersPayload, UnitDriver, Verification
 from factory.units.errors import IdentityConflict, ProtocolError, UnitError
+
+if TYPE_CHECKING:
+    from factory.units.esp_nvs import Entry
 
 log = logging.getLogger("factory.pipeline")
 
@@ -55,10 +58,13 @@ class UnitRun:
     uci: str | None = None
     created: bool = False
     already_done: bool = False
-    payload: bytes = b""
+    payload: bytes = field(default=b"", repr=False)  # an NVS image may hold the unit's key
     verification: Verification | None = None
     key_id: str | None = None  # hex SHA-256 of the unit's public key (pre-claimed products)
     issued_at: str | None = None  # when the journal issued the UCI (a stable `created`)
+    # NVS namespaces an upstream adds to the unit's partition (RainMaker's rmaker_creds):
+    # they may hold the unit's private key, so they live only here, never in the journal.
+    nvs_extra: dict[str, list[Entry]] = field(default_factory=dict, repr=False)
     error: UnitError | None = None
     log: list[str] = field(default_factory=list)
 
@@ -115,7 +121,7 @@ class Write:
     async def run(self, run: UnitRun, driver: UnitDriver, ledger: Ledger) -> None:
         assert run.uci is not None
         if isinstance(driver, RendersPayload):
-            run.device_path, run.payload = driver.render(run.product, run.uci)
+            run.device_path, run.payload = driver.render(run.product, run.uci, run.nvs_extra)
         else:
             run.payload = render(run.product, run.uci)
         if run.already_done:

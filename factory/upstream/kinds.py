@@ -17,6 +17,7 @@ from factory.upstream.aws_certs import pem_blocks
 from factory.upstream.http import HttpUpstream
 from factory.upstream.particle import ParticleUpstream
 from factory.upstream.particle_api import ParticleApi
+from factory.upstream.rainmaker import RainmakerUpstream
 from factory.upstream.thingsboard import ThingsBoardUpstream
 from factory.upstream.thingsboard_api import ApiKey, Credentials, Login, ThingsBoardApi
 
@@ -122,6 +123,26 @@ async def particle_upstream(config: StationConfig,
     return ParticleUpstream(api, products=upstream.particle_products)
 
 
+async def rainmaker_upstream(config: StationConfig,
+                             stack: contextlib.AsyncExitStack) -> Upstream:
+    """The rainmaker adapter: the account's access token from its file (never logged), one
+    aiohttp session."""
+    upstream = config.upstream
+    assert upstream.token_file is not None
+    try:
+        token = upstream.token_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(config.source, "upstream.token_file",
+                          f"cannot be read: {exc.strerror}") from exc
+    if not token or not token.isprintable() or " " in token:
+        raise ConfigError(config.source, "upstream.token_file",
+                          f"{upstream.token_file} must hold one RainMaker access token "
+                          "(esp-rainmaker-cli login; its accesstoken)")
+    session = await stack.enter_async_context(aiohttp.ClientSession())
+    return RainmakerUpstream(session, upstream.url, token, timeout=upstream.timeout)
+
+
 BUILDERS: dict[str, Builder] = {"http": http_upstream, "aws-iot": _aws,
                                 "thingsboard": thingsboard_upstream,
-                                "particle": particle_upstream}
+                                "particle": particle_upstream,
+                                "rainmaker": rainmaker_upstream}

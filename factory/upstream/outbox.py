@@ -52,6 +52,11 @@ class OutboxWorker:
         self.last_error = ""  # the newest failed attempt's reason; "" after a success
         self.refused = ""  # why the upstream refuses the station's own token, while it does
 
+    @property
+    def upstream(self) -> Upstream:
+        """The adapter it sends to (a RainMaker product's fixtures claim through it)."""
+        return self._upstream
+
     def wake(self) -> None:
         """Look at the outbox now (something was just queued)."""
         self._wakeup.set()
