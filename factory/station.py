@@ -14,6 +14,7 @@ from aiohttp import web
 from factory import claim_secret, listeners
 from factory.claim_secret import ClaimSecrets
 from factory.config import ConfigError, Product, StationConfig
+from factory.fleet.identity import FleetIssuing
 from factory.fleet.shipper import Shipper
 from factory.journal import open_journal
 from factory.journal.interface import Journal
@@ -56,6 +57,10 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         notifier.status("starting: opening the journal")
         journal = await open_journal(config.journal_location, config.station_id, serve=True)
         stack.push_async_callback(journal.close)
+        if config.fleet_url:  # a hardware id new here: the fleet center is asked first
+            asking = FleetIssuing(journal, config.fleet_url)
+            stack.push_async_callback(asking.close)
+            journal = asking
         if journal.hold:  # served read-only, so the status page and /healthz can say why
             log.error("journal %s refuses to issue: %s", config.journal, journal.hold)
         secrets = claim_secret.for_station(config)

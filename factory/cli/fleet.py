@@ -108,10 +108,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         for s in stations:
             flag = f"  REFUSED: {s.refused}" if s.refused else ""
             print(f"  {s.station:<20} event {s.head_seq:<8} newest {s.head_at or '-'}{flag}")
-        for c in conflicts:
+        open_conflicts = [c for c in conflicts if c["open"]]
+        for c in open_conflicts:
             print(f"  CONFLICT: hardware {c['hardware_id']} ({c['product']}) has "
-                  f"{c['uci']} at {c['station']} and {c['other_uci']} at {c['other_station']}")
-        return 1 if conflicts or any(s.refused for s in stations) else 0
+                  f"{c['uci']} at {c['station']} and {c['other_uci']} at {c['other_station']};"
+                  " void one at its station (factory void UCI --reason ...)")
+        return 1 if open_conflicts or any(s.refused for s in stations) else 0
 
     return with_journal(args, work)
 

@@ -206,13 +206,15 @@ async def _store(conn: psycopg.AsyncConnection[Any], station: str,
                                " WHERE uci = %s", (event.kind, event.at, event.uci))
 
 
-async def bound_uci(conn: psycopg.AsyncConnection[Any], product: str,
-                    hardware_id: str) -> str | None:
-    """The fleet's live UCI for this hardware identity, if any station has issued one."""
+async def bound(conn: psycopg.AsyncConnection[Any], product: str,
+                hardware_id: str) -> tuple[str, str] | None:
+    """The fleet's live UCI for this hardware identity and the station that issued it, if
+    any station has (the first, should two have: the conflict is flagged apart)."""
     rows = await (await conn.execute(
-        "SELECT uci FROM fleet.units WHERE product = %s AND hardware_id = %s"
-        " AND state <> 'voided' ORDER BY issued_at LIMIT 1", (product, hardware_id))).fetchall()
-    return rows[0][0] if rows else None
+        "SELECT uci, station FROM fleet.units WHERE product = %s AND hardware_id = %s"
+        " AND state <> 'voided' ORDER BY issued_at, uci LIMIT 1",
+        (product, hardware_id))).fetchall()
+    return (rows[0][0], rows[0][1]) if rows else None
 
 
 async def stations(conn: psycopg.AsyncConnection[Any]) -> list[StationRow]:

@@ -47,11 +47,15 @@ async def unit(conn: Conn, uci: str) -> dict[str, Any] | None:
 
 
 async def conflicts(conn: Conn) -> list[dict[str, Any]]:
+    """Hardware ids bound to two UCIs (stations that issued offline); `open` until a person
+    voids one of the two (the void ships like any event)."""
     rows = await (await conn.execute(
-        "SELECT product, hardware_id, uci, station, other_uci, other_station, found_at"
-        " FROM fleet.conflicts ORDER BY id")).fetchall()
+        "SELECT c.product, c.hardware_id, c.uci, c.station, c.other_uci, c.other_station,"
+        " c.found_at, coalesce(a.state, '') <> 'voided' AND coalesce(b.state, '') <> 'voided'"
+        " FROM fleet.conflicts AS c LEFT JOIN fleet.units AS a ON a.uci = c.uci"
+        " LEFT JOIN fleet.units AS b ON b.uci = c.other_uci ORDER BY c.id")).fetchall()
     keys = ("product", "hardware_id", "uci", "station", "other_uci", "other_station",
-            "found_at")
+            "found_at", "open")
     return [{**dict(zip(keys, row, strict=True)), "found_at": row[6].isoformat()}
             for row in rows]
 
