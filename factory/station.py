@@ -71,7 +71,11 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         await maker.recover()
         metrics = Metrics(config.journal)
         outbox = await start_upstream(config, journal, stack, secrets)
-        live = LiveSources(fixtures=metrics.fixtures, printer=printing, upstream=outbox)
+        # Shipping starts below, with the other tasks; the page shows its lag from now on.
+        shipper = Shipper(journal, config.station_id, config.fleet_url) \
+            if config.fleet_url else None
+        live = LiveSources(fixtures=metrics.fixtures, printer=printing, upstream=outbox,
+                           fleet=shipper)
         desk = ScanDesk()
         runner = web.AppRunner(
             make_app(config, journal, metrics, live, maker, desk),
@@ -102,8 +106,7 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         outbox_task = None
         if outbox is not None:
             outbox_task = asyncio.create_task(outbox.run_forever(), name="outbox")
-        if config.fleet_url:  # cancelled at the end: the center takes a batch whole or not
-            shipper = Shipper(journal, config.station_id, config.fleet_url)
+        if shipper is not None:  # cancelled at the end: the center takes a batch whole or not
             tasks.append(asyncio.create_task(shipper.run_forever(), name="fleet-shipper"))
         if config.printer.enabled:
             log.info("labels print on CUPS queue %s; PDFs kept in %s", config.printer.queue,
