@@ -59,6 +59,14 @@ CREATE TABLE IF NOT EXISTS fleet.units (
 );
 CREATE INDEX IF NOT EXISTS fleet_units_hardware ON fleet.units (product, hardware_id)
     WHERE hardware_id IS NOT NULL;
+-- The fleet view finds a unit by its hardware id alone (a person does not know the product).
+CREATE INDEX IF NOT EXISTS fleet_units_hardware_id ON fleet.units (hardware_id)
+    WHERE hardware_id IS NOT NULL;
+-- What each station last said of its own journal (the shipper reports it each round): the
+-- fleet view's lag without asking the station.
+ALTER TABLE fleet.stations ADD COLUMN IF NOT EXISTS reported_seq BIGINT,
+    ADD COLUMN IF NOT EXISTS reported_oldest TEXT,  -- `at` of its first event not shipped
+    ADD COLUMN IF NOT EXISTS reported_at TIMESTAMPTZ;
 -- A hardware id bound to two live UCIs (stations that issued offline): flagged, never hidden.
 CREATE TABLE IF NOT EXISTS fleet.conflicts (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -215,6 +223,17 @@ async def bound(conn: psycopg.AsyncConnection[Any], product: str,
         " AND state <> 'voided' ORDER BY issued_at, uci LIMIT 1",
         (product, hardware_id))).fetchall()
     return (rows[0][0], rows[0][1]) if rows else None
+
+
+async def report(conn: psycopg.AsyncConnection[Any], station: str, seq: int,
+                 oldest: str | None) -> None:
+    """The station's newest event and the time of its first one the center lacks (None: it
+    lacks none), for the fleet view's lag."""
+    await conn.execute(
+        "INSERT INTO fleet.stations (station, head_hash, reported_seq, reported_oldest,"
+        " reported_at) VALUES (%s, %s, %s, %s, now()) ON CONFLICT (station) DO UPDATE SET"
+        " reported_seq = excluded.reported_seq, reported_oldest = excluded.reported_oldest,"
+        " reported_at = excluded.reported_at", (station, GENESIS, seq, oldest))
 
 
 async def stations(conn: psycopg.AsyncConnection[Any]) -> list[StationRow]:

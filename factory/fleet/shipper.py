@@ -61,6 +61,7 @@ class Shipper:
         self.problem = ""  # why shipping stopped (refused by the center), or ''
         self.away = ""  # why the center cannot be reached now, or ''
         self.shipped = 0
+        self._reported: tuple[int, str | None] | None = None
         self.center_seq: int | None = None  # the center's newest event of this station, once known
 
     async def close(self) -> None:
@@ -104,6 +105,22 @@ class Shipper:
         self.shipped += receipt.accepted
         return receipt.accepted
 
+    async def report(self) -> None:
+        """Tell the center how far this journal goes (the fleet view's lag); once a round."""
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = await center.connect(self._url)
+            conn = self._conn  # `close()` may forget it meanwhile: this one then fails
+            seq, _, _ = await center.head(conn, self._station)
+            self.center_seq = seq
+            count, oldest = await self._journal.behind(seq)
+            if (seq + count, oldest) != self._reported:  # an idle station writes nothing
+                await center.report(conn, self._station, seq + count, oldest)
+                self._reported = (seq + count, oldest)
+        except (psycopg.Error, OSError) as exc:
+            await self.close()
+            raise center.CenterError(f"the fleet center does not answer: {exc}") from exc
+
     async def ship_all(self) -> int:
         """Ship until caught up (or refused); returns how many events the center took."""
         total = 0
@@ -121,6 +138,7 @@ class Shipper:
                 wait = IDLE_LOOK
                 try:
                     woken.clear()
+                    await self.report()
                     await self.ship_all()
                     self.away, attempt = "", 0
                 except center.CenterError as exc:
