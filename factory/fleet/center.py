@@ -33,7 +33,12 @@ CREATE TABLE IF NOT EXISTS fleet.stations (
     head_at TEXT,                -- the newest received event's own time
     received_at TIMESTAMPTZ,     -- when the center last took a batch
     refused TEXT NOT NULL DEFAULT '',  -- why this station's events are refused, or ''
-    refused_at TIMESTAMPTZ
+    refused_at TIMESTAMPTZ,
+    -- What the station last said of its own journal (its shipper reports it each round):
+    -- the fleet view's lag without asking the station.
+    reported_seq BIGINT,         -- its newest event
+    reported_oldest TEXT,        -- `at` of its first event the center lacked then
+    reported_at TIMESTAMPTZ
 );
 CREATE TABLE IF NOT EXISTS fleet.events (
     station TEXT NOT NULL,
@@ -62,11 +67,14 @@ CREATE INDEX IF NOT EXISTS fleet_units_hardware ON fleet.units (product, hardwar
 -- The fleet view finds a unit by its hardware id alone (a person does not know the product).
 CREATE INDEX IF NOT EXISTS fleet_units_hardware_id ON fleet.units (hardware_id)
     WHERE hardware_id IS NOT NULL;
--- What each station last said of its own journal (the shipper reports it each round): the
--- fleet view's lag without asking the station.
-ALTER TABLE fleet.stations ADD COLUMN IF NOT EXISTS reported_seq BIGINT,
-    ADD COLUMN IF NOT EXISTS reported_oldest TEXT,  -- `at` of its first event not shipped
-    ADD COLUMN IF NOT EXISTS reported_at TIMESTAMPTZ;
+-- A center made before stations reported their heads (ALTER only then: it locks the table).
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'fleet'
+                   AND table_name = 'stations' AND column_name = 'reported_seq') THEN
+        ALTER TABLE fleet.stations ADD COLUMN reported_seq BIGINT,
+            ADD COLUMN reported_oldest TEXT, ADD COLUMN reported_at TIMESTAMPTZ;
+    END IF;
+END $$;
 -- A hardware id bound to two live UCIs (stations that issued offline): flagged, never hidden.
 CREATE TABLE IF NOT EXISTS fleet.conflicts (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
