@@ -4,6 +4,7 @@ with the status page's helpers and styled by its CSS. Pure: plain values in, a s
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from factory import uci as uci_codec
@@ -17,6 +18,11 @@ def _lag(s: dict[str, Any]) -> str:
     if not s["lag_events"]:
         return "caught up"
     return f"{s['lag_events']} events, oldest {duration(s['lag_seconds'] or 0)}"
+
+
+def _when(at: str) -> str:
+    """An event's time in this server's local time, to the second: 12-07 05:49:59."""
+    return datetime.fromisoformat(at).astimezone().strftime("%m-%d %H:%M:%S")
 
 
 def stations(rows: list[dict[str, Any]]) -> str:
@@ -58,9 +64,9 @@ def found(query: str, units: list[dict[str, Any]]) -> str:
         return h("p", "empty", t(f"No unit {query!r} at the fleet center"))
     parts = []
     for u in units:
-        rows = [h("tr", f"event kind-{e['kind']}", h("td", "time", t(e["at"])),
-                  h("td", "", t(e["station"])), h("td", "", t(f"#{e['seq']}")),
-                  h("td", "", t(e["kind"])), h("td", "", t(e["actor"])))
+        rows = [h("tr", f"event kind-{e['kind']}", h("td", "time", t(_when(e["at"]))),
+                  h("td", "", t(f"{e['station']} #{e['seq']}")), h("td", "", t(e["kind"])),
+                  h("td", "time", t(e["actor"])))
                 for e in u["events"]]
         parts.append(h("article", f"unit state-{u['state']}",
                        h("h2", "uci", t(uci_codec.human(u["uci"]))),
@@ -94,16 +100,16 @@ def render(station_rows: list[dict[str, Any]], conflict_rows: list[dict[str, Any
 {h("section", f"attention tone-{tone}", conflicts(conflict_rows), id="conflicts")}
 <main>
 <div class="left">
+{h("table", "counts", stations(station_rows), id="stations", **{"aria-label": "Stations"})}
 <form class="scan" method="get" action="">
 <label>Find a unit (UCI, claim URL or hardware id)
 <input type="search" name="q" value="{value}" autocomplete="off" spellcheck="false"></label>
 </form>
-{h("section", "found", h("p", "reason", t(error)) if error else found(query, units or []),
-    id="found")}
 </div>
-<section class="units" aria-label="Stations">
-<h2>Stations</h2>
-{h("table", "counts", stations(station_rows), id="stations")}
+<section class="units" aria-label="Units found">
+<h2>{"Units found" if query else "Search for a unit to see its events"}</h2>
+{h("div", "found", h("p", "reason", t(error)) if error else found(query, units or []),
+   id="found")}
 </section>
 </main>
 </body>
