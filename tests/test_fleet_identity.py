@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from factory.fleet import center, view
@@ -18,9 +19,11 @@ from factory.journal import open_journal
 from factory.journal.errors import InvalidData
 from factory.journal.interface import Journal
 from factory.journal.records import IssueRequest
-from tests.conftest import PRODUCT
+from tests.conftest import PRODUCT, run_cli
 from tests.cups import free_port
 from tests.postgres import PrivatePostgres
+from tests.processes import station_process
+from tests.test_fleet import station_config
 
 
 @pytest.fixture
@@ -141,3 +144,37 @@ async def test_a_shared_postgresql_journal_refuses_a_bound_uci(
                                              uci="0" * 17, bound_at="line-b"))
     finally:
         await journal.close()
+
+
+async def test_a_serving_station_asks_the_center_and_says_its_lag(tmp_path: Path,
+                                                                  center_url: str) -> None:
+    """`factory serve` with [fleet] url: its HTTP API gives a unit known at another station
+    that unit's UCI, and its /metrics say how far the center is behind."""
+    a = await open_journal(tmp_path / "a.sqlite", "line-a")
+    try:
+        first = (await a.issue(hw("AABBCCDDEEFF"))).ucis[0]
+        await ship(a, "line-a", center_url)
+    finally:
+        await a.close()
+    config = station_config(tmp_path / "b", "line-b", center_url)
+    token = run_cli(config, "token", "new", "--role", "device", "--name", "d").stdout.split()[0]
+    auth = {"Authorization": f"Bearer {token}"}
+    async with station_process(config) as (_, base), aiohttp.ClientSession() as session:
+        async with session.post(f"{base}/api/v1/ucis", headers=auth, json={
+                "product": PRODUCT, "hardware_id": "aa:bb:cc:dd:ee:ff"}) as resp:
+            assert resp.status == 201 and (await resp.json())["uci"] == first
+        async with asyncio.timeout(30):  # the shipper catches up: nothing left behind
+            while True:
+                async with session.get(f"{base}/metrics") as resp:
+                    text = await resp.text()
+                if "factory_fleet_lag_events 0.0" in text:
+                    break
+                await asyncio.sleep(0.1)
+    conn = await center.connect(center_url)
+    try:
+        found = await view.unit(conn, first)
+        assert found is not None
+        assert [(e["station"], e["kind"]) for e in found["events"]] == [
+            ("line-a", "issued"), ("line-b", "issued")]
+    finally:
+        await conn.close()
