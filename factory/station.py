@@ -15,6 +15,7 @@ from factory import claim_secret, listeners
 from factory.claim_secret import ClaimSecrets
 from factory.config import ConfigError, Product, StationConfig
 from factory.config.upstream import Upstream
+from factory.fleet.identity import FleetIssuing
 from factory.fleet.shipper import Shipper
 from factory.journal import open_journal
 from factory.journal.interface import Journal
@@ -59,6 +60,10 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         notifier.status("starting: opening the journal")
         journal = await open_journal(config.journal_location, config.station_id, serve=True)
         stack.push_async_callback(journal.close)
+        if config.fleet_url:  # a hardware id new here: the fleet center is asked first
+            asking = FleetIssuing(journal, config.fleet_url)
+            stack.push_async_callback(asking.close)
+            journal = asking
         if journal.hold:  # served read-only, so the status page and /healthz can say why
             log.error("journal %s refuses to issue: %s", config.journal, journal.hold)
         secrets = claim_secret.for_station(config)
@@ -69,7 +74,11 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         await maker.recover()
         metrics = Metrics(config.journal)
         outbox = await start_upstream(config, journal, stack, secrets)
-        live = LiveSources(fixtures=metrics.fixtures, printer=printing, upstream=outbox)
+        # Shipping starts below, with the other tasks; the page shows its lag from now on.
+        shipper = Shipper(journal, config.station_id, config.fleet_url) \
+            if config.fleet_url else None
+        live = LiveSources(fixtures=metrics.fixtures, printer=printing, upstream=outbox,
+                           fleet=shipper)
         desk = ScanDesk()
         runner = web.AppRunner(
             make_app(config, journal, metrics, live, maker, desk),
@@ -100,8 +109,7 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         outbox_task = None
         if outbox is not None:
             outbox_task = asyncio.create_task(outbox.run_forever(), name="outbox")
-        if config.fleet_url:  # cancelled at the end: the center takes a batch whole or not
-            shipper = Shipper(journal, config.station_id, config.fleet_url)
+        if shipper is not None:  # cancelled at the end: the center takes a batch whole or not
             tasks.append(asyncio.create_task(shipper.run_forever(), name="fleet-shipper"))
         if config.printer.enabled:
             log.info("labels print on CUPS queue %s; PDFs kept in %s", config.printer.queue,

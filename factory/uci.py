@@ -7,6 +7,7 @@ symbols in fours and appends the check symbol: ``7KQ2-M9XD-3FHT-0W5R-W``.
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -22,6 +23,8 @@ _ALIASES = str.maketrans({"I": "1", "L": "1", "O": "0"})
 _SEPARATORS = str.maketrans("", "", "- \t")
 # RFC 4648 base32 packs bits the same way; only the symbols differ.
 _FROM_RFC4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", ALPHABET.encode())
+# What separates a UCI from the rest of a URL or a scanned code.
+_PARTS = re.compile(r"[/?#=&:;,\s]+")
 
 
 class UciError(ValueError):
@@ -102,3 +105,20 @@ def parse(text: str) -> str:
                 "a symbol was mistyped or two were swapped"
             )
     return body
+
+
+def find(text: str) -> str:
+    """The canonical UCI that `text` names: a UCI in any form, or a URL (a claim URL) or
+    other text with one as a part of it (the last such part). UciError says why the whole
+    text is not a UCI when no part is one."""
+    text = text.strip()
+    try:
+        return parse(text)
+    except UciError as exc:
+        first = exc
+    for part in reversed(_PARTS.split(text)):
+        try:
+            return parse(part)
+        except UciError:
+            continue
+    raise first

@@ -22,7 +22,7 @@ from factory.cli.common import (
     station_config,
     with_journal,
 )
-from factory.config import StationConfig
+from factory.config import StationConfig, parse_listen
 from factory.fleet import center, view
 from factory.fleet.shipper import Shipper, lag
 from factory.journal.interface import Journal
@@ -52,7 +52,11 @@ def register(sub: Subcommands) -> None:
     clear = command(actions, "clear", cmd_clear,
                     "Let a refused station ship again, after a person looked at why.")
     clear.add_argument("station")
-    for parser in (status, units, unit, verify, export, ship, clear):
+    serve = command(actions, "serve", cmd_serve,
+                    "Serve the fleet page: every station's lag, day and conflicts, and a "
+                    "unit found by UCI or hardware id (tokens: this station's journal).")
+    serve.add_argument("--listen", default="127.0.0.1:8090", help="HOST:PORT")
+    for parser in (status, units, unit, verify, export, ship, clear, serve):
         parser.add_argument("--url", help="the center (default: [fleet] url of the config)")
     for parser in (unit, units, status):
         parser.add_argument("--json", action="store_true", help="print JSON")
@@ -108,10 +112,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         for s in stations:
             flag = f"  REFUSED: {s.refused}" if s.refused else ""
             print(f"  {s.station:<20} event {s.head_seq:<8} newest {s.head_at or '-'}{flag}")
-        for c in conflicts:
+        open_conflicts = [c for c in conflicts if c["open"]]
+        for c in open_conflicts:
             print(f"  CONFLICT: hardware {c['hardware_id']} ({c['product']}) has "
-                  f"{c['uci']} at {c['station']} and {c['other_uci']} at {c['other_station']}")
-        return 1 if conflicts or any(s.refused for s in stations) else 0
+                  f"{c['uci']} at {c['station']} and {c['other_uci']} at {c['other_station']};"
+                  " void one at its station (factory void UCI --reason ...)")
+        return 1 if open_conflicts or any(s.refused for s in stations) else 0
 
     return with_journal(args, work)
 
@@ -182,7 +188,9 @@ def cmd_ship(args: argparse.Namespace) -> int:
     async def work(journal: Journal, config: StationConfig) -> int:
         shipper = Shipper(journal, config.station_id, _url(args, config), page=args.page)
         try:
+            await shipper.report()
             total = await shipper.ship_all()
+            await shipper.report()  # caught up: the fleet view says so
         except center.CenterError as exc:
             raise CliError(str(exc)) from exc
         finally:
@@ -205,3 +213,16 @@ def cmd_clear(args: argparse.Namespace) -> int:
         return 0
 
     return _on_center(args, work)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from factory.web.fleet_app import serve_fleet  # aiohttp only when serving
+
+    config = station_config(args)
+    host, port = parse_listen("--listen", args.listen)
+    try:
+        asyncio.run(serve_fleet(config, _url(args, config), host, port))
+    except OSError as exc:
+        raise CliError(f"cannot serve the fleet page on {args.listen}: "
+                       f"{exc.strerror or exc}") from exc
+    return 0

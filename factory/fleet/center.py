@@ -33,7 +33,12 @@ CREATE TABLE IF NOT EXISTS fleet.stations (
     head_at TEXT,                -- the newest received event's own time
     received_at TIMESTAMPTZ,     -- when the center last took a batch
     refused TEXT NOT NULL DEFAULT '',  -- why this station's events are refused, or ''
-    refused_at TIMESTAMPTZ
+    refused_at TIMESTAMPTZ,
+    -- What the station last said of its own journal (its shipper reports it each round):
+    -- the fleet view's lag without asking the station.
+    reported_seq BIGINT,         -- its newest event
+    reported_oldest TEXT,        -- `at` of its first event the center lacked then
+    reported_at TIMESTAMPTZ
 );
 CREATE TABLE IF NOT EXISTS fleet.events (
     station TEXT NOT NULL,
@@ -59,6 +64,17 @@ CREATE TABLE IF NOT EXISTS fleet.units (
 );
 CREATE INDEX IF NOT EXISTS fleet_units_hardware ON fleet.units (product, hardware_id)
     WHERE hardware_id IS NOT NULL;
+-- The fleet view finds a unit by its hardware id alone (a person does not know the product).
+CREATE INDEX IF NOT EXISTS fleet_units_hardware_id ON fleet.units (hardware_id)
+    WHERE hardware_id IS NOT NULL;
+-- A center made before stations reported their heads (ALTER only then: it locks the table).
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'fleet'
+                   AND table_name = 'stations' AND column_name = 'reported_seq') THEN
+        ALTER TABLE fleet.stations ADD COLUMN reported_seq BIGINT,
+            ADD COLUMN reported_oldest TEXT, ADD COLUMN reported_at TIMESTAMPTZ;
+    END IF;
+END $$;
 -- A hardware id bound to two live UCIs (stations that issued offline): flagged, never hidden.
 CREATE TABLE IF NOT EXISTS fleet.conflicts (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -206,13 +222,26 @@ async def _store(conn: psycopg.AsyncConnection[Any], station: str,
                                " WHERE uci = %s", (event.kind, event.at, event.uci))
 
 
-async def bound_uci(conn: psycopg.AsyncConnection[Any], product: str,
-                    hardware_id: str) -> str | None:
-    """The fleet's live UCI for this hardware identity, if any station has issued one."""
+async def bound(conn: psycopg.AsyncConnection[Any], product: str,
+                hardware_id: str) -> tuple[str, str] | None:
+    """The fleet's live UCI for this hardware identity and the station that issued it, if
+    any station has (the first, should two have: the conflict is flagged apart)."""
     rows = await (await conn.execute(
-        "SELECT uci FROM fleet.units WHERE product = %s AND hardware_id = %s"
-        " AND state <> 'voided' ORDER BY issued_at LIMIT 1", (product, hardware_id))).fetchall()
-    return rows[0][0] if rows else None
+        "SELECT uci, station FROM fleet.units WHERE product = %s AND hardware_id = %s"
+        " AND state <> 'voided' ORDER BY issued_at, uci LIMIT 1",
+        (product, hardware_id))).fetchall()
+    return (rows[0][0], rows[0][1]) if rows else None
+
+
+async def report(conn: psycopg.AsyncConnection[Any], station: str, seq: int,
+                 oldest: str | None) -> None:
+    """The station's newest event and the time of its first one the center lacks (None: it
+    lacks none), for the fleet view's lag."""
+    await conn.execute(
+        "INSERT INTO fleet.stations (station, head_hash, reported_seq, reported_oldest,"
+        " reported_at) VALUES (%s, %s, %s, %s, now()) ON CONFLICT (station) DO UPDATE SET"
+        " reported_seq = excluded.reported_seq, reported_oldest = excluded.reported_oldest,"
+        " reported_at = excluded.reported_at", (station, GENESIS, seq, oldest))
 
 
 async def stations(conn: psycopg.AsyncConnection[Any]) -> list[StationRow]:

@@ -43,19 +43,9 @@ def age(at: str) -> float:
     return max(0.0, round((clock.now() - then).total_seconds(), 1))
 
 
-async def unshipped(journal: Journal, after: int) -> tuple[int, str | None, int | None]:
-    """(count, oldest `at`, seq of the first) of the journal's events after `after`."""
-    count, oldest, first = 0, None, None
-    async for event in journal.events(after=after):
-        if first is None:
-            oldest, first = event.at, event.seq
-        count += 1
-    return count, oldest, first
-
-
 async def lag(journal: Journal, conn: psycopg.AsyncConnection[Any], station: str) -> Lag:
     seq, _, refused = await center.head(conn, station)
-    count, oldest, _ = await unshipped(journal, seq)
+    count, oldest = await journal.behind(seq)
     return Lag(count, age(oldest) if oldest else None, seq, refused)
 
 
@@ -71,6 +61,8 @@ class Shipper:
         self.problem = ""  # why shipping stopped (refused by the center), or ''
         self.away = ""  # why the center cannot be reached now, or ''
         self.shipped = 0
+        self._reported: tuple[int, str | None] | None = None
+        self.center_seq: int | None = None  # the center's newest event of this station, once known
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -87,6 +79,7 @@ class Shipper:
             if self._conn is None or self._conn.closed:
                 self._conn = await center.connect(self._url)
             seq, _, refused = await center.head(self._conn, self._station)
+            self.center_seq = seq
             if refused:
                 self.problem = refused
                 return 0
@@ -108,8 +101,25 @@ class Shipper:
             await self.close()
             raise center.CenterError(f"the fleet center does not answer: {exc}") from exc
         self.problem = receipt.refused
+        self.center_seq = receipt.head_seq
         self.shipped += receipt.accepted
         return receipt.accepted
+
+    async def report(self) -> None:
+        """Tell the center how far this journal goes (the fleet view's lag); once a round."""
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = await center.connect(self._url)
+            conn = self._conn  # `close()` may forget it meanwhile: this one then fails
+            seq, _, _ = await center.head(conn, self._station)
+            self.center_seq = seq
+            count, oldest = await self._journal.behind(seq)
+            if (seq + count, oldest) != self._reported:  # an idle station writes nothing
+                await center.report(conn, self._station, seq + count, oldest)
+                self._reported = (seq + count, oldest)
+        except (psycopg.Error, OSError) as exc:
+            await self.close()
+            raise center.CenterError(f"the fleet center does not answer: {exc}") from exc
 
     async def ship_all(self) -> int:
         """Ship until caught up (or refused); returns how many events the center took."""
@@ -128,6 +138,7 @@ class Shipper:
                 wait = IDLE_LOOK
                 try:
                     woken.clear()
+                    await self.report()
                     await self.ship_all()
                     self.away, attempt = "", 0
                 except center.CenterError as exc:

@@ -1,18 +1,28 @@
-"""The fleet view's reads of the center: units, one unit with its events from every station,
-each station's chain walked again, every event for export, the hardware conflicts."""
+"""The fleet view's reads of the center: each station with its lag and its day, units, one
+unit with its events from every station, a search by UCI or hardware id, each station's chain
+walked again, every event for export, the hardware conflicts."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
+from factory import clock
+from factory import uci as uci_codec
+from factory.hardware import HardwareIdError, normalise
 from factory.journal.chain import ChainWalk
 
 Conn = psycopg.AsyncConnection[Any]
 EVENT_COLUMNS = "station, seq, uci, kind, at, actor, data, hash"
+MAX_FOUND = 20  # units one search shows (a hardware id bound twice shows both)
+
+
+class BadQuery(ValueError):
+    """A search that is neither a UCI (in any form) nor a hardware id; says which forms."""
 
 
 def event_json(row: Any) -> dict[str, Any]:
@@ -47,11 +57,15 @@ async def unit(conn: Conn, uci: str) -> dict[str, Any] | None:
 
 
 async def conflicts(conn: Conn) -> list[dict[str, Any]]:
+    """Hardware ids bound to two UCIs (stations that issued offline); `open` until a person
+    voids one of the two (the void ships like any event)."""
     rows = await (await conn.execute(
-        "SELECT product, hardware_id, uci, station, other_uci, other_station, found_at"
-        " FROM fleet.conflicts ORDER BY id")).fetchall()
+        "SELECT c.product, c.hardware_id, c.uci, c.station, c.other_uci, c.other_station,"
+        " c.found_at, coalesce(a.state, '') <> 'voided' AND coalesce(b.state, '') <> 'voided'"
+        " FROM fleet.conflicts AS c LEFT JOIN fleet.units AS a ON a.uci = c.uci"
+        " LEFT JOIN fleet.units AS b ON b.uci = c.other_uci ORDER BY c.id")).fetchall()
     keys = ("product", "hardware_id", "uci", "station", "other_uci", "other_station",
-            "found_at")
+            "found_at", "open")
     return [{**dict(zip(keys, row, strict=True)), "found_at": row[6].isoformat()}
             for row in rows]
 
@@ -80,3 +94,64 @@ async def verify(conn: Conn) -> dict[str, str]:
     result = {station: walk.problem.reason if walk.problem else ""
               for station, walk in walks.items()}
     return result
+
+
+async def fleet(conn: Conn, since: str) -> list[dict[str, Any]]:
+    """Every station as the center sees it: what it received, the lag the station last
+    reported (events, and the oldest one's age in seconds), and since `since` (a journal time:
+    the day's start) its units and failures; its open hardware conflicts."""
+    rows = await (await conn.execute(
+        "SELECT s.station, s.head_seq, s.head_at, s.received_at, s.refused, s.reported_seq,"
+        " s.reported_oldest, s.reported_at,"
+        " (SELECT count(DISTINCT e.uci) FROM fleet.events AS e WHERE e.station = s.station"
+        "  AND e.at >= %s AND e.uci <> ''),"
+        " (SELECT count(*) FROM fleet.events AS e WHERE e.station = s.station"
+        "  AND e.at >= %s AND e.kind = 'failed')"
+        " FROM fleet.stations AS s ORDER BY s.station", (since, since))).fetchall()
+    open_conflicts = [c for c in await conflicts(conn) if c["open"]]
+    now = clock.now()
+    result = []
+    for (station, head_seq, head_at, received, refused, reported, oldest, reported_at,
+         units_today, failed_today) in rows:
+        events = max(0, int(reported) - int(head_seq)) if reported is not None else None
+        seconds = None
+        if events is not None:
+            seconds = 0.0
+            if events and oldest:
+                then = datetime.fromisoformat(oldest.replace("Z", "+00:00"))
+                seconds = round(max(0.0, (now - then).total_seconds()), 1)
+        result.append({
+            "station": station, "head_seq": int(head_seq), "head_at": head_at,
+            "received_at": received.isoformat() if received else None, "refused": refused,
+            "lag_events": events, "lag_seconds": seconds,
+            "reported_at": reported_at.isoformat() if reported_at else None,
+            "units_today": int(units_today), "failed_today": int(failed_today),
+            "conflicts": sum(station in (c["station"], c["other_station"])
+                             for c in open_conflicts)})
+    return result
+
+
+async def search(conn: Conn, text: str) -> list[dict[str, Any]]:
+    """The units `text` names, each with its events from every station: a UCI in any form
+    (a claim URL, dashed or not, lower case) or a hardware id (a MAC in any form, a chip
+    serial). BadQuery if it is neither."""
+    text = text.strip()
+    ucis: list[str] = []
+    problems = []
+    try:
+        ucis.append(uci_codec.find(text))
+    except uci_codec.UciError as exc:
+        problems.append(f"not a UCI ({exc})")
+    try:
+        hardware = normalise(text)
+    except HardwareIdError as exc:
+        problems.append(f"not a hardware id ({exc})")
+    else:
+        rows = await (await conn.execute(
+            "SELECT uci FROM fleet.units WHERE hardware_id = %s ORDER BY issued_at, uci"
+            " LIMIT %s", (hardware, MAX_FOUND))).fetchall()
+        ucis += [row[0] for row in rows if row[0] not in ucis]
+    if len(problems) == 2:
+        raise BadQuery(f"{text[:80]!r} is {problems[0]} and {problems[1]}")
+    found = [await unit(conn, uci) for uci in ucis]
+    return [u for u in found if u is not None]

@@ -67,11 +67,15 @@ def checked_data(field: str, data: dict[str, Any]) -> str:
 def checked_issue(request: Any) -> str:
     """An issue request's text checked (InvalidData naming the field) and its `issued` events'
     data as canonical JSON: every backend checks a request when it is made."""
-    for name in ("product", "actor", "hardware_id", "idempotency_key"):
+    for name in ("product", "actor", "hardware_id", "idempotency_key", "uci", "bound_at"):
         check_text(name, getattr(request, name))
     data: dict[str, Any] = {"product": request.product}
     if request.hardware_id:
         data["hardware_id"] = request.hardware_id
+    if request.uci:
+        if not request.hardware_id or request.count != 1:
+            raise InvalidData("uci", "a UCI is bound only to one unit's hardware id")
+        data["bound_at"] = request.bound_at  # journaled so: issued at that station first
     if request.idempotency_key is not None:
         data["idempotency_key"] = request.idempotency_key
     return checked_data("", data)

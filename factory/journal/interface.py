@@ -105,6 +105,10 @@ class StatusJournal(Protocol):
     async def count_events(self, counters: Mapping[str, str],
                            since: Mapping[str, str]) -> dict[str, dict[str, int]]: ...
     async def newest_at(self) -> str | None: ...
+    async def behind(self, after: int) -> tuple[int, str | None]:
+        """How many of this station's events come after seq `after`, and the first one's
+        `at` (None if none): a fleet center's lag, without reading them all."""
+        ...
 
 
 class AuditJournal(Protocol):

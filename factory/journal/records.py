@@ -20,6 +20,10 @@ class IssueRequest:
     idempotency_key: str | None = None
     # The request's meaning, compared when an idempotency key comes back.
     fingerprint: str = ""
+    # A UCI the fleet center holds for this hardware id, issued at station `bound_at`: the
+    # journal binds it here instead of drawing one (a unit re-tested at another station).
+    uci: str | None = None
+    bound_at: str = ""
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ COUNTERS: dict[EventKind, CounterName] = {
 class Alert:
     """Something a person has to do now."""
 
-    source: str  # fixture:NAME, printer, upstream, journal, units, clock
+    source: str  # fixture:NAME, printer, upstream, fleet, journal, units, clock
     what: str
     action: str
 
@@ -159,6 +159,13 @@ def upstream_alerts(refused: str, pending: int, age_seconds: float | None,
                             "check the factory network's link to the device cloud; call an "
                             "engineer if it stays"))
     return alerts
+
+
+def fleet_alert(refused: str) -> Alert:
+    """The fleet center refuses this station's events (its chain does not add up there)."""
+    return Alert("fleet", f"The fleet center refuses this station's events: {refused}",
+                 "call an engineer: units go on here and wait in the journal; once the "
+                 "cause is fixed, 'factory fleet clear' lets the station ship again")
 
 
 def clock_alert(seconds: float, at: datetime, until: datetime | None, *, seen: bool = True,

@@ -4,6 +4,7 @@ states, the upstream outbox, journal size. One registry per station (tests build
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -44,6 +45,7 @@ class Metrics:
     def __init__(self, journal_path: Path) -> None:
         self.registry = CollectorRegistry()
         self._fixtures: list[FixtureStatus] = []
+        self._fleet: tuple[Gauge, Gauge, Gauge, Gauge] | None = None
         self.steps = Counter("factory_steps", "Pipeline steps by step and outcome (ok or the "
                              "failure's code)", ["step", "outcome"], registry=self.registry)
         self.step_seconds = Histogram("factory_step_seconds", "Time one pipeline step took",
@@ -74,6 +76,26 @@ class Metrics:
         self.outbox.labels("pending").set(pending)
         self.outbox.labels("failed").set(failed)
         self.outbox_oldest.set(oldest_age or 0.0)
+
+    def observe_fleet(self, events: int | None, seconds: float | None, away: str,
+                      refused: str) -> None:
+        """Set the fleet gauges (mode 2: this station ships to a fleet center); made at the
+        first call, so a station that ships nowhere shows none. NaN: not known yet."""
+        if self._fleet is None:
+            self._fleet = (
+                Gauge("factory_fleet_lag_events", "Events of this station the fleet center "
+                      "does not hold yet", registry=self.registry),
+                Gauge("factory_fleet_lag_seconds", "Age of the oldest event not shipped to "
+                      "the fleet center (0 when none)", registry=self.registry),
+                Gauge("factory_fleet_center_up", "1 when the fleet center answered the "
+                      "shipper's last attempt", registry=self.registry),
+                Gauge("factory_fleet_refused", "1 while the fleet center refuses this "
+                      "station's events (a person must look)", registry=self.registry))
+        lag, age, up, no = self._fleet
+        lag.set(math.nan if events is None else events)
+        age.set(math.nan if seconds is None else seconds)
+        up.set(0.0 if away or events is None else 1.0)
+        no.set(1.0 if refused else 0.0)
 
     def observe_step(self, step: str, outcome: str, seconds: float) -> None:
         self.steps.labels(step, outcome).inc()

@@ -20,6 +20,7 @@ from factory.status.attention import (
     clock_alert,
     fixture_alert,
     fixture_words,
+    fleet_alert,
     journal_alert,
     journal_hold_alert,
     outbox_failed_alert,
@@ -53,6 +54,14 @@ class UpstreamView(Protocol):
     refused: str
 
 
+class ShippingView(Protocol):
+    """What the page reads of the fleet shipper (factory.fleet.shipper.Shipper)."""
+
+    center_seq: int | None  # the center's newest event of this station (None: not heard yet)
+    away: str  # why the center cannot be reached now
+    problem: str  # why the center refuses this station's events
+
+
 def _no_fixtures() -> Sequence[FixtureStatus]:
     return ()
 
@@ -64,6 +73,7 @@ class LiveSources:
     fixtures: Callable[[], Sequence[FixtureStatus]] = _no_fixtures
     printer: PrinterView | None = None
     upstream: UpstreamView | None = None
+    fleet: ShippingView | None = None
     # The clocks between snapshots: a step of the wall clock, and ages it cannot tell.
     clock: clock.StepWatch = field(default_factory=clock.StepWatch)
     notices: Notices = field(default_factory=Notices)  # warnings noticed while serving
@@ -74,6 +84,7 @@ class LiveSources:
             tuple((f.state, f.reason, f.uci, f.done, f.failed) for f in self.fixtures()),
             (self.printer.printer_state, self.printer.printer_reason) if self.printer else (),
             (self.upstream.last_error, self.upstream.refused) if self.upstream else (),
+            (self.fleet.center_seq, self.fleet.away, self.fleet.problem) if self.fleet else (),
             self.notices.version,
         )
 
@@ -130,6 +141,9 @@ async def build(config: StationConfig, journal: Journal, live: LiveSources,
                               config.status.backlog_alert_minutes)
     if (alert := outbox_failed_alert(outbox["failed"])):
         alerts.append(alert)
+    fleet = await fleet_lag(journal, live.fleet, now)
+    if fleet["refused"]:
+        alerts.append(fleet_alert(fleet["refused"]))
     alerts += live.notices.alerts()
     left = await journal.left_in("written", journal_time(now - UNFINISHED_AFTER))
     if (alert := unfinished_alert(*left)):
@@ -153,8 +167,28 @@ async def build(config: StationConfig, journal: Journal, live: LiveSources,
             "refused": refused},
         "printer": {"enabled": config.printer.enabled, "queue": config.printer.queue,
                     "state": printer_state, "reason": printer_reason},
+        "fleet": fleet,
         "attention": [alert.as_dict() for alert in alerts],
     }
+
+
+async def fleet_lag(journal: Journal, shipping: ShippingView | None,
+                    now: datetime | None = None) -> dict[str, Any]:
+    """How far the fleet center is behind this station: events not shipped yet and the
+    oldest one's age in seconds (None when the center was not heard from since start)."""
+    if shipping is None:
+        return {"enabled": False, "events": None, "seconds": None, "center_seq": None,
+                "away": "", "refused": ""}
+    events, seconds = None, None
+    if shipping.center_seq is not None:
+        events, oldest = await journal.behind(shipping.center_seq)
+        seconds = 0.0
+        if oldest is not None:
+            age = (now or clock.now()) - datetime.fromisoformat(oldest.replace("Z", "+00:00"))
+            seconds = round(max(0.0, age.total_seconds()), 1)
+    return {"enabled": True, "events": events, "seconds": seconds,
+            "center_seq": shipping.center_seq, "away": shipping.away,
+            "refused": shipping.problem}
 
 
 def _unit(config: StationConfig, unit: Unit) -> dict[str, Any]:

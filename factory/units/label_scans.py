@@ -6,7 +6,6 @@ name the unit's UCI). Scans arrive through `units/scans.py:ScanDesk`."""
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Sequence
 
 from factory import failpoints
@@ -22,7 +21,6 @@ from factory.units.pipeline import Issue, Ledger, Step, UnitRun
 from factory.units.scans import Scan, ScanDesk
 
 PRESENCE_EVERY = 1.0  # seconds between looks whether the unit is still there while waiting
-_PARTS = re.compile(r"[/?#=&:;,\s]+")
 
 
 class ScanRefused(Exception):
@@ -45,16 +43,11 @@ def read_label(code: str) -> str:
     other text with one as a part of it."""
     text = code.strip()
     try:
-        return uci_codec.parse(text)
-    except uci_codec.UciError as exc:
-        first = exc
-    for part in reversed(_PARTS.split(text)):
-        try:
-            return uci_codec.parse(part)
-        except uci_codec.UciError:
-            continue
+        return uci_codec.find(text)
+    except uci_codec.UciError as first:
+        problem = first
     shown = text if len(text) <= 60 else text[:57] + "..."
-    raise ScanRefused(f"the scan {shown!r} holds no UCI ({first})",
+    raise ScanRefused(f"the scan {shown!r} holds no UCI ({problem})",
                       "scan the unit's label again (hold the scanner steady, the whole code "
                       "in view)")
 

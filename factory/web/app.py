@@ -12,7 +12,7 @@ from factory.journal.backlog import backlog
 from factory.journal.interface import Journal
 from factory.labels.making import LabelMaker
 from factory.status.metrics import Metrics
-from factory.status.snapshot import LiveSources
+from factory.status.snapshot import LiveSources, fleet_lag
 from factory.units.scans import ScanDesk
 from factory.web import api, ioto, openapi, scans, status_routes
 from factory.web.auth import TokenCache
@@ -36,6 +36,9 @@ async def scrape(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     outbox = await backlog(request.app[JOURNAL], limit=0)
     metrics.observe_outbox(outbox["pending"], outbox["failed"], outbox["oldest_age_seconds"])
+    if (shipping := request.app[LIVE].fleet) is not None:
+        lag = await fleet_lag(request.app[JOURNAL], shipping)
+        metrics.observe_fleet(lag["events"], lag["seconds"], lag["away"], lag["refused"])
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

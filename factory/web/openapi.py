@@ -253,6 +253,13 @@ DOCUMENT["components"]["schemas"]["Status"] = {
         "printer": {"type": "object", "properties": {
             "enabled": {"type": "boolean"}, "queue": {"type": "string"},
             "state": {"enum": list(PRINTER_STATES)}, "reason": {"type": "string"}}},
+        "fleet": {"type": "object", "description": "The fleet center's lag behind this "
+                  "station ([fleet] url; null numbers: not reached since start)",
+                  "properties": {
+                      "enabled": {"type": "boolean"}, "events": {"type": ["integer", "null"]},
+                      "seconds": {"type": ["number", "null"]},
+                      "center_seq": {"type": ["integer", "null"]},
+                      "away": {"type": "string"}, "refused": {"type": "string"}}},
         "attention": {"type": "array", "description": "What needs a person now",
                       "items": {"type": "object", "properties": {
                           "source": {"type": "string"}, "what": {"type": "string"},

@@ -89,6 +89,14 @@ class Unavailable(Problem):
         self.headers["Retry-After"] = "5"
 
 
+class CenterUnavailable(Problem):
+    status, title, slug = 503, "Fleet center unavailable", "fleet-center-unavailable"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.headers["Retry-After"] = "5"
+
+
 def translate(exc: Exception) -> Problem | None:
     """Map a domain error to the problem that answers it."""
     if isinstance(exc, (InvalidField, InvalidData)):

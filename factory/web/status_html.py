@@ -121,7 +121,27 @@ def tiles(snap: dict[str, Any]) -> str:
     if pr["reason"]:
         printer_lines.append(h("p", "detail", t(pr["reason"])))
     tone = "stop" if pr["state"] == "unavailable" else "idle"
-    return rate + upstream + h("div", f"tile tone-{tone}", *printer_lines)
+    return rate + upstream + h("div", f"tile tone-{tone}", *printer_lines) + fleet(snap)
+
+
+def fleet(snap: dict[str, Any]) -> str:
+    """The fleet center's lag behind this station (mode 2), if it ships there."""
+    lag = snap.get("fleet") or {}
+    if not lag.get("enabled"):
+        return ""
+    lines = [h("h2", "", "Fleet center")]
+    if lag["events"] is None:
+        lines += [h("p", "big", "?"), h("p", "", "not reached since start")]
+    else:
+        lines += [h("p", "big", t(lag["events"])), h("p", "", "events not shipped yet")]
+        if lag["events"] and lag["seconds"] is not None:
+            lines.append(h("p", "", t(f"oldest {duration(lag['seconds'])}")))
+    if lag["away"]:
+        lines.append(h("p", "detail", t(f"center unreachable: {lag['away']}")))
+    if lag["refused"]:
+        lines.append(h("p", "detail", t(f"refused: {lag['refused']}")))
+    tone = "stop" if lag["refused"] else "idle"
+    return h("div", f"tile tone-{tone} fleet", *lines, id="fleet-lag")
 
 
 def units(snap: dict[str, Any]) -> str:

@@ -76,16 +76,21 @@ async def _check(request: web.Request, token: str, what: str) -> None:
                         "or operator token")
 
 
-async def page(request: web.Request) -> web.Response:
-    """GET /: the page, rendered with the current snapshot; ?token= saves a token first."""
+async def take_token(request: web.Request) -> None:
+    """With ?token=: check it, keep it in the screen's cookie and send the browser to the
+    address without it (so it leaves the address bar and the history); else nothing."""
     token = request.query.get("token")
     if token is not None:
         await _check(request, token.strip(), "the token in the address")
-        # Redirect so the token leaves the address bar and the browser's history.
         response = web.HTTPSeeOther(request.rel_url.with_query(None))
         response.set_cookie(COOKIE, token.strip(), max_age=COOKIE_MAX_AGE, path="/",
                             httponly=True, samesite="Strict")
         raise response
+
+
+async def page(request: web.Request) -> web.Response:
+    """GET /: the page, rendered with the current snapshot; ?token= saves a token first."""
+    await take_token(request)
     await allow(request)
     body = render(await request.app[STATUS_FEED].current())
     return web.Response(text=body, content_type="text/html",

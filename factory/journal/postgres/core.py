@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from factory.journal.chain import checked_issue, checked_step
-from factory.journal.errors import JournalError, JournalUnavailable
+from factory.journal.errors import InvalidData, JournalError, JournalUnavailable
 from factory.journal.interface import OutboxRequest
 from factory.journal.postgres.writer import (
     MAX_UNITS_PER_BATCH,
@@ -117,6 +117,9 @@ class Core:
 
     async def issue(self, request: IssueRequest) -> IssueResult:
         checked_issue(request)  # InvalidData now, not in a batch, if it cannot be stored
+        if request.uci:  # mode 1 binds hardware ids across stations itself (a unique index)
+            raise InvalidData("uci", "a shared PostgreSQL journal draws its own UCIs; binding "
+                                     "a fleet center's UCI is for a station on SQLite")
         job = IssueJob(request, asyncio.get_running_loop().create_future())
         return await self._submit(job, job.future)
 

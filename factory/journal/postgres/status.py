@@ -28,6 +28,15 @@ class StatusReads(Core):
                                 (self.station,))
         return rows[0][0] if rows else None
 
+    async def behind(self, after: int) -> tuple[int, str | None]:
+        """This station's events after seq `after` (its seqs have no gap), the first's `at`."""
+        rows = await self._read(
+            "SELECT (SELECT max(seq) FROM events WHERE station = %s),"
+            " (SELECT at FROM events WHERE station = %s AND seq = %s)",
+            (self.station, self.station, after + 1))
+        newest, first = rows[0]
+        return max(0, int(newest or 0) - after), first
+
     async def count_events(self, counters: Mapping[str, str],
                            since: Mapping[str, str]) -> dict[str, dict[str, int]]:
         """Units with events of the mapped kinds per counter and window, as SQLite's

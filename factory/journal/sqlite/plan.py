@@ -101,8 +101,9 @@ def plan_issue(plan: Plan, job: IssueJob, known: Known,
         created = False
     else:
         drawn = []
-        for uci in new_ucis(job.part or job.size):
-            while uci in known.states:  # drawn twice in this batch: draw again
+        # A UCI the fleet bound to this hardware at another station is bound here too.
+        for uci in [req.uci] if req.uci else new_ucis(job.part or job.size):
+            while uci in known.states and not req.uci:  # drawn twice in this batch: again
                 uci = new_ucis(1)[0]
             plan.last_unit += 1
             plan.event(plan.last_unit, uci, "issued", req.actor, job.text)

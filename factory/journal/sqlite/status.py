@@ -34,6 +34,14 @@ class StatusReads(Core):
         """The latest `at` any event carries (later than now if the clock went back)."""
         return await activity.newest_at(await self._side_reader())
 
+    async def behind(self, after: int) -> tuple[int, str | None]:
+        """Events after seq `after` (seqs run 1, 2, 3, … with no gap) and the first's `at`."""
+        rows = list(await self._reader.execute_fetchall(
+            "SELECT (SELECT max(seq) FROM events), (SELECT at FROM events WHERE seq = ?)",
+            (after + 1,)))
+        newest, first = rows[0]
+        return max(0, (newest or 0) - after), first
+
     async def _side_reader(self) -> aiosqlite.Connection:
         """A reader of its own for the status page's counts (a day of events), so the
         station's quick reads (tokens, units) never queue behind them."""
