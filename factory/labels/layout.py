@@ -13,7 +13,7 @@ from pathlib import Path
 from factory import uci as ucis
 from factory.config import Product
 from factory.labels import geometry, placeholders, symbols
-from factory.labels.elements import MM_PER_PT, Code128, Image, Qr, Text
+from factory.labels.elements import MM_PER_PT, Align, Code128, Image, Qr, Text
 from factory.labels.errors import ContentError
 from factory.labels.metrics import text_width
 from factory.labels.template import Template
@@ -45,6 +45,10 @@ class TextRun:
     text: str
     font: str
     size: float  # points
+    top: float  # the element's box, which printer fonts (ZPL) align the text in themselves
+    left: float
+    width: float
+    align: Align
 
 
 @dataclass(frozen=True)
@@ -104,12 +108,12 @@ def layout(template: Template, data: LabelData) -> Label:
 
 
 def check_product(template: Template, product: Product, *,
-                  claim_secret: str | None = None) -> None:
+                  claim_secret: str | None = None) -> Label:
     """Lay out a sample label of `product`, so a name or model that cannot fit the template
     stops the station at start-up instead of failing after a unit has been written."""
     sample = LabelData.for_product(product, ucis.encode(0), date=datetime.date(2000, 12, 31),
                                    claim_secret=claim_secret)
-    layout(template, sample)
+    return layout(template, sample)
 
 
 def _values(template: Template, data: LabelData) -> dict[str, str | None]:
@@ -167,7 +171,8 @@ def _text(template: Template, text: Text, data: LabelData,
                 f"allowed; the box is {text.width:.1f} mm"))
     offset = {"left": 0.0, "center": (text.width - width) / 2, "right": text.width - width}
     return TextRun(x=text.x + offset[text.align], y=geometry.baseline(text, size),
-                   text=content, font=text.font, size=size)
+                   text=content, font=text.font, size=size, top=text.y, left=text.x,
+                   width=text.width, align=text.align)
 
 
 def _qr(template: Template, qr: Qr, data: LabelData, values: dict[str, str | None]) -> QrSymbol:
