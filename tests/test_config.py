@@ -196,6 +196,11 @@ BAD_FIXTURES = [
      "fixtures[1].name", "'f1' is used twice"),
     (CONFIG_TEXT + FIXTURE + FIXTURE.replace('"f1"', '"f2"'),
      "fixtures[1].port", "'/dev/ttyUSB0' is used twice"),
+    (CONFIG_TEXT + FIXTURE + 'scan_check = true\n[fixtures.scanner]\nport = "/dev/ttyUSB0"\n',
+     "fixtures[0].scanner.port", "'/dev/ttyUSB0' is this fixture's own unit port"),
+    (CONFIG_TEXT + FIXTURE + FIXTURE.replace('"f1"', '"f2"').replace("USB0", "USB1")
+     + 'scan_check = true\n[fixtures.scanner]\nport = "/dev/./ttyUSB0"\n',
+     "fixtures[1].scanner.port", "fixture 'f1''s unit port"),
 ]
 
 
