@@ -5,6 +5,8 @@ same places as on the PDF of the same template; what ZPL cannot draw is refused 
 from __future__ import annotations
 
 import datetime
+import random
+import string
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from factory import uci as ucis
 from factory.labels.errors import TemplateError
 from factory.labels.layout import Barcode, LabelData, QrSymbol, layout
 from factory.labels.render import render_labels
+from factory.labels.symbols import LEVELS, qr_matrix, qr_size
 from factory.labels.template import Template, load_template
 from factory.labels.zpl import check, dots, render_zpl
 from tests.conftest import CONFIG_TEXT, PRODUCT, ROOT, run_cli, write_config
@@ -175,3 +178,20 @@ height = 5
     # The product's own QR content ("{uci}" unless it sets qr) replaces the template's.
     assert sorted((s.format, s.text) for s in symbols(image)) == [
         ("Code128", ucis.parse(uci)), ("QRCode", ucis.parse(uci))]
+
+
+def test_qr_size_without_encoding_is_the_encoded_size() -> None:
+    """What ZPL layout places by (the printer encodes the symbol) equals the real symbol's
+    size, for claim URLs of any UCI (digit-heavy ones too) and for mixed contents near
+    version boundaries, where the shortcut must fall back to encoding."""
+    rng = random.Random(18)
+    values = [ucis.encode(rng.getrandbits(80)) for _ in range(300)]
+    values += [ucis.encode(n) for n in range(0, 10**6, 9973)]  # leading zeros: numeric runs
+    contents = [f"https://claim.example.com/c/{v}" for v in values] + values
+    classes = [string.digits, string.ascii_uppercase + " $%*+-./:", "abc~"]
+    for _ in range(400):
+        pick = [rng.choice(classes) for _ in range(rng.randint(1, 4))]
+        contents.append("".join(rng.choice(rng.choice(pick)) for _ in range(rng.randint(1, 90))))
+    for content in contents:
+        level = rng.choice(LEVELS)
+        assert qr_size(content, level) == qr_matrix(content, level).size, (content, level)

@@ -56,8 +56,10 @@ class QrSymbol:
     x: float  # top-left corner of the first module (the quiet zone is around it)
     y: float
     module: float
-    matrix: symbols.QrMatrix
+    matrix: symbols.QrMatrix | None  # None: laid out for a printer that draws it (ZPL)
     content: str  # what the symbol encodes, exactly
+    level: symbols.Level
+    size: int  # modules a side
 
 
 @dataclass(frozen=True)
@@ -90,15 +92,16 @@ class Label:
     items: tuple[Item, ...]
 
 
-def layout(template: Template, data: LabelData) -> Label:
-    """Place every element of `template` for the unit `data`; ContentError if it cannot fit."""
+def layout(template: Template, data: LabelData, *, modules: bool = True) -> Label:
+    """Place every element of `template` for the unit `data`; ContentError if it cannot fit.
+    Without `modules`, QR symbols are placed but not encoded (a ZPL printer draws them)."""
     values = _values(template, data)
     items: list[Item] = []
     for element in template.elements:
         if isinstance(element, Text):
             items.append(_text(template, element, data, values))
         elif isinstance(element, Qr):
-            items.append(_qr(template, element, data, values))
+            items.append(_qr(template, element, data, values, modules))
         elif isinstance(element, Code128):
             items.append(_code128(template, element, data, values))
         else:
@@ -175,19 +178,21 @@ def _text(template: Template, text: Text, data: LabelData,
                    width=text.width, align=text.align)
 
 
-def _qr(template: Template, qr: Qr, data: LabelData, values: dict[str, str | None]) -> QrSymbol:
+def _qr(template: Template, qr: Qr, data: LabelData, values: dict[str, str | None],
+        modules: bool) -> QrSymbol:
     content = _fill(template, qr.name, qr.content, data, values, capped=True)
     try:
-        matrix = symbols.qr_matrix(content, qr.level)
+        matrix = symbols.qr_matrix(content, qr.level) if modules else None
+        size = matrix.size if matrix else symbols.qr_size(content, qr.level)
     except symbols.SymbolError as exc:
         raise ContentError(template.source, qr.name, data.uci, str(exc)) from exc
-    placed = geometry.place_qr(template.page, qr, matrix.size)
+    placed = geometry.place_qr(template.page, qr, size)
     if placed.module < geometry.MIN_MODULE_MM - geometry.EPS:
         raise ContentError(template.source, qr.name, data.uci, (
-            f"{content!r} needs {matrix.size}x{matrix.size} modules: "
+            f"{content!r} needs {size}x{size} modules: "
             f"{placed.module:.3f} mm each is too small to scan"))
     return QrSymbol(x=placed.x, y=placed.y, module=placed.module, matrix=matrix,
-                    content=content)
+                    content=content, level=qr.level, size=size)
 
 
 def _code128(template: Template, code: Code128, data: LabelData,

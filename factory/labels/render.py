@@ -122,6 +122,7 @@ class _Drawer:
 
     def _qr(self, ops: list[str], qr: QrSymbol, left: float, top: float) -> None:
         # One unit per module, y flipped so row r is r modules below the symbol's top.
+        assert qr.matrix is not None, "laid out without its modules"
         module = number(qr.module * PT_PER_MM)
         ops.append(f"q {module} 0 0 -{module} {self._x(left + qr.x)} {self._y(top + qr.y)} cm\n")
         for row, cells in enumerate(qr.matrix.rows):

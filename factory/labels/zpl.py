@@ -56,7 +56,7 @@ def render_zpl(template: Template, labels: Iterable[LabelData], out: IO[bytes] |
     count = 0
     with output_stream(out) as stream:
         for data in labels:
-            stream.write(label_zpl(template, layout(template, data), dpi))
+            stream.write(label_zpl(template, layout(template, data, modules=False), dpi))
             count += 1
         if not count:
             raise LabelError(f"{template.name}: no labels to render")
@@ -96,7 +96,7 @@ def _qr(template: Template, qr: QrSymbol, dpi: int) -> str:
     # (it persists between formats): pinned to 1, the symbol starts at the ^FO.
     magnification = _magnification(template, qr, dpi)
     return (f"^BY1,3,1^FO{dots(qr.x, dpi)},{dots(qr.y, dpi)}^BQN,2,{magnification}"
-            + _field(f"{qr.matrix.level}A,{qr.content}"))
+            + _field(f"{qr.level}A,{qr.content}"))
 
 
 def _barcode(template: Template, code: Barcode, dpi: int) -> str:
