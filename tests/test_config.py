@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from factory.config import DRIVERS, UPSTREAM_KINDS, ConfigError, Fixture, load
 from factory.config.fixtures import SETTINGS
+from factory.config.station import PrinterKind
 from factory.config.upstream import PARSERS
+from factory.labels.printers.kinds import PRINTERS
 from tests.conftest import CONFIG_TEXT, PRODUCT, ROOT, run_cli, write_config
 
 
@@ -250,6 +253,7 @@ def test_every_upstream_kind_and_driver_has_a_parser() -> None:
     # The Literal types name the kinds and drivers; their parsers register separately.
     assert list(PARSERS) == list(UPSTREAM_KINDS)
     assert list(SETTINGS) == list(DRIVERS)
+    assert list(PRINTERS) == list(get_args(PrinterKind))
     assert set(SETTINGS) <= {f.name for f in fields(Fixture)}
 
 

@@ -68,6 +68,24 @@ async def test_zpl_through_a_cups_raw_queue(tmp_path: Path) -> None:
         assert claim_of(job) == [CLAIM_URL.format(uci=uci)]
 
 
+async def test_zpl_passes_a_queue_with_the_zebra_driver_unfiltered(tmp_path: Path) -> None:
+    """`lp -o raw`: the queue's own driver would otherwise rasterise the ZPL as text."""
+    zebra = Device()
+    await zebra.start()
+    try:
+        async with private_cups(tmp_path) as cups, zpl_station(
+                tmp_path, f'queue = "zebra"\nserver = "{cups.server}"\n') as (
+                config, journal, labels, _):
+            await cups.add_queue("zebra", f"socket://127.0.0.1:{zebra.port}",
+                                 "drv:///sample.drv/zebra.ppd")
+            uci = await provision(config, journal, labels, "02:00:00:00:00:24")
+            await until_state(journal, uci, "printed")
+            [job] = await zebra.wait_jobs(1)
+            assert job == (await kept_zpl(journal, uci)).read_bytes()
+    finally:
+        await zebra.stop()
+
+
 async def test_zpl_to_a_raw_port_waits_out_a_printer_that_is_off(tmp_path: Path) -> None:
     zebra = Device()  # port 9100 of a Zebra, switched off for now
     async with zpl_station(tmp_path, f'socket = "127.0.0.1:{zebra.port}"\n') as (
