@@ -20,7 +20,11 @@ from factory.labels.print_queue import PrintQueue
 from factory.labels.printers.kinds import label_printer
 from factory.labels.printers.socket.printer import SocketPrinter
 from factory.labels.products import ProductLabels
+from tests.conftest import PRODUCT
 from tests.cups import Device, private_cups
+from tests.processes import station_process
+from tests.test_fixtures import plugged, read_device
+from tests.test_label_scans_crash import events
 from tests.test_labels_station import CLAIM_URL, kinds, provision, station_config, until_state
 from tests.zpl_reading import symbols, zpl_image
 
@@ -133,5 +137,45 @@ async def test_a_crash_after_sending_to_a_raw_port_does_not_print_twice(
             assert await journal.labels_owed() == []
             await asyncio.sleep(0.3)
             assert len(zebra.jobs) == 1
+    finally:
+        await zebra.stop()
+
+
+async def test_a_station_killed_after_sending_to_a_raw_port_prints_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL (failpoint `print.submitted`) right after the label went to port 9100, before
+    the journal heard of it: the restarted station adopts the send, nothing prints twice."""
+    zebra = Device()
+    await zebra.start()
+    config = station_config(tmp_path, f"""
+[printer]
+language = "zpl"
+socket = "127.0.0.1:{zebra.port}"
+
+[[fixtures]]
+name = "f1"
+port = "f1.tty"
+driver = "framed"
+product = "{PRODUCT}"
+poll_interval = 0.05
+""")
+    try:
+        async with plugged(tmp_path / "f1.tty", tmp_path / "unit", "02:00:00:00:00:25"):
+            monkeypatch.setenv("FACTORY_FAILPOINTS", "print.submitted")
+            async with station_process(config) as (proc, _):
+                async with asyncio.timeout(30):
+                    assert await proc.wait() == -9  # killed at the failpoint
+            [job] = await zebra.wait_jobs(1)
+            uci = read_device(tmp_path / "unit")["id"]
+            assert "print_submitted" not in events(config, uci)
+            monkeypatch.delenv("FACTORY_FAILPOINTS")
+            async with station_process(config):
+                async with asyncio.timeout(30):
+                    while "printed" not in events(config, uci):
+                        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        assert zebra.jobs == [job] and claim_of(job) == [CLAIM_URL.format(uci=uci)]
+        kinds_seen = events(config, uci)
+        assert kinds_seen.count("print_submitting") == 1 and kinds_seen.count("printed") == 1
     finally:
         await zebra.stop()
