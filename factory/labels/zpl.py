@@ -21,7 +21,6 @@ from factory.labels.layout import Barcode, Label, LabelData, Picture, QrSymbol, 
 from factory.labels.render import output_stream
 from factory.labels.template import Template
 
-DPIS = (152, 203, 300, 600)  # the print heads Zebra makes
 MAX_MAGNIFICATION = 10  # ^BQ's largest module, in dots
 _ALIGN = {"left": "L", "center": "C", "right": "R"}
 # ^FH hex-escapes field data: ^ and ~ would start a command, _ is the escape itself.
