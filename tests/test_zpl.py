@@ -10,15 +10,16 @@ import string
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from factory import uci as ucis
+from factory.labels.elements import Text
 from factory.labels.errors import TemplateError
 from factory.labels.layout import Barcode, LabelData, QrSymbol, layout
 from factory.labels.render import render_labels
 from factory.labels.symbols import LEVELS, qr_matrix, qr_size
 from factory.labels.template import Template, load_template
-from factory.labels.zpl import check, dots, render_zpl
+from factory.labels.zpl import check, dots, label_zpl, render_zpl
 from tests.conftest import CONFIG_TEXT, PRODUCT, ROOT, run_cli, write_config
 from tests.zpl_reading import pdf_image, symbols, zpl_image
 
@@ -195,3 +196,17 @@ def test_qr_size_without_encoding_is_the_encoded_size() -> None:
     for content in contents:
         level = rng.choice(LEVELS)
         assert qr_size(content, level) == qr_matrix(content, level).size, (content, level)
+
+
+@pytest.mark.parametrize("name", ["MMMMMMMMMMMMMM", "Acme Air Quality Sensor Pro"])
+def test_printer_font_text_stays_in_its_box(name: str) -> None:
+    """Names the PDF shrinks to fit also fit in font 0 at that size (it is narrower than
+    Helvetica Bold): no ink past the box, none wrapped onto a second line."""
+    chosen = load_template(ROOT / "labels" / "thermal-50x30.toml")
+    label = layout(chosen, data(name))
+    image = zpl_image(label_zpl(chosen, label, 203), 400, 240, 203)
+    box = next(e for e in chosen.elements if isinstance(e, Text) and e.name.endswith("'product'"))
+    qr = dots(28, 203)  # where the QR's square (quiet zone included) starts
+    ink = ImageOps.invert(image).crop((0, 0, qr, dots(box.y + 3.7, 203))).getbbox()
+    assert ink is not None and ink[0] >= dots(box.x, 203) - 1
+    assert ink[2] <= dots(box.x + box.width, 203)
