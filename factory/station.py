@@ -112,8 +112,9 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         if shipper is not None:  # cancelled at the end: the center takes a batch whole or not
             tasks.append(asyncio.create_task(shipper.run_forever(), name="fleet-shipper"))
         if config.printer.enabled:
-            log.info("labels print on CUPS queue %s; PDFs kept in %s", config.printer.queue,
-                     config.printer.keep)
+            where = "CUPS queue" if config.printer.kind == "cups" else "raw port"
+            log.info("labels print as %s on %s %s; kept in %s", config.printer.language.upper(),
+                     where, config.printer.name, config.printer.keep)
         notifier.ready(status_line(urls, fixtures))
         await stop.wait()
         notifier.stopping("stopping: finishing the units in the fixtures and requests "

@@ -1,4 +1,4 @@
-"""Benchmark label PDFs: our renderer against a naive baseline, and three QR libraries.
+"""Benchmark label PDFs: our renderer against a naive baseline, three QR libraries, and ZPL.
 
 Run it from the repository root with the project's virtualenv::
 
@@ -15,11 +15,14 @@ What it measures, in one run:
    * baseline: the naive way: ``qrcode`` renders each QR to a PIL image, reportlab's canvas
      places it with ``drawImage`` next to the same text, ``showPage`` per label, ``save()``;
    * ours+segno (smallest count only): our renderer with segno making the matrices, to show
-     what the QR library costs end to end.
+     what the QR library costs end to end;
+   * zpl: the same template and layout as native ZPL II at 203 dpi (``render_zpl``: the
+     printer draws QR, barcode and text, so no matrices and no PDF objects are made).
    Each case runs in a fresh process, which reports its time and its peak RSS growth
    (Linux's VmHWM, reset just before rendering, minus the RSS then); ours also reports
    tracemalloc's peak.
-3. Ratios: ours / baseline per count (target >= 3x) and ours against 300 labels/s.
+3. Ratios: ours / baseline per count (target >= 3x), ours against 300 labels/s, and ZPL's
+   labels/s and bytes per label against our PDF path's (target >= 5x the labels/s).
 
 Missed targets are reported, not failed; exit status 1 only if a PDF has the wrong page count.
 """
@@ -44,6 +47,7 @@ TEMPLATE = ROOT / "labels" / "thermal-50x30.toml"
 URL = "https://claim.example.com/c/{uci}"
 TARGET_RATE = 300.0
 TARGET_RATIO = 3.0
+TARGET_ZPL_RATIO = 5.0
 
 
 def labels(count: int) -> Iterator[Any]:
@@ -177,8 +181,16 @@ def render_baseline(count: int, out: Path) -> int:
     return pages
 
 
+def render_zpl(count: int, out: Path) -> int:
+    from factory.labels.template import load_template
+    from factory.labels.zpl import render_zpl as zpl
+
+    return zpl(load_template(TEMPLATE), labels(count), out, 203)
+
+
 RENDERERS: dict[str, Callable[[int, Path], int]] = {
-    "ours": render_ours, "ours+segno": render_ours_segno, "baseline": render_baseline}
+    "ours": render_ours, "ours+segno": render_ours_segno, "baseline": render_baseline,
+    "zpl": render_zpl}
 
 
 def _status_kib(field: str) -> int:
@@ -242,15 +254,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)
         rates: dict[tuple[str, int], float] = {}
-        cases = [(name, n) for n in counts for name in ("ours", "baseline")]
+        sizes: dict[tuple[str, int], float] = {}
+        cases = [(name, n) for n in counts for name in ("ours", "baseline", "zpl")]
         cases.append(("ours+segno", counts[0]))
         for name, count in cases:
             result = run_case(name, count, folder)
             rate = count / result["seconds"]
             rates[name, count] = rate
+            sizes[name, count] = result["bytes"] / count
             ok &= result["pages"] == count
             print(f"  {name:10} {count:6} labels: {rate:7.0f} labels/s  {result['seconds']:6.2f} s"
-                  f"  peak RSS growth {result['rss_growth_kib'] / 1024:6.1f} MiB  PDF "
+                  f"  peak RSS growth {result['rss_growth_kib'] / 1024:6.1f} MiB  file "
                   f"{result['bytes'] / count:5.0f} bytes/label  pages ok: "
                   f"{result['pages'] == count}")
         for count in counts:
@@ -263,6 +277,13 @@ def main() -> int:
         ratio_ok = "met" if ours / base >= TARGET_RATIO else "MISSED"
         print(f"  {count:6} labels: ours {ours:.0f}/s (target >= {TARGET_RATE:.0f}: {rate_ok}), "
               f"{ours / base:.1f}x the baseline (target >= {TARGET_RATIO:.0f}x: {ratio_ok})")
+    for count in counts:
+        zpl, ours = rates["zpl", count], rates["ours", count]
+        zpl_ok = "met" if zpl / ours >= TARGET_ZPL_RATIO else "MISSED"
+        print(f"  {count:6} labels: ZPL {zpl:.0f}/s, {zpl / ours:.1f}x our PDF path (target >= "
+              f"{TARGET_ZPL_RATIO:.0f}x: {zpl_ok}); {sizes['zpl', count]:.0f} bytes/label, "
+              f"{sizes['ours', count] / sizes['zpl', count]:.1f}x smaller than the PDF's "
+              f"{sizes['ours', count]:.0f}")
     segno_rate = rates["ours+segno", counts[0]]
     print(f"  with segno instead of zxing-cpp our renderer would do {segno_rate:.0f}/s "
           f"({rates['ours', counts[0]] / segno_rate:.1f}x slower)")

@@ -88,10 +88,12 @@ class PrivateCups:
             raise AssertionError(f"{program} {' '.join(args)} exited {proc.returncode}: {text}")
         return text
 
-    async def add_queue(self, name: str, device_uri: str) -> None:
+    async def add_queue(self, name: str, device_uri: str, model: str = "") -> None:
+        """A queue to `device_uri` with the driver `model` (`lpinfo -m`), or raw."""
         # No `-m`: a PPD-less queue is raw (sends the file as is); `-m raw` does the same but
         # prints CUPS 2.4's "Raw queues are deprecated" warning.
-        await self.admin("lpadmin", "-p", name, "-E", "-v", device_uri)
+        driver = ["-m", model] if model else []
+        await self.admin("lpadmin", "-p", name, "-E", "-v", device_uri, *driver)
 
     async def disable(self, reason: str = "stopped by the test") -> None:
         await self.admin("cupsdisable", "-r", reason, self.queue)

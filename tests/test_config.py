@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from factory.config import DRIVERS, UPSTREAM_KINDS, ConfigError, Fixture, load
 from factory.config.fixtures import SETTINGS
+from factory.config.station import PrinterKind
 from factory.config.upstream import PARSERS
+from factory.labels.printers.kinds import PRINTERS
 from tests.conftest import CONFIG_TEXT, PRODUCT, ROOT, run_cli, write_config
 
 
@@ -91,6 +94,19 @@ BAD = [
     (CONFIG_TEXT + "\n[printer]\nqueue = \"a b\"\n", "printer.queue", "CUPS queue name"),
     (CONFIG_TEXT + "\n[printer]\nqueue = \"q\"\n[printer.options]\nmedia = 5\n",
      "printer.options.media", "name = \"value\""),
+    (CONFIG_TEXT + "\n[printer]\nlanguage = \"epl\"\n", "printer.language",
+     "must be one of pdf, zpl"),
+    (CONFIG_TEXT + "\n[printer]\ndpi = 200\n", "printer.dpi", "152, 203, 300, 600"),
+    (CONFIG_TEXT + "\n[printer]\nlanguage = \"zpl\"\nsocket = \"zebra-1\"\n",
+     "printer.socket", "must be HOST:PORT"),
+    (CONFIG_TEXT + "\n[printer]\nlanguage = \"zpl\"\nsocket = \"a b:9100\"\n",
+     "printer.socket", "printer's HOST:PORT"),
+    (CONFIG_TEXT + "\n[printer]\nlanguage = \"zpl\"\nsocket = \"zebra-1:0\"\n",
+     "printer.socket", "printer's HOST:PORT"),
+    (CONFIG_TEXT + "\n[printer]\nsocket = \"zebra-1:9100\"\n", "printer.socket",
+     "set language = \"zpl\""),
+    (CONFIG_TEXT + "\n[printer]\nlanguage = \"zpl\"\nqueue = \"q\"\n"
+     "socket = \"zebra-1:9100\"\n", "printer.socket", "remove one"),
     (CONFIG_TEXT + "\n[scanner]\nx = 1\n", "scanner", "not a known setting"),
     (CONFIG_TEXT + UPSTREAM + "retry_base = 0\n", "upstream.retry_base", "seconds above 0"),
     (CONFIG_TEXT + UPSTREAM + "retry_base = 5\nretry_cap = 2\n", "upstream.retry_cap",
@@ -183,6 +199,11 @@ BAD_FIXTURES = [
      "fixtures[1].name", "'f1' is used twice"),
     (CONFIG_TEXT + FIXTURE + FIXTURE.replace('"f1"', '"f2"'),
      "fixtures[1].port", "'/dev/ttyUSB0' is used twice"),
+    (CONFIG_TEXT + FIXTURE + 'scan_check = true\n[fixtures.scanner]\nport = "/dev/ttyUSB0"\n',
+     "fixtures[0].scanner.port", "'/dev/ttyUSB0' is this fixture's own unit port"),
+    (CONFIG_TEXT + FIXTURE + FIXTURE.replace('"f1"', '"f2"').replace("USB0", "USB1")
+     + 'scan_check = true\n[fixtures.scanner]\nport = "/dev/./ttyUSB0"\n',
+     "fixtures[1].scanner.port", "fixture 'f1''s unit port"),
 ]
 
 
@@ -215,12 +236,24 @@ media = "Custom.50x30mm"
     assert config.printer.keep == tmp_path / "pdfs"
     assert config.products[1].qr == "https://c.example/c/{uci}"
     assert config.products[0].qr == "{uci}"
+    assert (config.printer.language, config.printer.dpi, config.printer.kind) == (
+        "pdf", 203, "cups")
+    zebra = load(write_config(tmp_path, CONFIG_TEXT + """
+[printer]
+language = "zpl"
+dpi = 300
+socket = "zebra-7.line.example:9100"
+""")).printer
+    assert zebra.enabled and zebra.kind == "socket" and zebra.language == "zpl"
+    assert zebra.socket == ("zebra-7.line.example", 9100) and zebra.dpi == 300
+    assert zebra.name == "zebra-7.line.example:9100"
 
 
 def test_every_upstream_kind_and_driver_has_a_parser() -> None:
     # The Literal types name the kinds and drivers; their parsers register separately.
     assert list(PARSERS) == list(UPSTREAM_KINDS)
     assert list(SETTINGS) == list(DRIVERS)
+    assert list(PRINTERS) == list(get_args(PrinterKind))
     assert set(SETTINGS) <= {f.name for f in fields(Fixture)}
 
 

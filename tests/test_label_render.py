@@ -153,6 +153,7 @@ def test_qr_is_vector_runs_not_an_image(tmp_path: Path) -> None:
     (stream,) = re.findall(rb"stream\n(.*?)\nendstream", raw, re.S)
     content = zlib.decompress(stream).decode()
     (qr,) = [i for i in layout(template, data(UCIS[1])).items if isinstance(i, QrSymbol)]
+    assert qr.matrix is not None
     runs = sum(len(dark_runs(row)) for row in qr.matrix.rows)
     dark = sum(row.count(1) for row in qr.matrix.rows)
     assert content.count(" 1 re\n") == runs < dark  # one rectangle per run, not per module

@@ -5,7 +5,7 @@ waiting for another scan; the label on a finished unit is checked against its UC
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -16,9 +16,10 @@ from factory.config.scanner import Scanning
 from factory.journal.interface import Journal
 from factory.journal.records import IssueRequest
 from factory.states import FixtureStatus
+from factory.units.driver import UnitDriver
 from factory.units.errors import UnitGone
-from factory.units.label_scans import LabelMismatch, read_label, with_scans
-from factory.units.pipeline import DEFAULT_STEPS, Pipeline, UnitRun
+from factory.units.label_scans import LabelMismatch, LabelNotPrinted, read_label, with_scans
+from factory.units.pipeline import DEFAULT_STEPS, Ledger, Pipeline, Step, UnitRun
 from factory.units.scans import ScanDesk, ScanIgnored
 from tests.conftest import OTHER_PRODUCT, PRODUCT
 from tests.test_pipeline import MemoryUnit
@@ -45,12 +46,13 @@ async def sheet(journal: Journal, count: int, pid: str = PRODUCT) -> list[str]:
 class Line:
     """One fixture `f1` with a desk, provisioning units in the background."""
 
-    def __init__(self, config: StationConfig, journal: Journal, scanning: Scanning) -> None:
+    def __init__(self, config: StationConfig, journal: Journal, scanning: Scanning,
+                 before: Sequence[Step] = ()) -> None:
         self.desk = ScanDesk()
         self.status = FixtureStatus("f1", "/dev/null")
         self.desk.add_fixture(self.status)
         self.journal, self.product = journal, product(config)
-        steps = with_scans(DEFAULT_STEPS, scanning, self.desk)
+        steps = with_scans([*DEFAULT_STEPS, *before], scanning, self.desk)
         self.pipeline = Pipeline(journal, steps,
                                  on_step=lambda run: self.status.set(run.step, uci=run.uci))
 
@@ -246,3 +248,44 @@ async def test_a_label_that_is_not_the_units_fails_it_with_label_mismatch(
     failed = (await journal.unit(uci)).last("failed")
     assert failed is not None and failed.data["code"] == "label-mismatch"
     assert (await journal.unit(uci)).last("label_checked") is None
+
+
+class QueuedLabel:
+    """The label step of a station with a printer: the label is owed, not yet printed."""
+
+    name = "labelling"
+
+    async def run(self, run: UnitRun, driver: UnitDriver, ledger: Ledger) -> None:
+        assert run.uci is not None
+        await ledger.record(run.uci, "labelled", run.actor,
+                            {"pdf": "label.pdf", "copy": 1, "printer": "labels"},
+                            state="labelled")
+
+
+@pytest.mark.parametrize("outcome", ["printed", "print_failed"])
+async def test_the_check_waits_for_the_label_to_print(config: StationConfig, journal: Journal,
+                                                      outcome: str) -> None:
+    line = Line(config, journal, Scanning(scan_check=True), [QueuedLabel()])
+    task = line.start(MemoryUnit(hardware_id=MAC))
+    async with asyncio.timeout(10):
+        while "to print" not in line.status.reason:
+            await asyncio.sleep(0.01)
+    uci = line.status.uci
+    assert uci is not None and line.status.state == "checking"
+    # Queued, not printed: nothing on the unit can be its label yet, so no scan is taken.
+    await asyncio.sleep(0.3)
+    assert not line.desk.waiting("f1")
+    with pytest.raises(ScanIgnored):
+        await line.desk.scan("f1", uci, "api")
+    if outcome == "print_failed":
+        await journal.record(uci, "print_failed", "printer:labels", {"reason": "no ribbon"},
+                             state="failed")
+        with pytest.raises(LabelNotPrinted, match="refused the label"):
+            await task
+        return
+    await journal.record(uci, "printed", "printer:labels", {"job": "labels-1", "copy": 1},
+                         state="printed")
+    await line.waiting()
+    assert (await line.desk.scan("f1", CLAIM.format(uci=uci), "api")).accepted
+    await task
+    assert (await journal.unit(uci)).events[-1].kind == "label_checked"

@@ -215,7 +215,7 @@ def test_layout_places_text_and_qr() -> None:
     (qr,) = [item for item in label.items if isinstance(item, QrSymbol)]
     assert qr.content == "https://claim.example.com/c/0000000000000001"
     assert qr.module == pytest.approx(4 * 25.4 / 203)  # snapped to whole dots of the head
-    side = qr.matrix.size * qr.module
+    side = qr.size * qr.module
     assert qr.x == pytest.approx(28 + (22 - side) / 2)
 
 

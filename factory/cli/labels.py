@@ -1,4 +1,4 @@
-"""`factory label render|sheet|reprint`: label PDFs for units in the journal."""
+"""`factory label render|sheet|reprint`: label PDFs (or native ZPL) for units in the journal."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from factory.journal.interface import Journal
 def register(sub: Subcommands) -> None:
     actions = group(sub, "label", "Render, sheet and reprint labels.")
     p = command(actions, "render", cmd_label_render,
-                "Render the labels of existing units to a PDF.")
+                "Render the labels of existing units to a PDF, or to native ZPL at the "
+                "[printer] dpi.")
     p.add_argument("ucis", nargs="+", metavar="UCI")
+    p.add_argument("--format", choices=("pdf", "zpl"), default="pdf")
     p.add_argument("-o", "--output", required=True, type=Path)
     p = command(actions, "sheet", cmd_label_sheet,
                 "Issue N new UCIs and lay their labels out on sheets (labelled before any "
@@ -36,6 +38,7 @@ def register(sub: Subcommands) -> None:
 def cmd_label_render(args: argparse.Namespace) -> int:
     from factory.labels.products import ProductLabels
     from factory.labels.render import render_labels
+    from factory.labels.zpl import render_zpl
 
     async def work(journal: Journal, config: StationConfig) -> int:
         labels = ProductLabels(config, claim_secret.for_station(config))
@@ -51,8 +54,14 @@ def cmd_label_render(args: argparse.Namespace) -> int:
             template = labels.template(product)
             data.append(labels.data(product, unit.uci))
         assert template is not None
-        pages = await asyncio.to_thread(render_labels, template, data, args.output)
-        print(f"{args.output}: {pages} label(s), template {template.name}")
+        if args.format == "zpl":
+            dpi = config.printer.dpi
+            pages = await asyncio.to_thread(render_zpl, template, data, args.output, dpi)
+            print(f"{args.output}: {pages} label(s) in ZPL at {dpi} dpi, template "
+                  f"{template.name}")
+        else:
+            pages = await asyncio.to_thread(render_labels, template, data, args.output)
+            print(f"{args.output}: {pages} label(s), template {template.name}")
         return 0
 
     return with_journal(args, work)
@@ -106,7 +115,7 @@ def cmd_label_reprint(args: argparse.Namespace) -> int:
         maker = LabelMaker(config, journal,
                            ProductLabels(config, claim_secret.for_station(config)))
         pdf = await maker.make(unit.uci, product, actor(), reason=args.reason.strip())
-        where = (f"the station prints it on {config.printer.queue}" if config.printer.enabled
+        where = (f"the station prints it on {config.printer.name}" if config.printer.enabled
                  else "no printer is configured: print the PDF by hand")
         print(f"reprint of {uci_codec.human(unit.uci)} journaled; {pdf}; {where}")
         return 0

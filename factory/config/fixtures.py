@@ -7,6 +7,7 @@ a field of that name to `Fixture`, and registers its settings reader in `SETTING
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
@@ -54,6 +55,16 @@ def read_fixtures(root: Table, products: set[str]) -> tuple[Fixture, ...]:
         for i, value in enumerate(values):
             if value in values[:i]:
                 raise ConfigError(source, f"fixtures[{i}].{key}", f"{value!r} is used twice")
+    # A scanner on a unit's port would read the unit's console as scans (and steal its bytes).
+    ports = {os.path.normpath(f.port): f.name for f in found}
+    for i, fixture in enumerate(found):
+        scanner = fixture.scanning.scanner.port
+        owner = ports.get(os.path.normpath(scanner)) if scanner else None
+        if owner is not None:
+            whose = "this fixture's own" if owner == fixture.name else f"fixture {owner!r}'s"
+            raise ConfigError(source, f"fixtures[{i}].scanner.port", (
+                f"{scanner!r} is {whose} unit port: the scanner needs a port of its own "
+                "(its /dev/ttyACM* or /dev/serial/by-id/... path)"))
     return found
 
 

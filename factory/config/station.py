@@ -10,32 +10,46 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from factory.config.fixtures import Fixture, read_fixtures
 from factory.config.products import Product, read_products
 from factory.config.table import ID, ConfigError, Network, Table, config_path, network, seconds
 from factory.config.upstream import Upstream, read_upstream
 
-PrinterKind = Literal["cups"]
+PrinterKind = Literal["cups", "socket"]
+PrinterLanguage = Literal["pdf", "zpl"]
+PRINTER_LANGUAGES: tuple[PrinterLanguage, ...] = ("pdf", "zpl")
+PRINTER_DPIS = (152, 203, 300, 600)  # the print heads Zebra makes
 
 
 @dataclass(frozen=True)
 class Printer:
-    """Where labels go: a CUPS queue, or none (PDFs are kept in `keep` either way)."""
+    """Where labels go: a CUPS queue, a printer's raw port (`socket`), or none (the label files
+    are kept in `keep` either way)."""
 
     queue: str = "none"
-    # How labels reach the printer (factory/labels/printers/kinds.py). Only CUPS so far, so
-    # the file has no key for it yet; a second kind adds one.
+    # How labels reach the printer (factory/labels/printers/kinds.py): set by `socket`.
     kind: PrinterKind = "cups"
     server: str = ""  # CUPS server HOST:PORT; empty: the system's default
     copies: int = 1
     options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     keep: Path = Path("labels")
+    language: PrinterLanguage = "pdf"  # zpl: native ZPL II, kept beside the PDF
+    dpi: int = 203  # the printer's; ZPL positions and sizes are in its dots
+    socket: tuple[str, int] | None = None  # HOST, PORT of a printer's raw port (9100)
 
     @property
     def enabled(self) -> bool:
-        return self.queue != "none"
+        return self.queue != "none" or self.socket is not None
+
+    @property
+    def name(self) -> str:
+        """The printer as the journal and the status page name it."""
+        if self.socket is not None:
+            host, port = self.socket
+            return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+        return self.queue
 
 
 @dataclass(frozen=True)
@@ -189,10 +203,32 @@ def _printer(table: Table, state_dir: Path) -> Printer:
             raise options_table.error(key, "an option is name = \"value\" (lp -o name=value)")
         options[key] = value
     keep = table.get("keep", str, "")
+    language = table.get("language", str, "pdf")
+    if language not in PRINTER_LANGUAGES:
+        raise table.error("language", f"must be one of {', '.join(PRINTER_LANGUAGES)}, got "
+                                      f"{language!r}")
+    dpi = table.get("dpi", int, 203)
+    if dpi not in PRINTER_DPIS:
+        raise table.error("dpi", f"must be a Zebra print head's: "
+                                 f"{', '.join(map(str, PRINTER_DPIS))}; got {dpi}")
+    socket_text = table.get("socket", str, "")
+    socket = None
+    if socket_text:
+        socket = parse_listen(table.source, socket_text, table.key("socket"))
+        if not socket[1] or not re.match(r"^[A-Za-z0-9_.:-]+\Z", socket[0]):
+            raise table.error("socket", f"must be the printer's HOST:PORT (e.g. "
+                                        f"192.168.1.50:9100), got {socket_text!r}")
+        if queue != "none":
+            raise table.error("socket", "a printer is either a CUPS queue (queue) or a raw "
+                                        "port (socket): remove one")
+        if language != "zpl":
+            raise table.error("socket", "a raw port is sent ZPL: set language = \"zpl\"")
     table.finish()
     return Printer(queue=queue, server=server, copies=copies,
                    options=MappingProxyType(options),
-                   keep=config_path(table.source, keep) if keep else state_dir / "labels")
+                   keep=config_path(table.source, keep) if keep else state_dir / "labels",
+                   language=cast(PrinterLanguage, language), dpi=dpi, socket=socket,
+                   kind="socket" if socket else "cups")
 
 
 def _status_page(table: Table) -> StatusPage:

@@ -13,7 +13,7 @@ from pathlib import Path
 from factory import uci as ucis
 from factory.config import Product
 from factory.labels import geometry, placeholders, symbols
-from factory.labels.elements import MM_PER_PT, Code128, Image, Qr, Text
+from factory.labels.elements import MM_PER_PT, Align, Code128, Image, Qr, Text
 from factory.labels.errors import ContentError
 from factory.labels.metrics import text_width
 from factory.labels.template import Template
@@ -45,6 +45,10 @@ class TextRun:
     text: str
     font: str
     size: float  # points
+    top: float  # the element's box, which printer fonts (ZPL) align the text in themselves
+    left: float
+    width: float
+    align: Align
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,10 @@ class QrSymbol:
     x: float  # top-left corner of the first module (the quiet zone is around it)
     y: float
     module: float
-    matrix: symbols.QrMatrix
+    matrix: symbols.QrMatrix | None  # None: laid out for a printer that draws it (ZPL)
     content: str  # what the symbol encodes, exactly
+    level: symbols.Level
+    size: int  # modules a side
 
 
 @dataclass(frozen=True)
@@ -86,15 +92,16 @@ class Label:
     items: tuple[Item, ...]
 
 
-def layout(template: Template, data: LabelData) -> Label:
-    """Place every element of `template` for the unit `data`; ContentError if it cannot fit."""
+def layout(template: Template, data: LabelData, *, modules: bool = True) -> Label:
+    """Place every element of `template` for the unit `data`; ContentError if it cannot fit.
+    Without `modules`, QR symbols are placed but not encoded (a ZPL printer draws them)."""
     values = _values(template, data)
     items: list[Item] = []
     for element in template.elements:
         if isinstance(element, Text):
             items.append(_text(template, element, data, values))
         elif isinstance(element, Qr):
-            items.append(_qr(template, element, data, values))
+            items.append(_qr(template, element, data, values, modules))
         elif isinstance(element, Code128):
             items.append(_code128(template, element, data, values))
         else:
@@ -104,12 +111,12 @@ def layout(template: Template, data: LabelData) -> Label:
 
 
 def check_product(template: Template, product: Product, *,
-                  claim_secret: str | None = None) -> None:
+                  claim_secret: str | None = None) -> Label:
     """Lay out a sample label of `product`, so a name or model that cannot fit the template
     stops the station at start-up instead of failing after a unit has been written."""
     sample = LabelData.for_product(product, ucis.encode(0), date=datetime.date(2000, 12, 31),
                                    claim_secret=claim_secret)
-    layout(template, sample)
+    return layout(template, sample)
 
 
 def _values(template: Template, data: LabelData) -> dict[str, str | None]:
@@ -167,22 +174,25 @@ def _text(template: Template, text: Text, data: LabelData,
                 f"allowed; the box is {text.width:.1f} mm"))
     offset = {"left": 0.0, "center": (text.width - width) / 2, "right": text.width - width}
     return TextRun(x=text.x + offset[text.align], y=geometry.baseline(text, size),
-                   text=content, font=text.font, size=size)
+                   text=content, font=text.font, size=size, top=text.y, left=text.x,
+                   width=text.width, align=text.align)
 
 
-def _qr(template: Template, qr: Qr, data: LabelData, values: dict[str, str | None]) -> QrSymbol:
+def _qr(template: Template, qr: Qr, data: LabelData, values: dict[str, str | None],
+        modules: bool) -> QrSymbol:
     content = _fill(template, qr.name, qr.content, data, values, capped=True)
     try:
-        matrix = symbols.qr_matrix(content, qr.level)
+        matrix = symbols.qr_matrix(content, qr.level) if modules else None
+        size = matrix.size if matrix else symbols.qr_size(content, qr.level)
     except symbols.SymbolError as exc:
         raise ContentError(template.source, qr.name, data.uci, str(exc)) from exc
-    placed = geometry.place_qr(template.page, qr, matrix.size)
+    placed = geometry.place_qr(template.page, qr, size)
     if placed.module < geometry.MIN_MODULE_MM - geometry.EPS:
         raise ContentError(template.source, qr.name, data.uci, (
-            f"{content!r} needs {matrix.size}x{matrix.size} modules: "
+            f"{content!r} needs {size}x{size} modules: "
             f"{placed.module:.3f} mm each is too small to scan"))
     return QrSymbol(x=placed.x, y=placed.y, module=placed.module, matrix=matrix,
-                    content=content)
+                    content=content, level=qr.level, size=size)
 
 
 def _code128(template: Template, code: Code128, data: LabelData,

@@ -1,8 +1,9 @@
 """Making a unit's label in the running station: rendered from its product's template into
 the keep folder (0600: it carries the claim ID and perhaps the claim secret) and journaled
 `labelled` {pdf, sha256, copy}; with a printer configured, the print queue
-(`factory.labels.print_queue`) then owes it. A reprint is another `labelled` with the next
-copy number and the reason.
+(`factory.labels.print_queue`) then owes it. A printer that speaks ZPL (`[printer] language =
+"zpl"`) gets `<uci>-<copy>.zpl`, kept beside the PDF (the copy people open) and journaled as
+{zpl, zpl_sha256}. A reprint is another `labelled` with the next copy number and the reason.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from factory.labels.layout import LabelData
 from factory.labels.products import ProductLabels
 from factory.labels.render import render_labels
 from factory.labels.template import Template
+from factory.labels.zpl import render_zpl
 from factory.units.driver import UnitDriver
 from factory.units.errors import UnitError
 from factory.units.pipeline import Ledger, UnitRun
@@ -55,14 +57,20 @@ class LabelMaker:
         keep = self._config.printer.keep
         pdf = keep / f"{uci}-{copy}.pdf"
         data = self._products.data(product, uci)
-        digest = await asyncio.to_thread(_render, self._products.template(product), data, pdf)
-        failpoints.hit("label.rendered")
+        template = self._products.template(product)
+        digest = await asyncio.to_thread(_render, template, data, pdf)
         event: dict[str, object] = {"pdf": str(pdf), "sha256": digest, "copy": copy,
                                     "template": product.label}
+        if self._config.printer.language == "zpl":
+            zpl = pdf.with_suffix(".zpl")
+            event["zpl"] = str(zpl)
+            event["zpl_sha256"] = await asyncio.to_thread(
+                _render_zpl, template, data, zpl, self._config.printer.dpi)
+        failpoints.hit("label.rendered")
         if reason is not None:
             event["reason"] = reason
         if self.printing:  # the printer owes it (journal: labels_owed)
-            event["printer"] = self._config.printer.queue
+            event["printer"] = self._config.printer.name
         await self._journal.record(uci, "labelled", actor, event, state="labelled")
         self._wake()
         return pdf
@@ -118,3 +126,10 @@ def _render(template: Template, data: LabelData, pdf: Path) -> str:
     with replacing(pdf) as out:
         render_labels(template, [data], out)
     return hashlib.sha256(pdf.read_bytes()).hexdigest()
+
+
+def _render_zpl(template: Template, data: LabelData, path: Path, dpi: int) -> str:
+    """Write the label as native ZPL (0600, as the PDF) and hash it."""
+    with replacing(path) as out:
+        render_zpl(template, [data], out, dpi)
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -2,7 +2,7 @@
 owes, outlives a stopped printer and a restarted station without printing a label twice, and
 holds the printer's state for the status page.
 
-A label's life in the journal: `labelled` {pdf, sha256, copy} (made by
+A label's life in the journal: `labelled` {pdf, sha256, copy, zpl?} (made by
 `factory.labels.making`; the printer owes it: the journal's `labels_owed`) →
 `print_submitting` {title} → `print_submitted` {job} → `printed` {job} (state printed). Each
 job is titled "label <UCI> <copy>", so after a crash between submitting and the journal
@@ -54,7 +54,7 @@ class PrintQueue:
                     self.printer_state, self.printer_reason = "idle", ""
                 except PrinterUnavailable as exc:
                     if self.printer_reason != exc.reason:
-                        log.warning("printer %s: %s -> %s (retrying)", self._settings.queue,
+                        log.warning("printer %s: %s -> %s (retrying)", self._settings.name,
                                     exc.reason, exc.action)
                     self.printer_state, self.printer_reason = "unavailable", exc.reason
                     delay = min(delay * 2, RETRY_MAX)
@@ -88,8 +88,10 @@ class PrintQueue:
         labelled = _last(events, "labelled")
         if labelled is None or "pdf" not in labelled.data:
             return  # a sheet run's label: printed with its sheet, not by this queue
+        # The file the printer speaks: native ZPL when it was made, else the PDF.
+        label_file = Path(labelled.data.get("zpl") or labelled.data["pdf"])
         copy = labelled.data["copy"]
-        actor = f"printer:{settings.queue}"
+        actor = f"printer:{settings.name}"
         after = [e for e in events if e.seq > labelled.seq]
         submitted = _last(after, "print_submitted")
         if submitted is not None:
@@ -104,12 +106,12 @@ class PrintQueue:
             else:
                 if intent is None:
                     await self._journal.record(uci, "print_submitting", actor,
-                                               {"queue": settings.queue, "copy": copy,
+                                               {"queue": settings.name, "copy": copy,
                                                 "title": title})
-                job = await printer.submit(Path(labelled.data["pdf"]), title)
+                job = await printer.submit(label_file, title)
                 failpoints.hit("print.submitted")
             await self._journal.record(uci, "print_submitted", actor,
-                                       {"job": job, "queue": settings.queue, "copy": copy,
+                                       {"job": job, "queue": settings.name, "copy": copy,
                                         "adopted": bool(found)})
         try:
             await printer.wait_printed(job, PRINT_TIMEOUT)

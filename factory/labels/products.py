@@ -8,7 +8,7 @@ import datetime
 
 from factory.claim_secret import ClaimSecrets
 from factory.config import Product, StationConfig
-from factory.labels import placeholders
+from factory.labels import placeholders, zpl
 from factory.labels.errors import LabelError, TemplateError
 from factory.labels.layout import LabelData, check_product
 from factory.labels.template import Template, load_template
@@ -34,8 +34,10 @@ class ProductLabels:
         for product in self._config.products:
             if product.label:
                 template = self.template(product)
-                check_product(template, product, claim_secret=placeholders.SAMPLES[
+                sample = check_product(template, product, claim_secret=placeholders.SAMPLES[
                     "claim_secret"] if product.claim_secret_days else None)
+                if self._config.printer.language == "zpl":
+                    zpl.check(template, self._config.printer.dpi, sample)
                 if product.claim_secret_days and not prints_claim_secret(template):
                     raise TemplateError(template.source, "(template)",
                                         f"product {product.id} gives each unit a claim secret "

@@ -28,7 +28,7 @@ def render_labels(template: Template, labels: Iterable[LabelData],
                   out: IO[bytes] | str | Path) -> int:
     """One page per label into one PDF; returns the number of pages."""
     width, height = template.page.width * PT_PER_MM, template.page.height * PT_PER_MM
-    with _output(out) as stream:
+    with output_stream(out) as stream:
         pdf = PdfWriter(stream, title=template.name)
         drawer = _Drawer(pdf, template.page.height)
         for data in labels:
@@ -44,7 +44,7 @@ def render_sheet(sheet: Sheet, labels: Iterable[LabelData], out: IO[bytes] | str
     if not 0 <= skip < sheet.cells:
         raise LabelError(f"skip must be 0..{sheet.cells - 1} cells, got {skip}")
     width, height = sheet.width * PT_PER_MM, sheet.height * PT_PER_MM
-    with _output(out) as stream:
+    with output_stream(out) as stream:
         pdf = PdfWriter(stream, title=sheet.source.stem)
         drawer = _Drawer(pdf, sheet.height)
         parts: list[bytes] = []
@@ -69,7 +69,7 @@ def _finish(pdf: PdfWriter, name: str) -> None:
 
 
 @contextlib.contextmanager
-def _output(out: IO[bytes] | str | Path) -> Iterator[IO[bytes]]:
+def output_stream(out: IO[bytes] | str | Path) -> Iterator[IO[bytes]]:
     """A file object as given, or a path written through a temporary file that replaces it
     only when the whole PDF is written (a half-written PDF never has the real name)."""
     if not isinstance(out, str | Path):
@@ -122,6 +122,7 @@ class _Drawer:
 
     def _qr(self, ops: list[str], qr: QrSymbol, left: float, top: float) -> None:
         # One unit per module, y flipped so row r is r modules below the symbol's top.
+        assert qr.matrix is not None, "laid out without its modules"
         module = number(qr.module * PT_PER_MM)
         ops.append(f"q {module} 0 0 -{module} {self._x(left + qr.x)} {self._y(top + qr.y)} cm\n")
         for row, cells in enumerate(qr.matrix.rows):

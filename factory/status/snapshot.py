@@ -133,7 +133,7 @@ async def build(config: StationConfig, journal: Journal, live: LiveSources,
 
     printer_state = live.printer.printer_state if live.printer else "none"
     printer_reason = live.printer.printer_reason if live.printer else ""
-    if (alert := printer_alert(config.printer.queue, printer_state, printer_reason)):
+    if (alert := printer_alert(config.printer.name, printer_state, printer_reason)):
         alerts.append(alert)
 
     refused = live.upstream.refused if live.upstream else ""
@@ -165,7 +165,7 @@ async def build(config: StationConfig, journal: Journal, live: LiveSources,
             "oldest_age_seconds": outbox["oldest_age_seconds"],
             "last_error": live.upstream.last_error if live.upstream else "",
             "refused": refused},
-        "printer": {"enabled": config.printer.enabled, "queue": config.printer.queue,
+        "printer": {"enabled": config.printer.enabled, "queue": config.printer.name,
                     "state": printer_state, "reason": printer_reason},
         "fleet": fleet,
         "attention": [alert.as_dict() for alert in alerts],

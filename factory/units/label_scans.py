@@ -21,6 +21,7 @@ from factory.units.pipeline import Issue, Ledger, Step, UnitRun
 from factory.units.scans import Scan, ScanDesk
 
 PRESENCE_EVERY = 1.0  # seconds between looks whether the unit is still there while waiting
+PRINT_POLL = 0.25  # seconds between looks in the journal whether the unit's label printed
 
 
 class ScanRefused(Exception):
@@ -29,6 +30,12 @@ class ScanRefused(Exception):
     def __init__(self, reason: str, action: str) -> None:
         super().__init__(reason)
         self.reason, self.action = reason, action
+
+
+class LabelNotPrinted(UnitError):
+    code = "label-not-printed"
+    action = ("fix what the printer reported, reprint the unit's label (factory label reprint "
+              "UCI --reason ...), plug the unit in again to check it")
 
 
 class LabelMismatch(UnitError):
@@ -138,8 +145,9 @@ class Bind:
 
 
 class CheckLabel:
-    """End of line: the label stuck on the unit is scanned; it must name the unit's UCI
-    (journaled `label_checked`), else the unit fails `label-mismatch`."""
+    """End of line: once the unit's label printed, the label stuck on the unit is scanned; it
+    must name the unit's UCI (journaled `label_checked`), else the unit fails
+    `label-mismatch`."""
 
     name = "checking"
 
@@ -150,6 +158,7 @@ class CheckLabel:
         assert run.uci is not None
         if (await ledger.unit(run.uci)).last("label_checked") is not None:
             return  # checked when it was here before
+        await self._until_printed(run, driver, ledger)
         human = uci_codec.human(run.uci)
         with self._desk.wait_for(run.fixture) as inbox:
             while True:
@@ -170,6 +179,34 @@ class CheckLabel:
                 scan.answer(True, f"label {human} matches the unit", run.uci)
                 run.log.append(f"label checked ({scan.source} scan)")
                 return
+
+    async def _until_printed(self, run: UnitRun, driver: UnitDriver, ledger: Ledger) -> None:
+        """Wait while a printer owes the unit's newest label: until it printed, nothing on
+        the unit can be its label (a scan then would check an old copy, or another unit's)."""
+        assert run.uci is not None
+        told = False
+        waited = 0.0
+        while True:
+            unit = await ledger.unit(run.uci)
+            labelled = unit.last("labelled")
+            if labelled is None or "printer" not in labelled.data:
+                return  # a pre-printed sheet's label, or one kept only as a file
+            after = {e.kind for e in unit.events if e.seq > labelled.seq}
+            if "printed" in after:
+                return
+            if "print_failed" in after:
+                raise LabelNotPrinted(f"the printer refused the label of "
+                                      f"{uci_codec.human(run.uci)}: nothing to check")
+            if not told:
+                self._desk.tell(run.fixture, "waiting for the unit's label to print",
+                                "stick the label on the unit once it is printed")
+                told = True
+            await asyncio.sleep(PRINT_POLL)
+            waited += PRINT_POLL
+            if waited >= PRESENCE_EVERY:
+                waited = 0.0
+                if not await driver.present():
+                    raise UnitGone("the unit was taken away while its label was printing")
 
 
 def with_scans(steps: Sequence[Step], scanning: Scanning, desk: ScanDesk,

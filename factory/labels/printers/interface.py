@@ -15,8 +15,9 @@ class LabelPrinter(Protocol):
     """Submits kept label files to one configured printer and follows its jobs. Job ids are
     the printer's own words (`labels-42` in CUPS); the queue journals them as they are."""
 
-    async def submit(self, pdf: Path, title: str) -> str:
-        """Print `pdf` (with the configured copies and options); return the job id."""
+    async def submit(self, label: Path, title: str) -> str:
+        """Print the kept label file `label` (a PDF, or ZPL when it ends in .zpl) with the
+        configured copies and options; return the job id."""
         ...
 
     async def find_jobs(self, title: str, since: float) -> list[str]:

@@ -8,10 +8,11 @@ from collections.abc import Callable
 from factory.config import Printer
 from factory.labels.printers.cups.printer import CupsPrinter
 from factory.labels.printers.interface import LabelPrinter
+from factory.labels.printers.socket.printer import SocketPrinter
 
 Builder = Callable[[Printer], LabelPrinter]
 
-PRINTERS: dict[str, Builder] = {"cups": CupsPrinter}
+PRINTERS: dict[str, Builder] = {"cups": CupsPrinter, "socket": SocketPrinter}
 
 
 def label_printer(settings: Printer) -> LabelPrinter | None:

@@ -1,5 +1,6 @@
 """`LabelPrinter` for a CUPS queue: the configured queue, server, copies and options applied
-to every job."""
+to every job. Native ZPL goes through the queue unfiltered (`lp -o raw`): the queue's own
+driver, if it has one, would take it for text."""
 
 from __future__ import annotations
 
@@ -19,10 +20,13 @@ class CupsPrinter:
         self._settings = settings
         self._server = settings.server or None  # None: $CUPS_SERVER, else localhost:631
 
-    async def submit(self, pdf: Path, title: str) -> str:
+    async def submit(self, label: Path, title: str) -> str:
         settings = self._settings
-        return await submit(pdf, settings.queue, title=title, copies=settings.copies,
-                            options=settings.options, server=self._server)
+        options = settings.options
+        if label.suffix == ".zpl":
+            options = {**options, "raw": "true"}
+        return await submit(label, settings.queue, title=title, copies=settings.copies,
+                            options=options, server=self._server)
 
     async def find_jobs(self, title: str, since: float) -> list[str]:
         return await find_jobs(title, self._settings.queue, self._server,
