@@ -78,7 +78,8 @@ class Shipper:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = await center.connect(self._url)
-            seq, _, refused = await center.head(self._conn, self._station)
+            conn = self._conn  # `close()` may forget it meanwhile: this one then fails
+            seq, _, refused = await center.head(conn, self._station)
             self.center_seq = seq
             if refused:
                 self.problem = refused
@@ -96,7 +97,7 @@ class Shipper:
                 return 0
             if len(events) <= (1 if seq else 0):
                 return 0
-            receipt = await center.receive(self._conn, self._station, events)
+            receipt = await center.receive(conn, self._station, events)
         except (psycopg.Error, OSError) as exc:
             await self.close()
             raise center.CenterError(f"the fleet center does not answer: {exc}") from exc
