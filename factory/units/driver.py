@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from factory.config import Product
+from factory.units.errors import UnitError
 
 
 @dataclass(frozen=True)
@@ -62,3 +63,12 @@ class RendersPayload(Protocol):
     partition): it says where the unit's data goes and makes the bytes itself."""
 
     def render(self, product: Product, uci: str) -> tuple[str, bytes]: ...
+
+
+@runtime_checkable
+class ExplainsSilence(Protocol):
+    """A driver that can tell a port where nothing is from one where a unit is but does not
+    answer as it must (an ESP32 not in its bootloader): `silence` says why, after a
+    `present()` that was False; None when nothing is known."""
+
+    silence: UnitError | None

@@ -34,11 +34,11 @@ from factory.config.drivers import EsptoolSettings
 from factory.config.nvs import NvsLayout
 from factory.units.driver import Identity, Verification
 from factory.units.errors import (
+    NotInBootloader,
     ProtocolError,
     UnitError,
     UnitGone,
     UnitRefused,
-    UnitTimeout,
     VerifyMismatch,
 )
 from factory.units.esp_nvs import Entry, NvsError, build_image, entries, meant, read_image
@@ -61,6 +61,7 @@ class EsptoolDriver:
         self._esp: Any = None  # an esptool ESPLoader while a session is open
         self._flasher = False  # the stub runs and the flash is attached
         self._plans: dict[str, _Plan] = {}
+        self.silence: UnitError | None = None  # why the last present() was False
 
     # The pipeline's side.
 
@@ -80,8 +81,10 @@ class EsptoolDriver:
             await self._call(self._connect)
         except UnitGone:
             raise
-        except UnitError:
+        except UnitError as exc:
+            self.silence = exc
             return False
+        self.silence = None
         return True
 
     async def wake(self) -> None:
@@ -210,7 +213,7 @@ def _unit_error(text: str, device: str) -> UnitError:
     if "Could not open" in text:
         return UnitRefused(f"esptool cannot open {device}: {first}")
     if "Failed to connect" in text or "No serial data received" in text:
-        return UnitTimeout(f"the chip does not answer its ROM bootloader: {first}")
+        return NotInBootloader(f"no chip answers its ROM bootloader on {device}: {first}")
     if "MD5" in text or "Digest mismatch" in text:
         return VerifyMismatch(first)
     return ProtocolError(f"esptool: {first}")
