@@ -156,6 +156,21 @@ token_file = "registry.token"
     assert (second.driver, second.baud, second.framed.retries) == ("framed", 9600, 5)
 
 
+def test_esptool_reset_modes_are_esptools_own(tmp_path: Path) -> None:
+    config = load(write_config(tmp_path, CONFIG_TEXT + FIXTURE.replace(
+        'driver = "console"', 'driver = "esptool"') + """
+[fixtures.esptool]
+before = "no-reset-no-sync"
+after = "soft-reset"
+flash_baud = 921600
+"""))
+    (fixture,) = config.fixtures
+    assert (fixture.esptool.before, fixture.esptool.after) == ("no-reset-no-sync", "soft-reset")
+    assert fixture.esptool.flash_baud == 921600
+    defaults = load(write_config(tmp_path, CONFIG_TEXT + FIXTURE)).fixtures[0].esptool
+    assert (defaults.before, defaults.after) == ("default-reset", "hard-reset")
+
+
 def _fixture(old: str, new: str) -> str:
     assert old in FIXTURE
     return CONFIG_TEXT + FIXTURE.replace(old, new, 1)
@@ -179,6 +194,14 @@ BAD_FIXTURES = [
      "fixtures[0].console.timeout", "must be a number, got a string"),
     (CONFIG_TEXT + FIXTURE + "[fixtures.console]\npromt = '#'\n",
      "fixtures[0].console.promt", "not a known setting"),
+    (CONFIG_TEXT + FIXTURE + "[fixtures.esptool]\nbefore = 'no-sync'\n",
+     "fixtures[0].esptool.before", "must be one of default-reset, usb-reset, no-reset, "
+                                   "no-reset-no-sync, got 'no-sync'"),
+    (CONFIG_TEXT + FIXTURE + "[fixtures.esptool]\nafter = 'reboot'\n",
+     "fixtures[0].esptool.after", "must be one of hard-reset, watchdog-reset, soft-reset, "
+                                  "no-reset"),
+    (CONFIG_TEXT + FIXTURE + "[fixtures.esptool]\nflash_baud = 9000000\n",
+     "fixtures[0].esptool.flash_baud", "between 9600 and 4000000"),
     (CONFIG_TEXT + FIXTURE + FIXTURE.replace('"/dev/ttyUSB0"', '"/dev/ttyUSB1"'),
      "fixtures[1].name", "'f1' is used twice"),
     (CONFIG_TEXT + FIXTURE + FIXTURE.replace('"f1"', '"f2"'),

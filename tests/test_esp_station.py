@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -26,7 +27,9 @@ OFFSET, SIZE = 0x9000, 0x3000  # a small partition: a fast flash and read-back
 MACS = ("7c:df:a1:00:03:3b", "7c:df:a1:00:03:3c")
 
 
-def esp_config(folder: Path, registry_url: str, links: list[Path]) -> Path:
+def esp_config(folder: Path, registry_url: str = "", links: tuple[Path, ...] = ()) -> Path:
+    """The test config's product with a small NVS partition and a kept label; esptool
+    fixtures on `links` and an upstream when given."""
     product = CONFIG_TEXT.replace(
         'journal = "journal.sqlite"', f'journal = "journal.sqlite"\nlabels = "{ROOT}/labels"'
     ).replace('model = "AQ-100"', f"""model = "AQ-100"
@@ -51,14 +54,15 @@ before = "no-reset"
 after = "no-reset"
 flash_baud = 921600
 """ for i, link in enumerate(links, 1))
-    return write_config(folder, product + f"""
+    upstream = f"""
 [upstream]
 kind = "http"
 url = "{registry_url}/"
 token_file = "registry.token"
 retry_base = 0.2
 retry_cap = 1
-""" + fixtures)
+""" if registry_url else ""
+    return write_config(folder, product + upstream + fixtures)
 
 
 @asynccontextmanager
@@ -100,7 +104,7 @@ async def test_a_station_provisions_labels_and_registers_esp32_units(tmp_path: P
     async with AsyncExitStack() as stack:
         registry = await stack.enter_async_context(registry_process(tmp_path))
         (tmp_path / "registry.token").write_text(registry.token)
-        config = esp_config(tmp_path, registry.url, links)
+        config = esp_config(tmp_path, registry.url, tuple(links))
         for root, link, mac in zip(roots, links, MACS, strict=True):
             await stack.enter_async_context(esp_sim(root, link, mac))
         await stack.enter_async_context(station_process(config))
@@ -136,3 +140,29 @@ async def test_a_station_provisions_labels_and_registers_esp32_units(tmp_path: P
     assert set(at_registry) == ucis
     assert {hw.replace(":", "").upper() for hw in at_registry.values()} == \
         {m.replace(":", "").upper() for m in MACS}
+
+
+def test_provision_command_flashes_an_esp32_and_soft_resets_it(tmp_path: Path) -> None:
+    """`factory provision --driver esptool` on a port without modem lines: no reset to get
+    into the bootloader, and the ROM told to run the application afterwards."""
+    config, link, root = esp_config(tmp_path), tmp_path / "esp.tty", tmp_path / "unit"
+
+    def provision() -> subprocess.CompletedProcess[str]:
+        return run_cli(config, "provision", "--port", str(link), "--driver", "esptool",
+                       "--product", PRODUCT, "--before", "no-reset", "--after", "soft-reset",
+                       "--flash-baud", "921600", check=False)
+
+    async def both() -> tuple[subprocess.CompletedProcess[str], ...]:
+        async with esp_sim(root, link, MACS[0]):
+            first = await asyncio.to_thread(provision)
+            again = await asyncio.to_thread(provision)  # the chip runs its application now
+        return first, again
+
+    first, again = asyncio.run(both())
+    assert first.returncode == 0, first.stderr
+    uci = str(nvs_in_flash(root)["uci"])
+    assert f"({uci}), nvs:fctry@{OFFSET:#x} verified" in first.stdout
+    assert again.returncode == 1
+    (failed,) = [line for line in again.stdout.splitlines() if "FAILED" in line]
+    assert "no chip answers its ROM bootloader" in failed and "hold BOOT" in failed
+    assert "Traceback" not in again.stdout + again.stderr

@@ -138,6 +138,9 @@ def _esptool(table: Table) -> EsptoolSettings:
         if getattr(settings, key) not in allowed:
             raise table.error(key, f"must be one of {', '.join(allowed)}, got "
                                    f"{getattr(settings, key)!r}")
+    if not 9600 <= settings.flash_baud <= 4_000_000:
+        raise table.error("flash_baud", "must be between 9600 and 4000000 (921600 and "
+                                        f"460800 are usual), got {settings.flash_baud}")
     return settings
 
 

@@ -179,8 +179,25 @@ class EsptoolDriver:
         return data
 
     def _reset(self) -> None:
-        if self._esp is not None:
-            cmds.reset_chip(self._esp, self._settings.after)
+        esp = self._esp
+        if esp is None:
+            return
+        if self._settings.after != "soft-reset" or esp.CHIP_NAME == "ESP8266":
+            cmds.reset_chip(esp, self._settings.after)
+            return
+        # esptool soft-resets only an ESP8266's stub. Elsewhere the stub reboots into the
+        # ROM bootloader (at its first rate), which a new session tells to run the
+        # application, as `esptool --no-stub --after soft-reset` does.
+        if esp.IS_STUB:
+            esp.soft_reset(True)
+        self._esp = None
+        _quietly_close(esp)
+        rom = cmds.detect_chip(self._device, self._baud, "no-reset",
+                               connect_attempts=self._settings.connect_attempts)
+        try:
+            rom.run()
+        finally:
+            _quietly_close(rom)
 
     async def _close(self) -> None:
         esp, self._esp, self._flasher = self._esp, None, False
@@ -198,8 +215,8 @@ class EsptoolDriver:
             await self._close()
             if "Inappropriate ioctl" in str(exc):
                 raise ProtocolError(f"{self._device} has no modem lines to reset the chip "
-                                    "with; set [fixtures.esptool] before/after = "
-                                    "\"no-reset\"") from exc
+                                    "with; set [fixtures.esptool] before = \"no-reset\" "
+                                    "and after = \"soft-reset\" or \"no-reset\"") from exc
             raise UnitGone(f"the unit went away ({exc})") from exc
         except FatalError as exc:
             await self._close()
