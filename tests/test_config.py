@@ -101,6 +101,16 @@ BAD = [
      "products[1].qr", "is not a format string"),
     (_replace('claim = "pre"', 'claim = "pre"\nlabel = "../etc/passwd"'),
      "products[1].label", "template name"),
+    (_replace('model = "AQ-100"', 'model = "AQ-100"\nfields = { hardware_revision = 3 }\n'
+                                  '[products.nvs]\nsize = 0x3000'),
+     "products[0].fields.hardware_revision", "is 17 bytes, and an NVS key is at most 15"),
+    (_replace('model = "AQ-100"', 'model = "AQ-100"\n[products.nvs]\n'
+                                  'namespace = "factory_settings"'),
+     "products[0].nvs.namespace", "must be 1-15 printable bytes"),
+    (_replace('model = "AQ-100"', 'model = "AQ-100"\n[products.nvs]\nentries = '
+                                  '[{ key = "manufacturing_date", type = "string", '
+                                  'value = "{uci}" }]'),
+     "products[0].nvs.entries[0].key", "must be 1-15 printable bytes"),
 ]
 
 
@@ -169,6 +179,15 @@ flash_baud = 921600
     assert fixture.esptool.flash_baud == 921600
     defaults = load(write_config(tmp_path, CONFIG_TEXT + FIXTURE)).fixtures[0].esptool
     assert (defaults.before, defaults.after) == ("default-reset", "hard-reset")
+
+
+def test_a_field_too_long_for_nvs_fails_only_where_esptool_flashes_it(tmp_path: Path) -> None:
+    text = _replace('model = "AQ-100"', 'model = "AQ-100"\nfields = { hardware_revision = 3 }')
+    assert load(write_config(tmp_path, text + FIXTURE)).fixtures  # device.json5 takes it
+    with pytest.raises(ConfigError) as info:
+        load(write_config(tmp_path, text + FIXTURE.replace('"console"', '"esptool"')))
+    assert info.value.key == "products[0].fields.hardware_revision"
+    assert "at most 15" in info.value.reason and "fixture 'f1'" in info.value.reason
 
 
 def _fixture(old: str, new: str) -> str:
