@@ -23,7 +23,6 @@ import asyncio
 import itertools
 import json
 import os
-import resource
 import statistics
 import struct
 import sys
@@ -166,7 +165,9 @@ async def farm(count: int, root: Path) -> int:
         units.append((sim, asyncio.create_task(
             run_esp_unit(sim, root / mac.hex(), CHIPS["esp32c3"], mac))))
     print(json.dumps([sim.path for sim, _ in units]), flush=True)
+    cpu = time.process_time()
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    print(json.dumps(time.process_time() - cpu), flush=True)  # CPU while serving
     for sim, task in units:
         sim.hangup()
         await asyncio.gather(task, return_exceptions=True)
@@ -186,14 +187,14 @@ async def start_farm(count: int, root: Path) -> tuple[asyncio.subprocess.Process
 class Throughput:
     per_minute: float
     station_cpu: float  # CPU seconds per unit: the station (esptool's threads and the loop)
-    chips_cpu: float  # and the simulated chips' processes
+    chips_cpu: float  # and the simulated chips' processes while they served
 
 
 async def fixtures_per_minute(journal: Journal, fixtures: int, units: int, flash_baud: int,
                               root: Path) -> Throughput:
     """Units per minute through `fixtures` fixtures side by side, `units` each in a row."""
     farms = [await start_farm(units, root / f"farm{i}") for i in range(fixtures)]
-    chips_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    chips_cpu = 0.0
     try:
         started, cpu = time.perf_counter(), time.process_time()
 
@@ -205,12 +206,10 @@ async def fixtures_per_minute(journal: Journal, fixtures: int, units: int, flash
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
         for proc, _ in farms:
-            assert proc.stdin is not None
+            assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.close()
+            chips_cpu += float(json.loads(await proc.stdout.readline() or b"0"))
             await proc.wait()
-    chips = resource.getrusage(resource.RUSAGE_CHILDREN)
-    chips_cpu = (chips.ru_utime + chips.ru_stime - chips_before.ru_utime
-                 - chips_before.ru_stime)  # includes the farms' start (Python, imports)
     count = fixtures * units
     return Throughput(count / elapsed * 60, cpu / count, chips_cpu / count)
 

@@ -151,6 +151,9 @@ def test_the_nvs_reader_reads_what_espressifs_generator_wrote():
     assert esp_nvs.read_image(image) == esp_nvs.meant(layout, items)
     assert esp_nvs.read_image(image)["fctry"]["blob"] == b"\x00\xff" * 2500  # across pages
     assert esp_nvs.read_image(image)["fctry"]["ratio"] == "1.5"
+    used = esp_nvs.used_pages(image)  # what the driver reads back (the MD5 covers the rest)
+    assert used == 2 * esp_nvs.PAGE and image[used:] == b"\xff" * (len(image) - used)
+    assert esp_nvs.read_image(image[:used]) == esp_nvs.meant(layout, items)
     damaged = bytearray(image)
     damaged[64 + 32 * 1 + 10] ^= 0x01  # a key byte of the first entry after the namespace
     with pytest.raises(esp_nvs.NvsError, match="CRC mismatch"):

@@ -3,15 +3,18 @@ Python API (≥ 5). No factory firmware is needed on the unit.
 
 esptool is synchronous and opens the serial device itself, so this driver does not use the
 fixture's asyncio Port: it is given the device path and runs every esptool call in a worker
-thread (asyncio.to_thread), one at a time. esptool opens the device exclusively (a lock other
-serial programs respect) for as long as a session lasts: from `present()` (sync, chip
-detection) through flashing and verifying; the session is closed after the unit was reset
-(or failed), so between units nothing holds the port. A cancelled step cannot stop a call
-already in its thread: esptool's own timeouts (a few seconds) bound it.
+thread, one at a time, from esptool's own pool (`THREADS`): asyncio's default executor has
+only CPU count + 4 threads, and each call holds one for up to a second (the flasher stub at
+115200 baud), so with 8 fixtures on 2 CPUs two of them waited for a thread. esptool opens
+the device exclusively (a lock other serial programs respect) for as long as a session
+lasts: from `present()` (sync, chip detection) through flashing and verifying; the session
+is closed after the unit was reset (or failed), so between units nothing holds the port. A
+cancelled step cannot stop a call already in its thread: esptool's own timeouts (a few
+seconds) bound it.
 
 The unit's data is an NVS partition image (esp_nvs.py) flashed compressed at the product's
 offset, verified twice: the MD5 the chip computes of the flash, and the partition read back
-and parsed as NVS, whose entries must be the ones meant.
+and parsed as NVS, whose entries must be the ones meant, and byte for byte.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import contextlib
 import hashlib
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -41,9 +45,19 @@ from factory.units.errors import (
     UnitRefused,
     VerifyMismatch,
 )
-from factory.units.esp_nvs import Entry, NvsError, build_image, entries, meant, read_image
+from factory.units.esp_nvs import (
+    Entry,
+    NvsError,
+    build_image,
+    entries,
+    meant,
+    read_image,
+    used_pages,
+)
 
 _T = TypeVar("_T")
+# Threads are made as fixtures need them, up to one per fixture of a large station.
+THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="esptool")
 esptool_log.set_verbosity("silent")  # the station logs and journals; esptool must not print
 
 
@@ -106,7 +120,10 @@ class EsptoolDriver:
         offset = plan.layout.offset
         try:
             digest = await self._call(lambda: self._md5(offset, data))
-            back = await self._call(lambda: self._read(offset, len(data)))
+            # The MD5 covers the whole partition; what is read back and parsed is the pages
+            # holding entries (the rest is erased), a sixth of a default partition's bytes.
+            used = used_pages(data)
+            back = await self._call(lambda: self._read(offset, used))
             try:
                 held = read_image(back)
             except NvsError as exc:
@@ -116,6 +133,13 @@ class EsptoolDriver:
             if held != wanted:
                 raise VerifyMismatch(f"the partition read back from {path} holds "
                                      f"{_differences(wanted, held)}")
+            if back != data[:used]:  # e.g. an entry slot left unerased: NVS ignores it
+                # until it writes there, and then bits cannot go back to 1
+                at = next((i for i, (a, b) in enumerate(zip(back, data, strict=False))
+                           if a != b),
+                          len(back))
+                raise VerifyMismatch(f"the partition read back from {path} differs from "
+                                     f"the image at byte {at:#x} of {used:#x}")
             await self._call(self._reset)
         finally:
             await self._close()
@@ -202,12 +226,12 @@ class EsptoolDriver:
     async def _close(self) -> None:
         esp, self._esp, self._flasher = self._esp, None, False
         if esp is not None:
-            await asyncio.to_thread(_quietly_close, esp)
+            await asyncio.get_running_loop().run_in_executor(THREADS, _quietly_close, esp)
 
     async def _call(self, work: Callable[[], _T]) -> _T:
         """Run esptool in the worker thread; its errors become the unit's."""
         try:
-            return await asyncio.to_thread(work)
+            return await asyncio.get_running_loop().run_in_executor(THREADS, work)
         except UnitError:
             await self._close()
             raise
