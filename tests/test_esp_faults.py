@@ -1,7 +1,8 @@
 """ESP32 units that misbehave, each on one of two esptool fixtures running side by side: the
 faulty unit fails with a reason and an action on its fixture and in the journal, the other
 fixture's unit is provisioned all the same, and a failed unit plugged in again keeps its UCI.
-Simulated ESP32-C3s on real pseudo-terminals, unpaced."""
+A verified unit left in its fixture is left alone. Simulated ESP32-C3s on real
+pseudo-terminals, unpaced."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from factory.config import Fixture, Product
+from factory.config.drivers import EsptoolSettings
 from factory.journal.interface import Journal
 from factory.testbed.sim.esp import EspFaults, run_esp_unit
 from factory.testbed.sim.esp_chips import CHIPS
@@ -48,10 +50,10 @@ async def plugged(link: Path, root: Path, mac: bytes, faults: EspFaults | None =
 
 
 @contextlib.asynccontextmanager
-async def fixture(journal: Journal, name: str, link: Path,
-                  product: Product = AIR) -> AsyncIterator[FixtureRunner]:
+async def fixture(journal: Journal, name: str, link: Path, product: Product = AIR,
+                  settings: EsptoolSettings = SIM) -> AsyncIterator[FixtureRunner]:
     spec = Fixture(name=name, port=str(link), driver="esptool", product=product.id,
-                   poll_interval=0.05, esptool=SIM)
+                   poll_interval=0.05, esptool=settings)
     runner = FixtureRunner(spec, product, journal)
     task = asyncio.create_task(runner.run_forever())
     try:
@@ -129,3 +131,22 @@ async def test_a_unit_unplugged_mid_flash_keeps_its_uci_when_plugged_in_again(
     assert esp_nvs.read_image(partition(root))["fctry"]["uci"] == units[0].uci
     kinds = [e.kind for e in (await sqlite_journal.unit(units[0].uci)).events]
     assert kinds == ["issued", "failed", "written", "verified"]
+
+
+async def test_a_verified_unit_left_running_its_application_is_left_alone(
+        tmp_path: Path, sqlite_journal: Journal) -> None:
+    """Reset into its application, the unit is not synced (nor reset) again every poll while
+    it stays: only its port is looked at. Unplugged, the next unit is provisioned."""
+    link = tmp_path / "unit.tty"
+    soft = dataclasses.replace(SIM, after="soft-reset")
+    async with fixture(sqlite_journal, "f1", link, settings=soft) as runner:
+        async with plugged(link, tmp_path / "a", GOOD_MAC) as sim:
+            await until(lambda: runner.status.done == 1, 30, "the first unit done")
+            heard = sim.received
+            await asyncio.sleep(0.5)  # ten polls
+            assert sim.received == heard  # nothing sent to the application
+            assert runner.status.state == "done" and runner.status.failed == 0
+        async with plugged(link, tmp_path / "b", BAD_MAC):
+            await until(lambda: runner.status.done == 2, 30, "the next unit done")
+    units, _ = await sqlite_journal.units(state="verified")
+    assert {u.hardware_id for u in units} == {GOOD_MAC.hex().upper(), BAD_MAC.hex().upper()}

@@ -20,7 +20,6 @@ and parsed as NVS, whose entries must be the ones meant, and byte for byte.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import zlib
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from factory.units.errors import (
     UnitRefused,
     VerifyMismatch,
 )
+from factory.units.esp_edges import device_node, quietly_close, unit_error
 from factory.units.esp_nvs import (
     Entry,
     NvsError,
@@ -76,6 +76,11 @@ class EsptoolDriver:
         self._flasher = False  # the stub runs and the flash is attached
         self._plans: dict[str, _Plan] = {}
         self.silence: UnitError | None = None  # why the last present() was False
+        # While a verified unit stays, it is never reset again (that would stop the
+        # application it was reset into, every poll): "app" when it runs its application,
+        # "rom" when it was left in its bootloader, None when no verified unit is here.
+        self._left_in: str | None = None
+        self._node: tuple[int, ...] | None = None  # the port's device node it was verified on
 
     # The pipeline's side.
 
@@ -89,14 +94,22 @@ class EsptoolDriver:
         return where, image
 
     async def present(self) -> bool:
-        """A fresh session: whether a chip syncs and is detected on the port now."""
+        """A fresh session: whether a chip syncs and is detected on the port now. While the
+        unit that was here may still be: one running its application is there as long as
+        its port is (nothing is sent to it); one left in its ROM is synced without a reset."""
         await self._close()
+        if self._left_in == "app":
+            # A unit unplugged and another plugged in between two polls leaves the path
+            # there, on a new device node (a new pty, a USB adapter enumerated again).
+            if await self._call(lambda: device_node(self._device)) != self._node:
+                raise UnitGone(f"{self._device} was unplugged")
+            return True
         try:
             await self._call(self._connect)
         except UnitGone:
             raise
         except UnitError as exc:
-            self.silence = exc
+            self.silence, self._left_in = exc, None
             return False
         self.silence = None
         return True
@@ -106,6 +119,9 @@ class EsptoolDriver:
             await self._call(self._connect)
 
     async def identify(self) -> Identity:
+        if self._left_in == "app":
+            raise NotInBootloader("the unit runs its application since it was verified; "
+                                  "the fixture waits for it to be unplugged")
         await self.wake()
         mac, chip = await self._call(lambda: (self._esp.read_mac(), self._esp.CHIP_NAME))
         return Identity(hardware_id=":".join(f"{b:02x}" for b in mac), model=chip,
@@ -113,6 +129,7 @@ class EsptoolDriver:
 
     async def write_file(self, path: str, data: bytes) -> None:
         plan = self._plan(path, data)
+        self._left_in = None  # a unit being written is no verified unit yet
         await self._call(lambda: self._flash(plan.layout.offset, data))
 
     async def verify_file(self, path: str, data: bytes) -> Verification:
@@ -141,6 +158,8 @@ class EsptoolDriver:
                 raise VerifyMismatch(f"the partition read back from {path} differs from "
                                      f"the image at byte {at:#x} of {used:#x}")
             await self._call(self._reset)
+            self._left_in = "rom" if self._settings.after == "no-reset" else "app"
+            self._node = await self._call(lambda: device_node(self._device))
         finally:
             await self._close()
         return Verification("md5+nvs-readback", digest, len(data))
@@ -161,7 +180,8 @@ class EsptoolDriver:
         return plan
 
     def _connect(self) -> None:
-        self._esp = cmds.detect_chip(self._device, self._baud, self._settings.before,
+        before = "no-reset" if self._left_in == "rom" else self._settings.before
+        self._esp = cmds.detect_chip(self._device, self._baud, before,
                                      connect_attempts=self._settings.connect_attempts)
         self._flasher = False
 
@@ -215,18 +235,18 @@ class EsptoolDriver:
         if esp.IS_STUB:
             esp.soft_reset(True)
         self._esp = None
-        _quietly_close(esp)
+        quietly_close(esp)
         rom = cmds.detect_chip(self._device, self._baud, "no-reset",
                                connect_attempts=self._settings.connect_attempts)
         try:
             rom.run()
         finally:
-            _quietly_close(rom)
+            quietly_close(rom)
 
     async def _close(self) -> None:
         esp, self._esp, self._flasher = self._esp, None, False
         if esp is not None:
-            await asyncio.get_running_loop().run_in_executor(THREADS, _quietly_close, esp)
+            await asyncio.get_running_loop().run_in_executor(THREADS, quietly_close, esp)
 
     async def _call(self, work: Callable[[], _T]) -> _T:
         """Run esptool in the worker thread; its errors become the unit's."""
@@ -244,25 +264,7 @@ class EsptoolDriver:
             raise UnitGone(f"the unit went away ({exc})") from exc
         except FatalError as exc:
             await self._close()
-            raise _unit_error(str(exc), self._device) from exc
-
-
-def _unit_error(text: str, device: str) -> UnitError:
-    first = text.strip().splitlines()[0] if text.strip() else "esptool failed"
-    if "Could not open" in text and "No such file" in text:
-        return UnitGone(f"{device} is gone: {first}")
-    if "Could not open" in text:
-        return UnitRefused(f"esptool cannot open {device}: {first}")
-    if "Failed to connect" in text or "No serial data received" in text:
-        return NotInBootloader(f"no chip answers its ROM bootloader on {device}: {first}")
-    if "MD5" in text or "Digest mismatch" in text:
-        return VerifyMismatch(first)
-    return ProtocolError(f"esptool: {first}")
-
-
-def _quietly_close(esp: Any) -> None:
-    with contextlib.suppress(OSError, serial.SerialException):
-        esp._port.close()
+            raise unit_error(str(exc), self._device) from exc
 
 
 def _bytes(size: str) -> int:
