@@ -173,10 +173,11 @@ def test_esptool_reset_modes_are_esptools_own(tmp_path: Path) -> None:
 before = "no-reset-no-sync"
 after = "soft-reset"
 flash_baud = 921600
+port_goes_with_unit = false
 """))
     (fixture,) = config.fixtures
     assert (fixture.esptool.before, fixture.esptool.after) == ("no-reset-no-sync", "soft-reset")
-    assert fixture.esptool.flash_baud == 921600
+    assert fixture.esptool.flash_baud == 921600 and not fixture.esptool.port_goes_with_unit
     defaults = load(write_config(tmp_path, CONFIG_TEXT + FIXTURE)).fixtures[0].esptool
     assert (defaults.before, defaults.after) == ("default-reset", "hard-reset")
 
@@ -219,6 +220,8 @@ BAD_FIXTURES = [
     (CONFIG_TEXT + FIXTURE + "[fixtures.esptool]\nafter = 'reboot'\n",
      "fixtures[0].esptool.after", "must be one of hard-reset, watchdog-reset, soft-reset, "
                                   "no-reset"),
+    (CONFIG_TEXT + FIXTURE + "[fixtures.esptool]\nport_goes_with_unit = 1\n",
+     "fixtures[0].esptool.port_goes_with_unit", "must be true or false"),
     (CONFIG_TEXT + FIXTURE + "[fixtures.esptool]\nflash_baud = 9000000\n",
      "fixtures[0].esptool.flash_baud", "between 9600 and 4000000"),
     (CONFIG_TEXT + FIXTURE + FIXTURE.replace('"/dev/ttyUSB0"', '"/dev/ttyUSB1"'),

@@ -40,6 +40,11 @@ class EsptoolSettings:
     # with RX/TX only), or stay in the bootloader.
     after: str = "hard-reset"  # one of AFTER
     flash_baud: int = 460800  # the rate the stub is switched to for flashing (≤ the baud: kept)
+    # Whether the unit's serial port goes away when it is unplugged (a board's own USB
+    # bridge or the chip's USB-Serial/JTAG). Then a verified unit reset into its application
+    # is left alone until its port goes; a fixture whose bridge stays (pogo pins) sets
+    # false, and the station resets the unit every poll to see whether another took its place.
+    port_goes_with_unit: bool = True
     connect_attempts: int = 2  # esptool's tries to sync per connection
 
 

@@ -107,7 +107,9 @@ def _settings(table: Table, defaults: _S) -> _S:
     changes: dict[str, Any] = {}
     for f in fields(defaults):
         default = getattr(defaults, f.name)
-        if isinstance(default, float):
+        if isinstance(default, bool):
+            changes[f.name] = table.get(f.name, bool, default)
+        elif isinstance(default, float):
             changes[f.name] = seconds(table, f.name, default)
         elif isinstance(default, int):
             changes[f.name] = table.get(f.name, int, default)

@@ -158,7 +158,10 @@ class EsptoolDriver:
                 raise VerifyMismatch(f"the partition read back from {path} differs from "
                                      f"the image at byte {at:#x} of {used:#x}")
             await self._call(self._reset)
-            self._left_in = "rom" if self._settings.after == "no-reset" else "app"
+            if self._settings.after == "no-reset":
+                self._left_in = "rom"
+            elif self._settings.port_goes_with_unit:
+                self._left_in = "app"
             self._node = await self._call(lambda: device_node(self._device))
         finally:
             await self._close()
