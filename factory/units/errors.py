@@ -34,9 +34,9 @@ class NotInBootloader(UnitTimeout):
     """A device is on the port but no chip answers its ROM bootloader's SYNC."""
 
     code = "no-sync"
-    action = ("put the unit in its bootloader (hold BOOT while pressing RESET, or plug it in "
-              "with BOOT held); if the fixture has an auto-reset circuit, check its "
-              "[fixtures.esptool] before")
+    action = ("if a unit is in the fixture, put it in its bootloader (hold BOOT while "
+              "pressing RESET, or plug it in with BOOT held); if the fixture has an "
+              "auto-reset circuit, check its [fixtures.esptool] before")
 
 
 class UnitGone(UnitError):
