@@ -110,6 +110,9 @@ async def test_a_station_provisions_labels_and_registers_esp32_units(tmp_path: P
         await stack.enter_async_context(station_process(config))
 
         def registered() -> set[str]:
+            failures = journal_rows(journal, "SELECT kind, data FROM events WHERE kind IN "
+                                             "('failed', 'fixture_failed')")
+            assert not failures, failures  # a failed unit waits to be plugged in again
             return {u for (u,) in journal_rows(
                 journal, "SELECT uci FROM events WHERE kind = 'registered'")}
 
