@@ -117,6 +117,16 @@ BAD = [
      "products[1].qr", "is not a format string"),
     (_replace('claim = "pre"', 'claim = "pre"\nlabel = "../etc/passwd"'),
      "products[1].label", "template name"),
+    (_replace('model = "AQ-100"', 'model = "AQ-100"\nfields = { hardware_revision = 3 }\n'
+                                  '[products.nvs]\nsize = 0x3000'),
+     "products[0].fields.hardware_revision", "is 17 bytes, and an NVS key is at most 15"),
+    (_replace('model = "AQ-100"', 'model = "AQ-100"\n[products.nvs]\n'
+                                  'namespace = "factory_settings"'),
+     "products[0].nvs.namespace", "must be 1-15 printable bytes"),
+    (_replace('model = "AQ-100"', 'model = "AQ-100"\n[products.nvs]\nentries = '
+                                  '[{ key = "manufacturing_date", type = "string", '
+                                  'value = "{uci}" }]'),
+     "products[0].nvs.entries[0].key", "must be 1-15 printable bytes"),
 ]
 
 
@@ -172,6 +182,31 @@ token_file = "registry.token"
     assert (second.driver, second.baud, second.framed.retries) == ("framed", 9600, 5)
 
 
+def test_esptool_reset_modes_are_esptools_own(tmp_path: Path) -> None:
+    config = load(write_config(tmp_path, CONFIG_TEXT + FIXTURE.replace(
+        'driver = "console"', 'driver = "esptool"') + """
+[fixtures.esptool]
+before = "no-reset-no-sync"
+after = "soft-reset"
+flash_baud = 921600
+port_goes_with_unit = false
+"""))
+    (fixture,) = config.fixtures
+    assert (fixture.esptool.before, fixture.esptool.after) == ("no-reset-no-sync", "soft-reset")
+    assert fixture.esptool.flash_baud == 921600 and not fixture.esptool.port_goes_with_unit
+    defaults = load(write_config(tmp_path, CONFIG_TEXT + FIXTURE)).fixtures[0].esptool
+    assert (defaults.before, defaults.after) == ("default-reset", "hard-reset")
+
+
+def test_a_field_too_long_for_nvs_fails_only_where_esptool_flashes_it(tmp_path: Path) -> None:
+    text = _replace('model = "AQ-100"', 'model = "AQ-100"\nfields = { hardware_revision = 3 }')
+    assert load(write_config(tmp_path, text + FIXTURE)).fixtures  # device.json5 takes it
+    with pytest.raises(ConfigError) as info:
+        load(write_config(tmp_path, text + FIXTURE.replace('"console"', '"esptool"')))
+    assert info.value.key == "products[0].fields.hardware_revision"
+    assert "at most 15" in info.value.reason and "fixture 'f1'" in info.value.reason
+
+
 def _fixture(old: str, new: str) -> str:
     assert old in FIXTURE
     return CONFIG_TEXT + FIXTURE.replace(old, new, 1)
@@ -195,6 +230,16 @@ BAD_FIXTURES = [
      "fixtures[0].console.timeout", "must be a number, got a string"),
     (CONFIG_TEXT + FIXTURE + "[fixtures.console]\npromt = '#'\n",
      "fixtures[0].console.promt", "not a known setting"),
+    (CONFIG_TEXT + FIXTURE + "[fixtures.esptool]\nbefore = 'no-sync'\n",
+     "fixtures[0].esptool.before", "must be one of default-reset, usb-reset, no-reset, "
+                                   "no-reset-no-sync, got 'no-sync'"),
+    (CONFIG_TEXT + FIXTURE + "[fixtures.esptool]\nafter = 'reboot'\n",
+     "fixtures[0].esptool.after", "must be one of hard-reset, watchdog-reset, soft-reset, "
+                                  "no-reset"),
+    (CONFIG_TEXT + FIXTURE + "[fixtures.esptool]\nport_goes_with_unit = 1\n",
+     "fixtures[0].esptool.port_goes_with_unit", "must be true or false"),
+    (CONFIG_TEXT + FIXTURE + "[fixtures.esptool]\nflash_baud = 9000000\n",
+     "fixtures[0].esptool.flash_baud", "between 9600 and 4000000"),
     (CONFIG_TEXT + FIXTURE + FIXTURE.replace('"/dev/ttyUSB0"', '"/dev/ttyUSB1"'),
      "fixtures[1].name", "'f1' is used twice"),
     (CONFIG_TEXT + FIXTURE + FIXTURE.replace('"f1"', '"f2"'),

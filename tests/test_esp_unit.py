@@ -22,7 +22,12 @@ from factory.testbed.sim.esp import EspFaults, run_esp_unit
 from factory.testbed.sim.esp_chips import CHIPS
 from factory.testbed.sim.pty import Misbehaviour, SimPty
 from factory.units import esp_nvs
-from factory.units.errors import ProtocolError, UnitGone, UnitTimeout, VerifyMismatch
+from factory.units.errors import (
+    NotInBootloader,
+    ProtocolError,
+    UnitGone,
+    VerifyMismatch,
+)
 from factory.units.esp import EsptoolDriver
 from factory.units.pipeline import DEFAULT_STEPS, Pipeline, UnitRun
 
@@ -97,7 +102,9 @@ async def test_a_chip_that_never_syncs_is_not_present(tmp_path):
     async with esp_unit(tmp_path / "unit", misbehaviour=Misbehaviour(silent=True)) as sim:
         driver = EsptoolDriver(sim.path, 115200, SIM)
         assert not await driver.present()
-        with pytest.raises(UnitTimeout, match="does not answer its ROM bootloader"):
+        assert isinstance(driver.silence, NotInBootloader)
+        assert "hold BOOT" in driver.silence.action
+        with pytest.raises(NotInBootloader, match="no chip answers its ROM bootloader"):
             await driver.identify()
 
 
@@ -144,6 +151,9 @@ def test_the_nvs_reader_reads_what_espressifs_generator_wrote():
     assert esp_nvs.read_image(image) == esp_nvs.meant(layout, items)
     assert esp_nvs.read_image(image)["fctry"]["blob"] == b"\x00\xff" * 2500  # across pages
     assert esp_nvs.read_image(image)["fctry"]["ratio"] == "1.5"
+    used = esp_nvs.used_pages(image)  # what the driver reads back (the MD5 covers the rest)
+    assert used == 2 * esp_nvs.PAGE and image[used:] == b"\xff" * (len(image) - used)
+    assert esp_nvs.read_image(image[:used]) == esp_nvs.meant(layout, items)
     damaged = bytearray(image)
     damaged[64 + 32 * 1 + 10] ^= 0x01  # a key byte of the first entry after the namespace
     with pytest.raises(esp_nvs.NvsError, match="CRC mismatch"):

@@ -12,7 +12,7 @@ from pathlib import Path
 from factory import uci as uci_codec
 from factory.cli.common import CliError, Subcommands, command, with_journal
 from factory.config import StationConfig
-from factory.config.drivers import ConsoleSettings
+from factory.config.drivers import AFTER, BEFORE, ConsoleSettings, EsptoolSettings
 from factory.journal.interface import Journal
 
 
@@ -27,6 +27,15 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--identify-command", metavar="CMD",
                    help="console units: what prints the unit's hardware id, as a fixture's "
                         f"identify_command (default: {ConsoleSettings().identify_command})")
+    esp = EsptoolSettings()
+    p.add_argument("--before", choices=BEFORE, default=esp.before,
+                   help="esptool units: how the chip gets into its bootloader, as a fixture's "
+                        "[fixtures.esptool] before (a port without modem lines: no-reset)")
+    p.add_argument("--after", choices=AFTER, default=esp.after,
+                   help="esptool units: what the chip does once verified, as a fixture's "
+                        "after (no modem lines: soft-reset runs the application)")
+    p.add_argument("--flash-baud", type=int, default=esp.flash_baud, metavar="BAUD",
+                   help="esptool units: the rate the flasher stub is switched to")
 
     p = command(sub, "sim-unit", cmd_sim_unit,
                 "Run a simulated unit on a new pseudo-terminal (prints its path).")
@@ -65,6 +74,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
     if args.driver not in DRIVERS:
         raise CliError(f"--driver must be one of {', '.join(DRIVERS)}")
+    if not 9600 <= args.flash_baud <= 4_000_000:
+        raise CliError(f"--flash-baud must be between 9600 and 4000000, got {args.flash_baud}")
 
     async def work(journal: Journal, config: StationConfig) -> int:
         product = config.product(args.product)
@@ -73,8 +84,11 @@ def cmd_provision(args: argparse.Namespace) -> int:
         console = ConsoleSettings()
         if args.identify_command:
             console = dataclasses.replace(console, identify_command=args.identify_command)
+        esptool = EsptoolSettings(before=args.before, after=args.after,
+                                  flash_baud=args.flash_baud)
         fixture = Fixture(name="cli", port=args.port, driver=args.driver, product=product.id,
-                          baud=args.baud, device_path=args.path, console=console)
+                          baud=args.baud, device_path=args.path, console=console,
+                          esptool=esptool)
         run = UnitRun(fixture=f"cli-{getpass.getuser()}", product=product,
                       device_path=args.path)
         printed = 0
@@ -99,7 +113,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
                 await port.close()
         show(run)
         assert run.uci is not None
-        print(f"done: unit {uci_codec.human(run.uci)} ({run.uci}), {args.path} verified")
+        print(f"done: unit {uci_codec.human(run.uci)} ({run.uci}), {run.device_path} "
+              "verified")
         return 0
 
     try:

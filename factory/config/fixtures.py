@@ -118,7 +118,9 @@ def _settings(table: Table, defaults: _S) -> _S:
     changes: dict[str, Any] = {}
     for f in fields(defaults):
         default = getattr(defaults, f.name)
-        if isinstance(default, float):
+        if isinstance(default, bool):
+            changes[f.name] = table.get(f.name, bool, default)
+        elif isinstance(default, float):
             changes[f.name] = seconds(table, f.name, default)
         elif isinstance(default, int):
             changes[f.name] = table.get(f.name, int, default)
@@ -149,6 +151,9 @@ def _esptool(table: Table) -> EsptoolSettings:
         if getattr(settings, key) not in allowed:
             raise table.error(key, f"must be one of {', '.join(allowed)}, got "
                                    f"{getattr(settings, key)!r}")
+    if not 9600 <= settings.flash_baud <= 4_000_000:
+        raise table.error("flash_baud", "must be between 9600 and 4000000 (921600 and "
+                                        f"460800 are usual), got {settings.flash_baud}")
     return settings
 
 

@@ -46,6 +46,16 @@ class NvsLayout:
     entries: tuple[NvsEntry, ...] = ()
 
 
+def key_problem(key: str) -> str:
+    """Why `key` cannot be an NVS key ("" when it can): each product field is written as one."""
+    size = len(key.encode())
+    if size <= MAX_KEY:
+        return ""
+    shorter = key.encode()[:MAX_KEY].decode(errors="ignore")
+    return (f"is {size} bytes, and an NVS key is at most {MAX_KEY} (esptool units hold each "
+            f"field as one): shorten it, e.g. to {shorter!r}")
+
+
 def nvs_type(value: Field) -> str:
     """The NVS type a product field is written as."""
     if isinstance(value, bool):

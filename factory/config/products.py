@@ -12,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
-from factory.config.nvs import NvsLayout, read_nvs
+from factory.config.nvs import NvsLayout, key_problem, read_nvs
 from factory.config.table import ID, ConfigError, Table, seconds
 
 ClaimMode = Literal["user", "pre"]
@@ -140,6 +140,10 @@ def _product(source: Path, index: int, value: Any) -> Product:
             _device_text(fields_table, key, item)
         fields[key] = item
     scan_check = table.get("scan_check", bool, False)
+    if "nvs" in table.data:  # a product made for esptool units: its fields are NVS keys
+        for key in fields:
+            if problem := key_problem(key):
+                raise fields_table.error(key, problem)
     nvs = read_nvs(table.table("nvs"), fields)
     table.finish()
     return Product(

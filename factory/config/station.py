@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any, Literal, cast
 
 from factory.config.fixtures import Fixture, read_fixtures
+from factory.config.nvs import key_problem
 from factory.config.products import Product, read_products
 from factory.config.table import ID, ConfigError, Network, Table, config_path, network, seconds
 from factory.config.upstream import Upstream, read_upstream
@@ -153,7 +154,11 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
     fleet.finish()
     fixtures = read_fixtures(root, {p.id for p in products})
     for i, fixture in enumerate(fixtures):
-        product = next(p for p in products if p.id == fixture.product)
+        index, product = next((n, p) for n, p in enumerate(products) if p.id == fixture.product)
+        for key in product.fields if fixture.driver == "esptool" else ():
+            if problem := key_problem(key):
+                raise ConfigError(source, f"products[{index}].fields.{key}",
+                                  f"{problem} (fixture {fixture.name!r} flashes this product)")
         if product.claim == "pre" and not upstream.enabled:
             raise ConfigError(source, f"fixtures[{i}].product",
                               f"product {product.id!r} is pre-claimed (claim = \"pre\"), "

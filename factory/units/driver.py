@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from factory.config import Product
+from factory.units.errors import UnitError
 
 if TYPE_CHECKING:
     from factory.units.esp_nvs import Entry, Value
@@ -78,3 +79,12 @@ class HoldsNvs(Protocol):
     credentials, checked against the journal)."""
 
     async def read_nvs(self, product: Product) -> dict[str, dict[str, Value]]: ...
+
+
+@runtime_checkable
+class ExplainsSilence(Protocol):
+    """A driver that can tell a port where nothing is from one where a unit is but does not
+    answer as it must (an ESP32 not in its bootloader): `silence` says why, after a
+    `present()` that was False; None when nothing is known."""
+
+    silence: UnitError | None

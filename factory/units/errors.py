@@ -30,6 +30,15 @@ class UnitTimeout(UnitError):
     action = "check the unit is powered and running its factory firmware"
 
 
+class NotInBootloader(UnitTimeout):
+    """A device is on the port but no chip answers its ROM bootloader's SYNC."""
+
+    code = "no-sync"
+    action = ("if a unit is in the fixture, put it in its bootloader (hold BOOT while "
+              "pressing RESET, or plug it in with BOOT held); if the fixture has an "
+              "auto-reset circuit, check its [fixtures.esptool] before")
+
+
 class UnitGone(UnitError):
     code = "unplugged"
     action = "plug the unit in again; it resumes with the same UCI"

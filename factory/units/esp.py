@@ -3,24 +3,27 @@ Python API (≥ 5). No factory firmware is needed on the unit.
 
 esptool is synchronous and opens the serial device itself, so this driver does not use the
 fixture's asyncio Port: it is given the device path and runs every esptool call in a worker
-thread (asyncio.to_thread), one at a time. esptool opens the device exclusively (a lock other
-serial programs respect) for as long as a session lasts: from `present()` (sync, chip
-detection) through flashing and verifying; the session is closed after the unit was reset
-(or failed), so between units nothing holds the port. A cancelled step cannot stop a call
-already in its thread: esptool's own timeouts (a few seconds) bound it.
+thread, one at a time, from esptool's own pool (`THREADS`): asyncio's default executor has
+only CPU count + 4 threads, and each call holds one for up to a second (the flasher stub at
+115200 baud), so with 8 fixtures on 2 CPUs two of them waited for a thread. esptool opens
+the device exclusively (a lock other serial programs respect) for as long as a session
+lasts: from `present()` (sync, chip detection) through flashing and verifying; the session
+is closed after the unit was reset (or failed), so between units nothing holds the port. A
+cancelled step cannot stop a call already in its thread: esptool's own timeouts (a few
+seconds) bound it.
 
 The unit's data is an NVS partition image (esp_nvs.py) flashed compressed at the product's
 offset, verified twice: the MD5 the chip computes of the flash, and the partition read back
-and parsed as NVS, whose entries must be the ones meant.
+and parsed as NVS, whose entries must be the ones meant, and byte for byte.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -34,13 +37,14 @@ from factory.config.drivers import EsptoolSettings
 from factory.config.nvs import NvsLayout
 from factory.units.driver import Identity, Verification
 from factory.units.errors import (
+    NotInBootloader,
     ProtocolError,
     UnitError,
     UnitGone,
     UnitRefused,
-    UnitTimeout,
     VerifyMismatch,
 )
+from factory.units.esp_edges import device_node, quietly_close, unit_error
 from factory.units.esp_nvs import (
     Entry,
     Extra,
@@ -50,9 +54,12 @@ from factory.units.esp_nvs import (
     entries,
     meant,
     read_image,
+    used_pages,
 )
 
 _T = TypeVar("_T")
+# Threads are made as fixtures need them, up to one per fixture of a large station.
+THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="esptool")
 esptool_log.set_verbosity("silent")  # the station logs and journals; esptool must not print
 
 
@@ -71,6 +78,12 @@ class EsptoolDriver:
         self._esp: Any = None  # an esptool ESPLoader while a session is open
         self._flasher = False  # the stub runs and the flash is attached
         self._plans: dict[str, _Plan] = {}
+        self.silence: UnitError | None = None  # why the last present() was False
+        # While a verified unit stays, it is never reset again (that would stop the
+        # application it was reset into, every poll): "app" when it runs its application,
+        # "rom" when it was left in its bootloader, None when no verified unit is here.
+        self._left_in: str | None = None
+        self._node: tuple[int, ...] | None = None  # the port's device node it was verified on
 
     # The pipeline's side.
 
@@ -96,14 +109,24 @@ class EsptoolDriver:
                                  f"image: {exc}") from exc
 
     async def present(self) -> bool:
-        """A fresh session: whether a chip syncs and is detected on the port now."""
+        """A fresh session: whether a chip syncs and is detected on the port now. While the
+        unit that was here may still be: one running its application is there as long as
+        its port is (nothing is sent to it); one left in its ROM is synced without a reset."""
         await self._close()
+        if self._left_in == "app":
+            # A unit unplugged and another plugged in between two polls leaves the path
+            # there, on a new device node (a new pty, a USB adapter enumerated again).
+            if await self._call(lambda: device_node(self._device)) != self._node:
+                raise UnitGone(f"{self._device} was unplugged")
+            return True
         try:
             await self._call(self._connect)
         except UnitGone:
             raise
-        except UnitError:
+        except UnitError as exc:
+            self.silence, self._left_in = exc, None
             return False
+        self.silence = None
         return True
 
     async def wake(self) -> None:
@@ -111,6 +134,9 @@ class EsptoolDriver:
             await self._call(self._connect)
 
     async def identify(self) -> Identity:
+        if self._left_in == "app":
+            raise NotInBootloader("the unit runs its application since it was verified; "
+                                  "the fixture waits for it to be unplugged")
         await self.wake()
         mac, chip = await self._call(lambda: (self._esp.read_mac(), self._esp.CHIP_NAME))
         return Identity(hardware_id=":".join(f"{b:02x}" for b in mac), model=chip,
@@ -118,6 +144,7 @@ class EsptoolDriver:
 
     async def write_file(self, path: str, data: bytes) -> None:
         plan = self._plan(path, data)
+        self._left_in = None  # a unit being written is no verified unit yet
         await self._call(lambda: self._flash(plan.layout.offset, data))
 
     async def verify_file(self, path: str, data: bytes) -> Verification:
@@ -125,7 +152,10 @@ class EsptoolDriver:
         offset = plan.layout.offset
         try:
             digest = await self._call(lambda: self._md5(offset, data))
-            back = await self._call(lambda: self._read(offset, len(data)))
+            # The MD5 covers the whole partition; what is read back and parsed is the pages
+            # holding entries (the rest is erased), a sixth of a default partition's bytes.
+            used = used_pages(data)
+            back = await self._call(lambda: self._read(offset, used))
             try:
                 held = read_image(back)
             except NvsError as exc:
@@ -135,7 +165,19 @@ class EsptoolDriver:
             if held != wanted:
                 raise VerifyMismatch(f"the partition read back from {path} holds "
                                      f"{_differences(wanted, held)}")
+            if back != data[:used]:  # e.g. an entry slot left unerased: NVS ignores it
+                # until it writes there, and then bits cannot go back to 1
+                at = next((i for i, (a, b) in enumerate(zip(back, data, strict=False))
+                           if a != b),
+                          len(back))
+                raise VerifyMismatch(f"the partition read back from {path} differs from "
+                                     f"the image at byte {at:#x} of {used:#x}")
             await self._call(self._reset)
+            if self._settings.after == "no-reset":
+                self._left_in = "rom"
+            elif self._settings.port_goes_with_unit:
+                self._left_in = "app"
+            self._node = await self._call(lambda: device_node(self._device))
         finally:
             await self._close()
             self._plans.pop(path, None)  # it may hold the unit's key (an upstream's extra)
@@ -157,7 +199,8 @@ class EsptoolDriver:
         return plan
 
     def _connect(self) -> None:
-        self._esp = cmds.detect_chip(self._device, self._baud, self._settings.before,
+        before = "no-reset" if self._left_in == "rom" else self._settings.before
+        self._esp = cmds.detect_chip(self._device, self._baud, before,
                                      connect_attempts=self._settings.connect_attempts)
         self._flasher = False
 
@@ -199,18 +242,35 @@ class EsptoolDriver:
         return data
 
     def _reset(self) -> None:
-        if self._esp is not None:
-            cmds.reset_chip(self._esp, self._settings.after)
+        esp = self._esp
+        if esp is None:
+            return
+        if self._settings.after != "soft-reset" or esp.CHIP_NAME == "ESP8266":
+            cmds.reset_chip(esp, self._settings.after)
+            return
+        # esptool soft-resets only an ESP8266's stub. Elsewhere the stub reboots into the
+        # ROM bootloader (at its first rate), which a new session tells to run the
+        # application, as `esptool --no-stub --after soft-reset` does.
+        if esp.IS_STUB:
+            esp.soft_reset(True)
+        self._esp = None
+        quietly_close(esp)
+        rom = cmds.detect_chip(self._device, self._baud, "no-reset",
+                               connect_attempts=self._settings.connect_attempts)
+        try:
+            rom.run()
+        finally:
+            quietly_close(rom)
 
     async def _close(self) -> None:
         esp, self._esp, self._flasher = self._esp, None, False
         if esp is not None:
-            await asyncio.to_thread(_quietly_close, esp)
+            await asyncio.get_running_loop().run_in_executor(THREADS, quietly_close, esp)
 
     async def _call(self, work: Callable[[], _T]) -> _T:
         """Run esptool in the worker thread; its errors become the unit's."""
         try:
-            return await asyncio.to_thread(work)
+            return await asyncio.get_running_loop().run_in_executor(THREADS, work)
         except UnitError:
             await self._close()
             raise
@@ -218,30 +278,12 @@ class EsptoolDriver:
             await self._close()
             if "Inappropriate ioctl" in str(exc):
                 raise ProtocolError(f"{self._device} has no modem lines to reset the chip "
-                                    "with; set [fixtures.esptool] before/after = "
-                                    "\"no-reset\"") from exc
+                                    "with; set [fixtures.esptool] before = \"no-reset\" "
+                                    "and after = \"soft-reset\" or \"no-reset\"") from exc
             raise UnitGone(f"the unit went away ({exc})") from exc
         except FatalError as exc:
             await self._close()
-            raise _unit_error(str(exc), self._device) from exc
-
-
-def _unit_error(text: str, device: str) -> UnitError:
-    first = text.strip().splitlines()[0] if text.strip() else "esptool failed"
-    if "Could not open" in text and "No such file" in text:
-        return UnitGone(f"{device} is gone: {first}")
-    if "Could not open" in text:
-        return UnitRefused(f"esptool cannot open {device}: {first}")
-    if "Failed to connect" in text or "No serial data received" in text:
-        return UnitTimeout(f"the chip does not answer its ROM bootloader: {first}")
-    if "MD5" in text or "Digest mismatch" in text:
-        return VerifyMismatch(first)
-    return ProtocolError(f"esptool: {first}")
-
-
-def _quietly_close(esp: Any) -> None:
-    with contextlib.suppress(OSError, serial.SerialException):
-        esp._port.close()
+            raise unit_error(str(exc), self._device) from exc
 
 
 def _bytes(size: str) -> int:

@@ -108,6 +108,15 @@ def build_image(layout: NvsLayout, items: list[Entry], extra: Extra = _NONE) -> 
     return image
 
 
+def used_pages(image: bytes) -> int:
+    """The bytes of `image` up to the end of its last page that is not erased (all 0xFF);
+    at least one page."""
+    for end in range(len(image) - len(image) % PAGE, PAGE, -PAGE):
+        if image[end - PAGE:end].count(0xFF) != PAGE:
+            return end
+    return PAGE
+
+
 def meant(layout: NvsLayout, items: list[Entry],
           extra: Extra = _NONE) -> dict[str, dict[str, Value]]:
     """What reading the image back must give: namespace → key → value."""

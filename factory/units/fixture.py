@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from factory.config import Fixture, Product
 from factory.journal.errors import JournalError
 from factory.states import FixtureStatus
-from factory.units.driver import UnitDriver
+from factory.units.driver import ExplainsSilence, UnitDriver
 from factory.units.errors import PortBusy, PortMissing, UnitError, UnitGone
 from factory.units.pipeline import (
     DEFAULT_STEPS,
@@ -58,6 +58,7 @@ class FixtureRunner:
         self._pipeline = Pipeline(ledger, steps, on_step=self._on_step, observe=observe)
         self.status = FixtureStatus(fixture.name, fixture.port)
         self._port_problem = ""
+        self._silence = ""  # why a device on the port does not answer, said once a while
         self._stopping = asyncio.Event()
         self._busy = False  # a unit is going through the pipeline
         self.task: asyncio.Task[None] | None = None
@@ -151,7 +152,9 @@ class FixtureRunner:
             self.status.set("waiting")
             # A serial unit does not announce itself: look for one every poll_interval.
             while not self._stopping.is_set() and not await driver.present():
+                self._silent(driver)
                 await self._pause(self.fixture.poll_interval)
+            self._silence = ""
             if self._stopping.is_set():
                 return  # a unit that just arrived is left for the next start
             run = UnitRun(fixture=self.fixture.name, product=self.product,
@@ -181,6 +184,17 @@ class FixtureRunner:
                 return
             await self._wait_for_change(driver, run.identity.hardware_id if run.identity
                                         else None)
+
+    def _silent(self, driver: UnitDriver) -> None:
+        """Show why a device on the port does not answer (an ESP32 not in its bootloader),
+        logged once while it lasts, not every poll. Not journaled: no unit failed (the
+        fixture's own bridge may be all there is), and the failed counter must not grow."""
+        why = driver.silence if isinstance(driver, ExplainsSilence) else None
+        if why is None or why.reason == self._silence:
+            return
+        self._silence = why.reason
+        self.status.set("waiting", why.reason, why.action)
+        log.warning("fixture %s: %s -> %s", self.fixture.name, why.reason, why.action)
 
     def _failed(self, run: UnitRun, exc: UnitError) -> None:
         self.status.failed += 1

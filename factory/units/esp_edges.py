@@ -1,0 +1,48 @@
+"""The esptool driver's edges with plain values: esptool's failures as the unit's errors
+(with what to do), the port's device node (to tell a unit unplugged and another plugged in
+between two looks), and closing a session that may already be gone."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import serial
+
+from factory.units.errors import (
+    NotInBootloader,
+    ProtocolError,
+    UnitError,
+    UnitGone,
+    UnitRefused,
+    VerifyMismatch,
+)
+
+
+def unit_error(text: str, device: str) -> UnitError:
+    first = text.strip().splitlines()[0] if text.strip() else "esptool failed"
+    if "Could not open" in text and "No such file" in text:
+        return UnitGone(f"{device} is gone: {first}")
+    if "Could not open" in text:
+        return UnitRefused(f"esptool cannot open {device}: {first}")
+    if "Failed to connect" in text or "No serial data received" in text:
+        return NotInBootloader(f"no chip answers its ROM bootloader on {device}: {first}")
+    if "MD5" in text or "Digest mismatch" in text:
+        return VerifyMismatch(first)
+    return ProtocolError(f"esptool: {first}")
+
+
+def device_node(device: str) -> tuple[int, ...] | None:
+    """Which device node `device` is now, None when it is gone. Its creation time too: a pty
+    whose number is used again has the same inode and device number."""
+    try:
+        found = os.stat(device)
+    except OSError:
+        return None
+    return found.st_ino, found.st_rdev, found.st_ctime_ns
+
+
+def quietly_close(esp: Any) -> None:
+    with contextlib.suppress(OSError, serial.SerialException):
+        esp._port.close()
