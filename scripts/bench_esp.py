@@ -11,9 +11,10 @@ Run from the repository root:  .venv/bin/python scripts/bench_esp.py [--rounds 5
 2. Eight fixtures at once against one: units per minute through one fixture in a row, and
    through eight side by side (target: at least 7x). The simulated chips run in processes
    of their own (`--farm`), as real units are devices of their own.
-3. The peer baseline, the RainMaker CLI's own flow one board at a time: its units/min come
-   from scripts/rainmaker_cli_flow.py (`--peer-units-per-min`), compared in `peer_line`
-   (target: eight fixtures at least 8x the CLI).
+3. The peer baseline, the RainMaker CLI's own flow one board at a time (MAC read, claim, NVS
+   build, flash), measured in the same run by scripts/rainmaker_cli_flow.py against the same
+   simulated chips and claiming service (`--peer-boards`; or given with
+   `--peer-units-per-min`), compared in `peer_line` (target: eight fixtures at least 8x).
 """
 
 from __future__ import annotations
@@ -246,6 +247,18 @@ async def fixtures_per_minute(journal: Journal, fixtures: int, units: int, flash
     return Throughput(count / elapsed * 60, cpu / count, chips_cpu / count)
 
 
+def peer_units_per_minute(boards: int) -> float | None:
+    """The RainMaker CLI's own flow, one board at a time (scripts/rainmaker_cli_flow.py, the
+    CLI in tests/rainmaker_cli/.venv as scripts/test installs it); None when it cannot run."""
+    import rainmaker_cli_flow  # scripts/ is this script's own folder, first on sys.path
+
+    try:
+        return rainmaker_cli_flow.units_per_minute(boards, baud=ROM_BAUD)
+    except (rainmaker_cli_flow.CliMissing, RuntimeError) as exc:
+        print(f"peer: the RainMaker CLI's flow did not run: {exc}")
+        return None
+
+
 def peer_line(ours_per_min: float, peer_per_min: float | None) -> str:
     """The peer baseline: the RainMaker CLI's own flow (MAC read, claim, NVS build, flash),
     one board at a time, measured by scripts/rainmaker_cli_flow.py against the same
@@ -297,7 +310,10 @@ async def main(args: argparse.Namespace) -> int:
                       f"{t.station_cpu:.3f}, chips {t.chips_cpu:.3f}")
             print(f"  8 fixtures = {eight.per_minute / one.per_minute:.2f}x 1 fixture "
                   "(target >= 7x)")
-            print(peer_line(eight.per_minute, args.peer_units_per_min))
+            peer = args.peer_units_per_min
+            if peer is None and args.peer_boards:
+                peer = await asyncio.to_thread(peer_units_per_minute, args.peer_boards)
+            print(peer_line(eight.per_minute, peer))
             result = await journal.verify()
             print(f"\njournal: {result.checked} events, chain "
                   f"{'intact' if result.ok else 'BROKEN: ' + result.reason}")
@@ -313,6 +329,8 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5, help="units per single-unit figure")
     parser.add_argument("--fixture-units", type=int, default=4,
                         help="units per fixture in the 1-vs-8 comparison")
+    parser.add_argument("--peer-boards", type=int, default=3, metavar="N",
+                        help="boards through the RainMaker CLI's flow (0: skip)")
     parser.add_argument("--peer-units-per-min", type=float, metavar="N",
                         help="the RainMaker CLI's units/min from scripts/rainmaker_cli_flow.py")
     parsed = parser.parse_args()
