@@ -9,20 +9,17 @@ locked transaction.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import aiosqlite
 
-from factory.files import create_private
+from factory.testbed.clouds.sqlite_store import SqliteStore
 
 CLAIM_CODE_TTL = 3600  # "valid about an hour"
 Role = Literal["member", "customer", "developer"]
@@ -60,38 +57,13 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class Store:
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db, self._lock = db, asyncio.Lock()
+class Store(SqliteStore):
+    SCHEMA = _SCHEMA
 
     @classmethod
     async def open(cls, path: Path) -> Store:
         """The store at `path` (made 0600 if new)."""
-        await asyncio.to_thread(create_private, path)  # no-op when it exists
-        db = await aiosqlite.connect(path, isolation_level=None)
-        db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.executescript(_SCHEMA)
-        return cls(db)
-
-    async def close(self) -> None:
-        await self._db.close()
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One locked write transaction (BEGIN IMMEDIATE … COMMIT, rolled back on error)."""
-        async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
-
-    async def one(self, sql: str, *args: object) -> aiosqlite.Row | None:
-        async with self._db.execute(sql, args) as cursor:
-            return await cursor.fetchone()
+        return await cls.connect(path)
 
     # --- set-up (the CLI and tests) ------------------------------------------------------
 

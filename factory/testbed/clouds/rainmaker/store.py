@@ -16,14 +16,10 @@ import json
 import secrets
 import string
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiosqlite
-
-from factory.files import create_private
+from factory.testbed.clouds.sqlite_store import SqliteStore
 
 DEFAULT_QUOTA = 5  # the service's default for host-driven claiming (esp-rainmaker #83)
 _ALPHABET = string.ascii_letters + string.digits
@@ -83,38 +79,13 @@ def _token(claims: dict[str, object]) -> str:
                      secrets.token_urlsafe(32)))
 
 
-class Store:
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db, self._lock = db, asyncio.Lock()
+class Store(SqliteStore):
+    SCHEMA = _SCHEMA
 
     @classmethod
     async def open(cls, path: Path) -> Store:
         """The store at `path` (made 0600 if new)."""
-        await asyncio.to_thread(create_private, path)  # no-op when it exists
-        db = await aiosqlite.connect(path, isolation_level=None)
-        db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.executescript(_SCHEMA)
-        return cls(db)
-
-    async def close(self) -> None:
-        await self._db.close()
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One locked write transaction (BEGIN IMMEDIATE … COMMIT, rolled back on error)."""
-        async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
-
-    async def _one(self, sql: str, *args: object) -> aiosqlite.Row | None:
-        async with self._db.execute(sql, args) as cursor:
-            return await cursor.fetchone()
+        return await cls.connect(path)
 
     # --- set-up (the CLI and tests) ------------------------------------------------------
 
@@ -132,7 +103,7 @@ class Store:
 
     async def login(self, email: str, password: str, ttl: float) -> Tokens | None:
         """New tokens for a right e-mail and password; None otherwise."""
-        row = await self._one("SELECT * FROM users WHERE email = ?", email)
+        row = await self.one("SELECT * FROM users WHERE email = ?", email)
         if row is None:
             return None
         salt = bytes.fromhex(row["password"].split(":", 1)[0])
@@ -142,7 +113,7 @@ class Store:
         return await self.new_tokens(row["id"], ttl)
 
     async def new_tokens(self, user_id: str, ttl: float) -> Tokens:
-        row = await self._one("SELECT * FROM users WHERE id = ?", user_id)
+        row = await self.one("SELECT * FROM users WHERE id = ?", user_id)
         assert row is not None
         expires = int(time.time() + ttl)
         claims: dict[str, object] = {"custom:user_id": user_id, "email": row["email"],
@@ -158,7 +129,7 @@ class Store:
 
     async def user_of(self, token: str) -> tuple[User, bool] | None:
         """The token's user and whether the token is still valid; None for no such token."""
-        row = await self._one("SELECT users.*, tokens.expires FROM tokens JOIN users ON "
+        row = await self.one("SELECT users.*, tokens.expires FROM tokens JOIN users ON "
                               "users.id = tokens.user_id WHERE tokens.hash = ?", _sha(token))
         if row is None:
             return None

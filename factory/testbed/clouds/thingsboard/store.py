@@ -7,21 +7,18 @@ lock in one transaction, so two requests cannot both make the same device or cla
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from factory.files import create_private
+from factory.testbed.clouds.sqlite_store import SqliteStore
 
 TENANT_ID = "a9e7f1c0-5e1b-11ef-9c6b-6b2d1f0e7a01"
 CUSTOMER_A = "b3c4d5e6-5e1b-11ef-9c6b-6b2d1f0e7a02"
@@ -70,20 +67,14 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Store:
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db, self._lock = db, asyncio.Lock()
+class Store(SqliteStore):
+    SCHEMA = _SCHEMA
 
     @classmethod
     async def open(cls, path: Path) -> Store:
         """The store at `path` (made 0600, with the demo accounts, if new)."""
-        await asyncio.to_thread(create_private, path)  # no-op when it exists
-        db = await aiosqlite.connect(path, isolation_level=None)
-        db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.executescript(_SCHEMA)
-        store = cls(db)
-        async with store.transaction():
+        store = await cls.connect(path)
+        async with store.transaction() as db:
             for email, password, authority, customer, first in DEMO_USERS:
                 await db.execute("INSERT OR IGNORE INTO users VALUES (?, ?, ?, ?, ?, ?)",
                                  (str(uuid.uuid5(uuid.NAMESPACE_URL, email)), email,
@@ -91,29 +82,6 @@ class Store:
             await db.execute("INSERT OR IGNORE INTO meta VALUES ('signing_key', ?)",
                              (secrets.token_hex(32),))
         return store
-
-    async def close(self) -> None:
-        await self._db.close()
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One locked write transaction (BEGIN IMMEDIATE … COMMIT, rolled back on error)."""
-        async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
-
-    async def one(self, sql: str, *args: Any) -> aiosqlite.Row | None:
-        async with self._db.execute(sql, args) as cursor:
-            return await cursor.fetchone()
-
-    async def all(self, sql: str, *args: Any) -> list[aiosqlite.Row]:
-        async with self._db.execute(sql, args) as cursor:
-            return list(await cursor.fetchall())
 
     async def signing_key(self) -> bytes:
         row = await self.one("SELECT value FROM meta WHERE key = 'signing_key'")
