@@ -105,19 +105,26 @@ async def thingsboard_upstream(config: StationConfig,
                                secret_for=None if secrets is None else secrets.secret)
 
 
-async def particle_upstream(config: StationConfig,
-                            stack: contextlib.AsyncExitStack) -> Upstream:
-    """The particle adapter: the access token from its file, one aiohttp session."""
-    upstream = config.upstream
-    assert upstream.token_file is not None
+def _token_from_file(config: StationConfig, holds: str) -> str:
+    """The access token in `[upstream] token_file`: one printable word, or a ConfigError
+    naming the file and key (the token itself is never shown)."""
+    path = config.upstream.token_file
+    assert path is not None
     try:
-        token = upstream.token_file.read_text().strip()
+        token = path.read_text().strip()
     except OSError as exc:
         raise ConfigError(config.source, "upstream.token_file",
                           f"cannot be read: {exc.strerror}") from exc
     if not token or not token.isprintable() or " " in token:
-        raise ConfigError(config.source, "upstream.token_file",
-                          f"{upstream.token_file} must hold one Particle access token")
+        raise ConfigError(config.source, "upstream.token_file", f"{path} must hold {holds}")
+    return token
+
+
+async def particle_upstream(config: StationConfig,
+                            stack: contextlib.AsyncExitStack) -> Upstream:
+    """The particle adapter: the access token from its file, one aiohttp session."""
+    upstream = config.upstream
+    token = _token_from_file(config, "one Particle access token")
     session = await stack.enter_async_context(aiohttp.ClientSession())
     api = ParticleApi(session, upstream.url, token, timeout=upstream.timeout)
     return ParticleUpstream(api, products=upstream.particle_products)
@@ -128,16 +135,8 @@ async def rainmaker_upstream(config: StationConfig,
     """The rainmaker adapter: the account's access token from its file (never logged), one
     aiohttp session."""
     upstream = config.upstream
-    assert upstream.token_file is not None
-    try:
-        token = upstream.token_file.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(config.source, "upstream.token_file",
-                          f"cannot be read: {exc.strerror}") from exc
-    if not token or not token.isprintable() or " " in token:
-        raise ConfigError(config.source, "upstream.token_file",
-                          f"{upstream.token_file} must hold one RainMaker access token "
-                          "(esp-rainmaker-cli login; its accesstoken)")
+    token = _token_from_file(
+        config, "one RainMaker access token (esp-rainmaker-cli login; its accesstoken)")
     session = await stack.enter_async_context(aiohttp.ClientSession())
     return RainmakerUpstream(session, upstream.url, token, timeout=upstream.timeout)
 
