@@ -106,7 +106,7 @@ async def plugged(link: Path, root: Path, mac: str, driver: DriverName,
                   baud: int | None = None) -> AsyncIterator[SimPty]:
     """A simulated unit on a new pty, reachable at `link` while plugged in."""
     sim = SimPty(baud=baud, misbehaviour=misbehaviour)
-    _relink(link, sim.path)
+    _relink(link, sim.device)
     if driver == "framed":
         unit = run_framed_unit(sim, root, Identity(hardware_id=mac, model="SIM-1"))
     else:

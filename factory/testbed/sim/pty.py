@@ -1,8 +1,13 @@
 """The unit's end of a pseudo-terminal, paced to a baud rate, able to misbehave.
 
-The station opens `SimPty.path` like any serial port. A pty moves bytes instantly whatever
-the baud rate, so the wire's timing comes from here: bytes are delivered in both directions
-no faster than baud / 10 per second (8N1: ten bits a byte).
+The station opens `SimPty.path` like any serial port: a link to the pty (`device`) that goes
+when the unit is unplugged, as a USB adapter's /dev/serial/by-id/ name does. A pty's number is
+free again once it is closed, and the next pty anyone opens may get it: a station polling the
+bare /dev/pts/N of an unplugged unit could open another program's (another test's) unit.
+
+A pty moves bytes instantly whatever the baud rate, so the wire's timing comes from here:
+bytes are delivered in both directions no faster than baud / 10 per second (8N1: ten bits a
+byte).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import contextlib
 import os
 import pty
 import random
+import tempfile
 import tty
 from dataclasses import dataclass, field
 
@@ -41,7 +47,10 @@ class SimPty:
         tty.setraw(self._master)
         tty.setraw(self._slave)
         os.set_blocking(self._master, False)
-        self.path = os.ttyname(self._slave)
+        self.device = os.ttyname(self._slave)
+        self._folder = tempfile.mkdtemp(prefix="simpty-")
+        self.path = os.path.join(self._folder, "tty")
+        os.symlink(self.device, self.path)
         self.baud = baud
         self.misbehaviour = misbehaviour or Misbehaviour()
         self.received = 0
@@ -125,6 +134,9 @@ class SimPty:
         if self._closed:
             return
         self._closed = True
+        with contextlib.suppress(OSError):  # the link first: see the module's docstring
+            os.unlink(self.path)
+            os.rmdir(self._folder)
         self._readable.set()
         loop = asyncio.get_running_loop()
         loop.remove_reader(self._master)
