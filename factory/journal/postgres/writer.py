@@ -1,12 +1,14 @@
 """Group commit on PostgreSQL: everything queued while the last transaction was committing goes
 in the next one, planned in Python and written with one statement per table (arrays through
-unnest), so a batch costs a handful of round trips whatever its size.
+unnest), in pipeline mode: BEGIN, the lock, the INSERTs and COMMIT go in one round trip (two
+when the batch needs lookups), whatever the batch's size.
 
-Each batch takes its station's advisory lock first and reads the chain head inside it: another
-process of the same station (the CLI) appends to the same chain, never beside it. Lookups run
-under that lock too; what another *station* writes meanwhile (the same hardware id, a UCI drawn
-twice) makes an insert hit a unique index, and the batch is planned again. A job's future
-resolves only after COMMIT returned, with synchronous_commit on: the WAL is flushed.
+The chain head is kept in memory between batches, like the SQLite writer's: another process of
+the same station (the CLI) appending meanwhile makes the first INSERT hit the (station, seq)
+key, and the batch is planned again with the head read inside the station's advisory lock,
+so the chain is never forked. What another *station* writes meanwhile (the same hardware id, a UCI
+drawn twice) hits a unique index the same way. A job's future resolves only after COMMIT
+returned, with synchronous_commit on: the WAL is flushed.
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ class BatchWriter:
                  new_ucis: Callable[[int], list[str]]) -> None:
         self._connect, self._station, self._new_ucis = connect, station, new_ucis
         self.conn: psycopg.AsyncConnection[Any] | None = None
+        self._head: tuple[int, str] | None = None  # the chain's (seq, hash) after our commit
         self.commits = 0
         self.failure = ""
 
@@ -154,16 +157,19 @@ class BatchWriter:
         for attempt in range(COLLISION_RETRIES):
             try:
                 conn = await self._conn()
-                async with conn.transaction():
+                async with conn.pipeline(), conn.transaction():
                     plan = await self._write(conn, jobs)
             except pg_errors.UniqueViolation as exc:
-                # Another station took the hardware id, or a UCI repeated: plan again.
+                # Another process of this station appended (our head is stale), another
+                # station took the hardware id, or a UCI repeated: plan again from the database.
+                self._head = None
                 if attempt + 1 < COLLISION_RETRIES:
                     continue
                 log.error("journal refused a batch of %d requests: %s", len(jobs), exc)
                 fail_jobs(jobs, JournalUnavailable(f"journal refused the write: {exc}"))
                 return
             except (psycopg.Error, OSError) as exc:
+                self._head = None
                 self.failure = f"the PostgreSQL journal failed: {exc}".strip()
                 if self.conn is not None and self.conn.broken:
                     self.conn = None  # opened again for the next batch
@@ -174,6 +180,7 @@ class BatchWriter:
                 return
             self.commits += 1
             self.failure = ""
+            self._head = (plan.seq, plan.head)
             for job, outcome in plan.results:
                 if job.future.done():
                     continue
@@ -185,50 +192,53 @@ class BatchWriter:
 
     async def _write(self, conn: psycopg.AsyncConnection[Any], jobs: list[Job]) -> _Plan:
         station = self._station
-        # The lock first, the head in a statement of its own: read committed takes a snapshot
-        # per statement, and one taken before the lock was granted misses the commit of the
-        # writer that held it (found by two journals of one station writing at once).
+        # Every batch takes the lock (queued, not awaited: it goes with the INSERTs), so one
+        # planned from a fresh head always wins: a writer whose cached head is stale waits,
+        # collides once and reads it again. The head is read in a statement of its own after
+        # the lock: read committed takes a snapshot per statement, and one taken before the
+        # lock was granted misses the commit of the writer that held it (found by two
+        # journals of one station writing at once).
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (station,))
-        head_rows = await (await conn.execute(
-            "SELECT (SELECT seq FROM events WHERE station = %s ORDER BY seq DESC LIMIT 1),"
-            " (SELECT hash FROM events WHERE station = %s ORDER BY seq DESC LIMIT 1)",
-            (station, station))).fetchall()
-        seq, digest = head_rows[0]
-        plan = _Plan(station=station, at=utc_now(), seq=seq or 0, head=digest or GENESIS)
         issues = [j for j in jobs if isinstance(j, IssueJob)]
         steps = [j for j in jobs if isinstance(j, StepJob)]
         # Lookups leave out what holds a NUL: the plan refuses those requests (`_nul`).
         wanted = sorted({(j.request.product, j.request.hardware_id) for j in issues
                          if j.request.hardware_id
                          and _nul(j.request.product, j.request.hardware_id) is None})
-        by_hardware: dict[tuple[str, str], str] = {}
-        if wanted:
-            rows = await (await conn.execute(
-                "SELECT u.product, u.hardware_id, u.uci FROM units AS u"
-                " JOIN unnest(%s::text[], %s::text[]) AS j(p, h)"
-                " ON u.product = j.p AND u.hardware_id = j.h WHERE u.state <> 'voided'",
-                _columns(wanted, 2))).fetchall()
-            by_hardware = {(p, h): u for p, h, u in rows}
-        by_key: dict[str, tuple[str, list[str]]] = {}
         keys = sorted({j.request.idempotency_key for j in issues if j.request.idempotency_key
                        and _nul(j.request.idempotency_key) is None})
-        if keys:
-            rows = await (await conn.execute(
-                "SELECT key, fingerprint, ucis FROM idempotency"
-                " WHERE station = %s AND key = ANY(%s)", (station, keys))).fetchall()
-            by_key = {k: (f, json.loads(u)) for k, f, u in rows}
-        states: dict[str, str] = {}
-        if steps:
-            rows = await (await conn.execute(
-                "SELECT uci, state FROM units WHERE uci = ANY(%s)",
-                (sorted({j.uci for j in steps if j.uci and _nul(j.uci) is None}),))).fetchall()
-            states = dict(rows)
-        entries: dict[int, str] = {}
+        ucis = sorted({j.uci for j in steps if j.uci and _nul(j.uci) is None})
         settled = sorted({j.settles[0] for j in steps if j.settles is not None})
-        if settled:
-            rows = await (await conn.execute(
-                "SELECT id, state FROM outbox WHERE id = ANY(%s)", (settled,))).fetchall()
-            entries = dict(rows)
+        # Every lookup is sent before any result is read: one round trip for all of them.
+        head_cur = None if self._head is not None else await conn.execute(
+            "SELECT (SELECT seq FROM events WHERE station = %s ORDER BY seq DESC LIMIT 1),"
+            " (SELECT hash FROM events WHERE station = %s ORDER BY seq DESC LIMIT 1)",
+            (station, station))
+        hw_cur = await conn.execute(
+            "SELECT u.product, u.hardware_id, u.uci FROM units AS u"
+            " JOIN unnest(%s::text[], %s::text[]) AS j(p, h)"
+            " ON u.product = j.p AND u.hardware_id = j.h WHERE u.state <> 'voided'",
+            _columns(wanted, 2)) if wanted else None
+        key_cur = await conn.execute(
+            "SELECT key, fingerprint, ucis FROM idempotency"
+            " WHERE station = %s AND key = ANY(%s)", (station, keys)) if keys else None
+        state_cur = await conn.execute(
+            "SELECT uci, state FROM units WHERE uci = ANY(%s)", (ucis,)) if ucis else None
+        outbox_cur = await conn.execute(
+            "SELECT id, state FROM outbox WHERE id = ANY(%s)", (settled,)) if settled else None
+        if head_cur is not None:
+            seq, digest = (await head_cur.fetchall())[0]
+            self._head = (seq or 0, digest or GENESIS)
+        assert self._head is not None
+        plan = _Plan(station=station, at=utc_now(), seq=self._head[0], head=self._head[1])
+        by_hardware: dict[tuple[str, str], str] = {}
+        if hw_cur is not None:
+            by_hardware = {(p, h): u for p, h, u in await hw_cur.fetchall()}
+        by_key: dict[str, tuple[str, list[str]]] = {}
+        if key_cur is not None:
+            by_key = {k: (f, json.loads(u)) for k, f, u in await key_cur.fetchall()}
+        states: dict[str, str] = dict(await state_cur.fetchall()) if state_cur else {}
+        entries: dict[int, str] = dict(await outbox_cur.fetchall()) if outbox_cur else {}
 
         for job in jobs:
             if isinstance(job, IssueJob):
