@@ -124,12 +124,13 @@ async def receive(conn: psycopg.AsyncConnection[Any], station: str,
                   events: Sequence[Event]) -> Receipt:
     """Take the station's next events (in seq order) in one transaction, or refuse them all
     and flag the station with the first problem."""
-    async with conn.transaction():
-        await conn.execute("INSERT INTO fleet.stations (station, head_hash) VALUES (%s, %s)"
-                           " ON CONFLICT (station) DO NOTHING", (station, GENESIS))
+    # Pipeline mode: the writes and COMMIT go in one round trip after the head's.
+    async with conn.pipeline(), conn.transaction():
+        # One statement makes the station's row if new, locks it and returns it.
         row = await (await conn.execute(
-            "SELECT head_seq, head_hash, refused FROM fleet.stations WHERE station = %s"
-            " FOR UPDATE", (station,))).fetchone()
+            "INSERT INTO fleet.stations (station, head_hash) VALUES (%s, %s)"
+            " ON CONFLICT (station) DO UPDATE SET station = EXCLUDED.station"
+            " RETURNING head_seq, head_hash, refused", (station, GENESIS))).fetchone()
         assert row is not None
         seq, digest, refused = int(row[0]), str(row[1]), str(row[2])
         if refused:

@@ -216,7 +216,7 @@ class BatchWriter:
             (station, station))
         hw_cur = await conn.execute(
             "SELECT u.product, u.hardware_id, u.uci FROM units AS u"
-            " JOIN unnest(%s::text[], %s::text[]) AS j(p, h)"
+            " JOIN unnest(%b::text[], %b::text[]) AS j(p, h)"
             " ON u.product = j.p AND u.hardware_id = j.h WHERE u.state <> 'voided'",
             _columns(wanted, 2)) if wanted else None
         key_cur = await conn.execute(
@@ -257,31 +257,31 @@ async def _execute(conn: psycopg.AsyncConnection[Any], plan: _Plan) -> None:
     if plan.keys:
         await conn.execute(
             "INSERT INTO idempotency (station, key, fingerprint, ucis, created_at)"
-            " SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])",
+            " SELECT %s, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[])",
             (station, *_columns(plan.keys, 4)))
     if plan.events:
         await conn.execute(
             "INSERT INTO events (station, seq, uci, kind, at, actor, data, hash)"
-            " SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[],"
-            " %s::text[], %s::text[], %s::text[])", (station, *_columns(plan.events, 7)))
+            " SELECT %s, * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[],"
+            " %b::text[], %b::text[], %b::text[])", (station, *_columns(plan.events, 7)))
     if plan.units:
         await conn.execute(
             "INSERT INTO units (uci, product, hardware_id, state, station, created_at,"
             " updated_at, last_station, last_seq)"
             " SELECT u, p, h, 'issued', %s, %s, %s, %s, s"
-            " FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[]) AS j(u, p, h, s)",
+            " FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[]) AS j(u, p, h, s)",
             (station, plan.at, plan.at, station, *_columns(plan.units, 4)))
     if plan.updates:
         rows = [(uci, state, seq) for uci, (state, seq) in plan.updates.items()]
         await conn.execute(
             "UPDATE units SET state = j.st, updated_at = %s, last_station = %s, last_seq = j.s"
-            " FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS j(u, st, s)"
+            " FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS j(u, st, s)"
             " WHERE units.uci = j.u", (plan.at, station, *_columns(rows, 3)))
     if plan.outbox:  # a unit verified twice still asks the upstream once
         await conn.execute(
             "INSERT INTO outbox (station, uci, action, payload, key, created_at)"
-            " SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
-            " %s::text[]) ON CONFLICT (key) DO NOTHING", (station, *_columns(plan.outbox, 5)))
+            " SELECT %s, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[],"
+            " %b::text[]) ON CONFLICT (key) DO NOTHING", (station, *_columns(plan.outbox, 5)))
     for outcome, entry in plan.outbox_settled:
         # Back to 'pending' (a person asked for another try) starts the backoff afresh.
         await conn.execute(
