@@ -9,13 +9,13 @@ from typing import Any
 import psycopg
 
 from factory.journal.errors import JournalUnavailable
+from factory.journal.plan import utc_now
 from factory.journal.postgres.audit import Audit
 from factory.journal.postgres.core import connect, redact
 from factory.journal.postgres.migrations import MIGRATION_LOCK, MIGRATIONS
 from factory.journal.postgres.status import StatusReads
 from factory.journal.postgres.store import Store
 from factory.journal.postgres.units import UnitReads
-from factory.journal.postgres.writer import utc_now
 
 
 class PostgresJournal(UnitReads, Store, StatusReads, Audit):

@@ -10,24 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
-from factory.journal.chain import checked_issue, checked_step
 from factory.journal.errors import JournalError, JournalUnavailable
 from factory.journal.interface import OutboxRequest
-from factory.journal.postgres.writer import (
-    MAX_UNITS_PER_BATCH,
-    AdminJob,
-    BatchWriter,
-    IssueJob,
-    Job,
-    StepJob,
-    fail_jobs,
-)
+from factory.journal.jobs import AdminJob, Job, fail_jobs, issue_job, step_job
+from factory.journal.postgres.writer import BatchWriter
+from factory.journal.queue import WriteQueue
 from factory.journal.records import IssueRequest, IssueResult
 
 log = logging.getLogger("factory.journal")
@@ -69,7 +61,7 @@ class Core:
         self._reader = reader
         self._reader_lock = asyncio.Lock()
         self._batches = BatchWriter(lambda: connect(url), station, new_ucis)
-        self._pending: deque[Job | AdminJob] = deque()
+        self._pending = WriteQueue()
         self._wakeup = asyncio.Event()
         self._closing = False
         self._listeners: list[Callable[[], None]] = []
@@ -116,8 +108,7 @@ class Core:
     # -- writes -----------------------------------------------------------------------------
 
     async def issue(self, request: IssueRequest) -> IssueResult:
-        checked_issue(request)  # InvalidData now, not in a batch, if it cannot be stored
-        job = IssueJob(request, asyncio.get_running_loop().create_future())
+        job = issue_job(request)  # InvalidData now, not in a batch, if it cannot be stored
         return await self._submit(job, job.future)
 
     async def void(self, uci: str, reason: str, actor: str) -> None:
@@ -126,11 +117,9 @@ class Core:
     async def record(self, uci: str, kind: str, actor: str, data: dict[str, Any],
                      state: str | None = None, *, enqueue: OutboxRequest | None = None,
                      settles: tuple[int, str] | None = None) -> None:
-        checked_step(uci, kind, actor, data, state, enqueue)  # InvalidData now, not in a batch
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        job = StepJob(uci=uci, kind=kind, state=state, actor=actor, data=data, future=fut,
-                      refuse_from=frozenset({"voided"}), enqueue=enqueue, settles=settles)
-        await self._submit(job, fut)
+        job = step_job(uci, kind, actor, data, state, refuse_from=frozenset({"voided"}),
+                       enqueue=enqueue, settles=settles)  # InvalidData now if it cannot be stored
+        await self._submit(job, job.future)
 
     async def note(self, kind: str, actor: str, data: dict[str, Any]) -> None:
         await self.record("", kind, actor, data)
@@ -156,7 +145,7 @@ class Core:
     async def _submit(self, job: Job | AdminJob, fut: asyncio.Future[Any]) -> Any:
         if self._closing:
             raise JournalUnavailable("the journal is closing; try again after restart")
-        self._pending.append(job)
+        self._pending.push(job)
         self._wakeup.set()
         # shield: a caller cancelled now does not stop the write (it goes with its batch).
         return await asyncio.shield(fut)
@@ -166,24 +155,16 @@ class Core:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                head = self._pending.popleft()
-                if isinstance(head, AdminJob):
-                    await self._batches.admin(head)
+                work = self._pending.take()
+                if isinstance(work, AdminJob):
+                    await self._batches.admin(work)
                     continue
-                batch: list[Job] = [head]
-                size = head.size
-                while self._pending:
-                    job = self._pending[0]
-                    if isinstance(job, AdminJob) or size + job.size > MAX_UNITS_PER_BATCH:
-                        break
-                    self._pending.popleft()
-                    batch.append(job)
-                    size += job.size
                 try:
-                    await self._batches.write(batch)
+                    await self._batches.write(work)
                 except Exception as exc:  # the writer must outlive any one batch
                     log.exception("journal writer failed a batch")
-                    fail_jobs(batch, JournalUnavailable(f"journal write failed: {exc}"))
+                    fail_jobs(work, JournalUnavailable(f"journal write failed: {exc}"))
+                self._pending.settle()
             self._changed()
             if self._closing:
                 return

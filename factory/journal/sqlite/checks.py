@@ -11,8 +11,8 @@ from pathlib import Path
 import aiosqlite
 
 from factory.journal.chain import GENESIS
+from factory.journal.plan import utc_now
 from factory.journal.sqlite.anchor import AnchorFile, Mark
-from factory.journal.sqlite.writer import utc_now
 
 ACCEPT = ("the station refuses to issue until a person acts: put back the journal's backup "
           "if there is one, or run `factory journal accept-loss` to accept it and go on")
