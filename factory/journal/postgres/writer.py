@@ -142,6 +142,11 @@ class BatchWriter:
                                                          f"({type(exc).__name__}: {exc}); "
                                                          "check the values it carries"))
                 return
+            except JournalUnavailable as exc:  # the server is away: refused until it is back
+                self._head = None
+                self.failure = str(exc)
+                fail_jobs(jobs, exc)
+                return
             except (psycopg.Error, OSError) as exc:
                 self._head = None
                 self.failure = f"the PostgreSQL journal failed: {exc}".strip()
