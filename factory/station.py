@@ -16,6 +16,7 @@ from factory.claim_secret import ClaimSecrets
 from factory.config import ConfigError, Product, StationConfig
 from factory.fleet.shipper import Shipper
 from factory.journal import open_journal
+from factory.journal.anchor import anchor_path
 from factory.journal.interface import Journal
 from factory.labels.making import Label, LabelMaker
 from factory.labels.print_queue import PrintQueue
@@ -54,7 +55,8 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(notifier.close)
         notifier.status("starting: opening the journal")
-        journal = await open_journal(config.journal_location, config.station_id, serve=True)
+        journal = await open_journal(config.journal_location, config.station_id, serve=True,
+                                     anchor=anchor_path(config.journal))
         stack.push_async_callback(journal.close)
         if journal.hold:  # served read-only, so the status page and /healthz can say why
             log.error("journal %s refuses to issue: %s", config.journal, journal.hold)

@@ -38,8 +38,9 @@ from tests.postgres import PrivatePostgres
 PRODUCT = "01H4R15D3Q7K9M2X8Z5V6W4T0N"
 
 
-async def issuance(location: str | Path, requests: int, concurrency: int) -> tuple[float, int]:
-    journal = await open_journal(location, "bench")
+async def issuance(location: str | Path, requests: int, concurrency: int,
+                   anchor: Path | None = None) -> tuple[float, int]:
+    journal = await open_journal(location, "bench", anchor=anchor)
     left = requests
 
     async def caller() -> None:
@@ -107,7 +108,9 @@ async def run(args: argparse.Namespace, url: str, new_url: Callable[[], str]) ->
         for n in range(args.rounds):
             sqlite_rate, sqlite_commits = await issuance(folder / f"issue{n}.sqlite",
                                                          args.requests, args.concurrency)
-            pg_rate, pg_commits = await issuance(new_url(), args.requests, args.concurrency)
+            # With its local anchor, as a station runs (SQLite writes its own too).
+            pg_rate, pg_commits = await issuance(new_url(), args.requests, args.concurrency,
+                                                 folder / f"issue{n}.postgresql.anchor")
             ratios.append(pg_rate / sqlite_rate)
             print(f"  sqlite {sqlite_rate:7.0f} req/s ({sqlite_commits} commits)  postgresql "
                   f"{pg_rate:7.0f} req/s ({pg_commits} commits)  ratio {ratios[-1]:.2f}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -70,8 +70,10 @@ class BatchWriter:
     """Writes batches over one connection (opened again after it broke)."""
 
     def __init__(self, connect: Callable[[], Any], station: str,
-                 new_ucis: Callable[[int], list[str]]) -> None:
+                 new_ucis: Callable[[int], list[str]],
+                 committed: Callable[[int, str], Awaitable[None]] | None = None) -> None:
         self._connect, self._station, self._new_ucis = connect, station, new_ucis
+        self._committed = committed  # told the new head after a commit, before any caller
         self.conn: psycopg.AsyncConnection[Any] | None = None
         self._head: tuple[int, str] | None = None  # the chain's (seq, hash) after our commit
         self.commits = 0
@@ -159,6 +161,8 @@ class BatchWriter:
                 return
             self.commits += 1
             self.failure = ""
+            if plan.events and self._committed is not None:
+                await self._committed(plan.seq, plan.head)  # the anchor, before callers
             self._head = (plan.seq, plan.head)
             answer_committed(plan)
             return
