@@ -143,7 +143,7 @@ async def receive(conn: psycopg.AsyncConnection[Any], station: str,
         fresh: list[tuple[Event, str]] = []
         problem = ""
         for event in events:
-            text = canonical_data(event.data)
+            text = event.text or canonical_data(event.data)  # what the hash covers
             if event.seq <= seq:
                 if known.get(event.seq) != event.hash:
                     problem = (f"station {station}'s event {event.seq} differs from the one the "
