@@ -83,7 +83,8 @@ async def cycle(server: PrivatePostgres, rng: random.Random, callers: int) -> tu
         await journal.close()
     with psycopg.connect(url) as db:
         stored = [row[0] for row in db.execute("SELECT uci FROM units")]
-        count, top = db.execute("SELECT count(*), coalesce(max(seq), 0) FROM events").fetchone()
+        row = db.execute("SELECT count(*), coalesce(max(seq), 0) FROM events").fetchone()
+    count, top = row if row is not None else (0, 0)
     problems = []
     if not set(acknowledged) <= set(stored):
         problems.append(f"{len(set(acknowledged) - set(stored))} acknowledged UCIs lost")
