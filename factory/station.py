@@ -18,6 +18,7 @@ from factory.config.upstream import Upstream
 from factory.fleet.identity import FleetIssuing
 from factory.fleet.shipper import Shipper
 from factory.journal import open_journal
+from factory.journal.anchor import anchor_path
 from factory.journal.interface import Journal
 from factory.labels.making import Label, LabelMaker
 from factory.labels.print_queue import PrintQueue
@@ -58,7 +59,8 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(notifier.close)
         notifier.status("starting: opening the journal")
-        journal = await open_journal(config.journal_location, config.station_id, serve=True)
+        journal = await open_journal(config.journal_location, config.station_id, serve=True,
+                                     anchor=anchor_path(config.journal))
         stack.push_async_callback(journal.close)
         if config.fleet_url:  # a hardware id new here: the fleet center is asked first
             asking = FleetIssuing(journal, config.fleet_url)

@@ -76,11 +76,11 @@ TARGET_FAIR_P99_MS = 50.0
 # Starts `factory` with the journal's bulk parts turned off: every job is "small", so one
 # queue in arrival order and whole batches up to 20,000 UCIs per transaction (the writer
 # before parts). Only the benchmark does this; the station has no such setting.
-_WHOLE_BATCHES = ("import sys; from factory.journal.sqlite import queue; "
+_WHOLE_BATCHES = ("import sys; from factory.journal import queue; "
                   "queue.SMALL_JOB = queue.BULK_PART = queue.MAX_UNITS_PER_BATCH; "
                   "from factory.cli.app import main; sys.exit(main(sys.argv[1:]))")
 # The same, with another size of part (--fair-part), to see what the size trades.
-_PART_SIZE = ("import sys; from factory.journal.sqlite import queue; "
+_PART_SIZE = ("import sys; from factory.journal import queue; "
               "queue.BULK_PART = {part}; "
               "from factory.cli.app import main; sys.exit(main(sys.argv[1:]))")
 
@@ -763,7 +763,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="fairness: seconds of bulk load per station (default 15)")
     parser.add_argument("--fair-part", type=int,
                         help="fairness: bulk UCIs per transaction on the 'parts' station "
-                             "(default: as shipped, factory/journal/sqlite/queue.py)")
+                             "(default: as shipped, factory/journal/queue.py)")
     parser.add_argument("--fair-baseline", choices=("whole", "none"), default="whole",
                         help="fairness: 'whole' runs the first station with the journal's bulk "
                              "parts turned off (the baseline); 'none' runs both as shipped")

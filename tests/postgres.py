@@ -65,6 +65,12 @@ class PrivatePostgres:
                                   "-U", "postgres", "--no-sync", "-E", "UTF8",
                                   "--locale", "C"]),
                        check=True, capture_output=True, cwd="/")
+        self.run()
+
+    def run(self) -> None:
+        """Start the server on its data directory (again, after `kill`), and wait until it
+        takes connections."""
+        bindir = _bindir()
         log = (self.root / "server.log").open("ab")
         self.proc = subprocess.Popen(
             _as_owner([str(bindir / "postgres"), "-D", str(self.data), "-p", str(self.port),
@@ -82,9 +88,29 @@ class PrivatePostgres:
             if ready.returncode == 0:
                 return
             time.sleep(0.05)
+        log_text = (self.root / "server.log").read_text(errors="replace")
         self.stop()
-        raise RuntimeError(f"private postgres on port {self.port} did not start: "
-                           f"{(self.root / 'server.log').read_text(errors='replace')}")
+        raise RuntimeError(f"private postgres on port {self.port} did not start: {log_text}")
+
+    def kill(self) -> None:
+        """SIGKILL the server and every backend (a power cut, for the server): committed
+        transactions are in its WAL, the rest is gone."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        # Backends die with the postmaster's group; wait until none holds the port.
+        for _ in range(200):
+            if subprocess.run([str(_bindir() / "pg_isready"), "-q", "-h", "127.0.0.1",
+                               "-p", str(self.port)],
+                              check=False).returncode != 0:
+                break
+            time.sleep(0.05)
+        # As after a reboot: the dead postmaster's PID may linger unreaped (a zombie) where
+        # nothing reaps orphans, and its lock files would keep `run` from starting.
+        for stale in (self.data / "postmaster.pid", self.root / f".s.PGSQL.{self.port}.lock",
+                      self.root / f".s.PGSQL.{self.port}"):
+            stale.unlink(missing_ok=True)
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL with psql against this server (as the tests' own referee of it)."""

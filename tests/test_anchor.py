@@ -11,9 +11,9 @@ import pytest
 
 from factory.config import StationConfig
 from factory.journal import open_journal
+from factory.journal.anchor import SLOT, AnchorFile, Mark, anchor_path
 from factory.journal.errors import JournalError, JournalUnavailable
 from factory.journal.records import IssueRequest
-from factory.journal.sqlite.anchor import SLOT, AnchorFile, Mark, anchor_path
 from factory.journal.sqlite.checks import chain_head
 from tests.conftest import PRODUCT, OpenJournal
 

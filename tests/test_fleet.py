@@ -189,8 +189,8 @@ async def test_events_wait_while_the_center_is_away_then_ship(
                     await asyncio.sleep(0.05)
             up.clear()
             await shipper.close()  # the open connection is cut too
-            for _ in range(4):
-                await journal.issue(req(count=2))
+            for _ in range(4):  # thousands queue while it is away
+                await journal.issue(req(count=1000))
             async with asyncio.timeout(30):
                 while not shipper.away:
                     await asyncio.sleep(0.05)
@@ -199,19 +199,22 @@ async def test_events_wait_while_the_center_is_away_then_ship(
                 waiting = await lag(journal, conn, "line-a")
             finally:
                 await conn.close()
-            assert waiting.events == 8 and waiting.center_seq == 3
+            assert waiting.events == 4000 and waiting.center_seq == 3
             up.set()
             async with asyncio.timeout(90):  # the backoff's longest wait is 60 s
                 # `away` clears once the round that shipped the last event ends.
-                while shipper.shipped < 11 or shipper.away:
+                while shipper.shipped < 4003 or shipper.away:
                     await asyncio.sleep(0.1)
-            assert shipper.shipped == 11
+            assert shipper.shipped == 4003
         finally:
             shipper.stop()
             await running
             await journal.close()
-    with psycopg.connect(center_url) as db:
-        assert db.execute("SELECT count(*) FROM fleet.events").fetchone() == (11,)
+    with psycopg.connect(center_url) as db:  # all of them, in order: no gap, none twice
+        assert db.execute("SELECT count(*), max(seq) FROM fleet.events").fetchone() == (
+            4003, 4003)
+        assert db.execute("SELECT head_seq, refused FROM fleet.stations").fetchone() == (
+            4003, "")
 
 
 @pytest.mark.slow

@@ -147,3 +147,41 @@ async def test_a_nul_character_refuses_its_request_not_its_batch(database: str) 
         assert (await j.stats()) == {"issued": 1}
     finally:
         await j.close()
+
+
+async def test_a_database_restored_from_an_old_backup_is_held_at_start(
+        tmp_path: Path, private_postgres: PrivatePostgres) -> None:
+    """The station keeps its chain head in a local anchor file, as a SQLite journal does: a
+    database put back from a backup older than the station's last acknowledged event (its
+    chain went backwards) is caught when the station opens it, named, and held until a person
+    accepts the loss."""
+    url = private_postgres.new_database()
+    anchor = tmp_path / "journal.postgresql.anchor"
+    j = await open_journal(url, "line-a", anchor=anchor)
+    try:
+        await j.issue(req(count=3))
+    finally:
+        await j.close()
+    name, backup = url.rsplit("/", 1)[1], f"{url.rsplit('/', 1)[1]}_backup"
+    private_postgres.psql(f"CREATE DATABASE {backup} TEMPLATE {name}")  # the nightly backup
+    j = await open_journal(url, "line-a", anchor=anchor)
+    try:
+        await j.issue(req(count=2))  # acknowledged after the backup
+        assert j.hold == ""
+    finally:
+        await j.close()
+    restored = await open_journal(private_postgres.url(backup), "line-a", anchor=anchor)
+    try:
+        assert restored.hold.startswith("events 4..5 are missing (the anchor, written ")
+        with pytest.raises(JournalUnavailable, match=r"the journal is held: events 4\.\.5"):
+            await restored.issue(req())
+        data = await restored.accept_loss("supervisor")
+        assert data["problem"].startswith("events 4..5 are missing")
+        assert len((await restored.issue(req())).ucis) == 1
+        assert (await restored.verify()).ok
+    finally:
+        await restored.close()
+    # The anchor follows the restored chain now: the database that went on is the other one.
+    again = await open_journal(private_postgres.url(backup), "line-a", anchor=anchor)
+    await again.close()
+    assert again.hold == ""

@@ -12,6 +12,7 @@ from typing import TypeAlias
 
 from factory.config import StationConfig, load
 from factory.journal import open_journal
+from factory.journal.anchor import anchor_path
 from factory.journal.interface import Journal
 
 # argparse's subparsers type is private and not subscriptable at run time: name it once here.
@@ -59,7 +60,7 @@ def with_journal(args: argparse.Namespace,
 
     async def run() -> int:
         journal = await open_journal(config.journal_location, config.station_id, create=create,
-                                     inspect=inspect)
+                                     inspect=inspect, anchor=anchor_path(config.journal))
         try:
             return await work(journal, config)
         finally:

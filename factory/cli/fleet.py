@@ -24,7 +24,7 @@ from factory.cli.common import (
 )
 from factory.config import StationConfig, parse_listen
 from factory.fleet import center, view
-from factory.fleet.shipper import Shipper, lag
+from factory.fleet.shipper import PAGE, Shipper, lag
 from factory.journal.interface import Journal
 
 Conn = psycopg.AsyncConnection[Any]
@@ -48,7 +48,7 @@ def register(sub: Subcommands) -> None:
     ship = command(actions, "ship", cmd_ship,
                    "Ship this station's journal to the center until caught up (the station "
                    "does this itself while it serves).")
-    ship.add_argument("--page", type=int, default=1000, help="events per transaction")
+    ship.add_argument("--page", type=int, default=PAGE, help="events per transaction")
     clear = command(actions, "clear", cmd_clear,
                     "Let a refused station ship again, after a person looked at why.")
     clear.add_argument("station")

@@ -39,6 +39,7 @@ def register(sub: Subcommands) -> None:
 def cmd_preclaim(args: argparse.Namespace) -> int:
     from factory.batch.preclaim import PreclaimRun, RunError, read_unit_list
     from factory.journal import open_journal
+    from factory.journal.anchor import anchor_path
     from factory.upstream.kinds import upstream_client
     from factory.upstream.outbox import OutboxWorker
 
@@ -61,7 +62,8 @@ def cmd_preclaim(args: argparse.Namespace) -> int:
 
     async def work() -> int:
         async with contextlib.AsyncExitStack() as stack:
-            journal = await open_journal(config.journal_location, config.station_id)
+            journal = await open_journal(config.journal_location, config.station_id,
+                                         anchor=anchor_path(config.journal))
             stack.push_async_callback(journal.close)
             run = PreclaimRun(journal, product, args.account, args.out, actor=actor(),
                               key_type=args.key_type, jobs=args.jobs,

@@ -70,7 +70,7 @@ class StationConfig:
     host: str
     port: int
     # The SQLite journal's file; for a PostgreSQL journal (`journal_url`), only the name
-    # beside which the station keeps its local files (claim key, labels).
+    # beside which the station keeps its local files (claim key, labels, the anchor).
     journal: Path
     max_body_bytes: int
     ioto_networks: tuple[Network, ...]

@@ -140,12 +140,13 @@ async def receive(conn: psycopg.AsyncConnection[Any], station: str,
                   events: Sequence[Event]) -> Receipt:
     """Take the station's next events (in seq order) in one transaction, or refuse them all
     and flag the station with the first problem."""
-    async with conn.transaction():
-        await conn.execute("INSERT INTO fleet.stations (station, head_hash) VALUES (%s, %s)"
-                           " ON CONFLICT (station) DO NOTHING", (station, GENESIS))
+    # Pipeline mode: the writes and COMMIT go in one round trip after the head's.
+    async with conn.pipeline(), conn.transaction():
+        # One statement makes the station's row if new, locks it and returns it.
         row = await (await conn.execute(
-            "SELECT head_seq, head_hash, refused FROM fleet.stations WHERE station = %s"
-            " FOR UPDATE", (station,))).fetchone()
+            "INSERT INTO fleet.stations (station, head_hash) VALUES (%s, %s)"
+            " ON CONFLICT (station) DO UPDATE SET station = EXCLUDED.station"
+            " RETURNING head_seq, head_hash, refused", (station, GENESIS))).fetchone()
         assert row is not None
         seq, digest, refused = int(row[0]), str(row[1]), str(row[2])
         if refused:
@@ -158,7 +159,7 @@ async def receive(conn: psycopg.AsyncConnection[Any], station: str,
         fresh: list[tuple[Event, str]] = []
         problem = ""
         for event in events:
-            text = canonical_data(event.data)
+            text = event.text or canonical_data(event.data)  # what the hash covers
             if event.seq <= seq:
                 if known.get(event.seq) != event.hash:
                     problem = (f"station {station}'s event {event.seq} differs from the one the "
@@ -193,33 +194,52 @@ async def receive(conn: psycopg.AsyncConnection[Any], station: str,
 
 async def _store(conn: psycopg.AsyncConnection[Any], station: str,
                  fresh: list[tuple[Event, str]]) -> None:
-    columns = list(zip(*[(e.seq, e.uci, e.kind, e.at, e.actor, text, e.hash)
-                         for e, text in fresh], strict=True))
+    """Write a checked batch: a handful of statements whatever its size (rows as arrays
+    through unnest), the unit rows and their states worked out in Python first."""
     await conn.execute(
         "INSERT INTO fleet.events (station, seq, uci, kind, at, actor, data, hash)"
-        " SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[],"
-        " %s::text[], %s::text[], %s::text[])", (station, *[list(c) for c in columns]))
+        " SELECT %s, * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[],"
+        " %b::text[], %b::text[], %b::text[])",
+        (station, *_columns([(e.seq, e.uci, e.kind, e.at, e.actor, text, e.hash)
+                             for e, text in fresh], 7)))
+    issued: list[tuple[str, str, str | None, str]] = []
+    states: dict[str, tuple[str, str]] = {}  # uci -> its newest state in the batch, and when
     for event, _ in fresh:
         if not event.uci:
             continue
         if event.kind == "issued":
             hardware = event.data.get("hardware_id")
-            product = str(event.data.get("product", ""))
-            if hardware:
-                await conn.execute(
-                    "INSERT INTO fleet.conflicts (product, hardware_id, uci, station, other_uci,"
-                    " other_station) SELECT %s, %s, %s, %s, uci, station FROM fleet.units"
-                    " WHERE product = %s AND hardware_id = %s AND state <> 'voided'"
-                    " AND uci <> %s", (product, hardware, event.uci, station, product,
-                                       hardware, event.uci))
-            await conn.execute(
-                "INSERT INTO fleet.units (uci, station, product, hardware_id, state, issued_at,"
-                " updated_at) VALUES (%s, %s, %s, %s, 'issued', %s, %s)"
-                " ON CONFLICT (uci) DO NOTHING",
-                (event.uci, station, product, hardware, event.at, event.at))
+            issued.append((event.uci, str(event.data.get("product", "")),
+                           str(hardware) if hardware else None, event.at))
         elif event.kind in UNIT_STATES:  # a kind that names a state moves the unit to it
-            await conn.execute("UPDATE fleet.units SET state = %s, updated_at = %s"
-                               " WHERE uci = %s", (event.kind, event.at, event.uci))
+            states[event.uci] = (event.kind, event.at)
+    if bound := [row for row in issued if row[2] is not None]:
+        # Only other stations' units: a station's own journal binds a hardware id once (its
+        # unique index), and its unit voided earlier in this very batch is not yet so here.
+        await conn.execute(
+            "INSERT INTO fleet.conflicts (product, hardware_id, uci, station, other_uci,"
+            " other_station) SELECT j.p, j.h, j.u, %s, f.uci, f.station"
+            " FROM unnest(%b::text[], %b::text[], %b::text[]) AS j(u, p, h)"
+            " JOIN fleet.units AS f ON f.product = j.p AND f.hardware_id = j.h"
+            " WHERE f.state <> 'voided' AND f.uci <> j.u AND f.station <> %s",
+            (station, *_columns([row[:3] for row in bound], 3), station))
+    if issued:
+        await conn.execute(
+            "INSERT INTO fleet.units (uci, station, product, hardware_id, state, issued_at,"
+            " updated_at) SELECT j.u, %s, j.p, j.h, 'issued', j.a, j.a"
+            " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[]) AS j(u, p, h, a)"
+            " ON CONFLICT (uci) DO NOTHING", (station, *_columns(issued, 4)))
+    if states:
+        await conn.execute(
+            "UPDATE fleet.units SET state = j.s, updated_at = j.a"
+            " FROM unnest(%b::text[], %b::text[], %b::text[]) AS j(u, s, a)"
+            " WHERE fleet.units.uci = j.u",
+            _columns([(uci, kind, at) for uci, (kind, at) in states.items()], 3))
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as one list per column, for `unnest`."""
+    return [[row[i] for row in rows] for i in range(width)]
 
 
 async def bound(conn: psycopg.AsyncConnection[Any], product: str,

@@ -7,6 +7,7 @@ center is away the shipper backs off and the events wait in the journal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from factory.journal.records import Event
 
 log = logging.getLogger("factory.fleet")
 
-PAGE = 1000
+PAGE = 5000  # events per transaction at the center
+PAGES_AHEAD = 2
 BACKOFF_BASE, BACKOFF_CAP = 1.0, 60.0
 IDLE_LOOK = 1.0  # also looks this often when nothing was committed here (the CLI's writes)
 
@@ -73,8 +75,15 @@ class Shipper:
         self._stop.set()
 
     async def ship_once(self) -> int:
-        """Ship the next page; returns how many events the center took (0: caught up, or
-        refused: see `problem`). CenterError when the center cannot be reached."""
+        """Ship what the journal holds now, page by page; returns how many events the center
+        took (0: caught up, or refused: see `problem`). CenterError when the center cannot be
+        reached.
+
+        The journal is read from one snapshot in order, the next page read while the center
+        takes the last one (the reader runs ahead by at most PAGES_AHEAD pages)."""
+        pages: asyncio.Queue[list[Event] | None] = asyncio.Queue(PAGES_AHEAD)
+        reader: asyncio.Task[None] | None = None
+        taken = 0
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = await center.connect(self._url)
@@ -86,25 +95,53 @@ class Shipper:
                 return 0
             # The center's newest event is sent again: if this journal holds another one
             # there (restored from a backup), the center says so instead of taking the rest.
-            events: list[Event] = []
-            async for event in self._journal.events(after=max(seq - 1, 0)):
-                events.append(event)
-                if len(events) > self._page:
-                    break
+            reader = asyncio.create_task(self._read(max(seq - 1, 0), pages))
+            events = await pages.get()
             if seq and (not events or events[0].seq != seq):
                 self.problem = (f"this station's journal has no event {seq}, which the center "
                                 "holds: it went backwards (restored from a backup?)")
                 return 0
-            if len(events) <= (1 if seq else 0):
-                return 0
-            receipt = await center.receive(conn, self._station, events)
+            if events and len(events) <= (1 if seq else 0):
+                events = await pages.get()  # nothing after the center's head: caught up
+            while events:
+                receipt = await center.receive(conn, self._station, events)
+                self.problem = receipt.refused
+                self.center_seq = receipt.head_seq
+                self.shipped += receipt.accepted
+                taken += receipt.accepted
+                if receipt.refused:
+                    return taken
+                events = await pages.get()
+            await reader  # its errors are the journal's
         except (psycopg.Error, OSError) as exc:
             await self.close()
             raise center.CenterError(f"the fleet center does not answer: {exc}") from exc
-        self.problem = receipt.refused
-        self.center_seq = receipt.head_seq
-        self.shipped += receipt.accepted
-        return receipt.accepted
+        finally:
+            if reader is not None and not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+        return taken
+
+    async def _read(self, after: int, pages: asyncio.Queue[list[Event] | None]) -> None:
+        """The journal's events after `after` into `pages`, `self._page` at a time (one more in
+        the first, the center's head sent again); None at the end."""
+        page: list[Event] = []
+        size = self._page + 1
+        try:
+            async for event in self._journal.events(after=after):
+                page.append(event)
+                if len(page) >= size:
+                    await pages.put(page)
+                    page, size = [], self._page
+            if page:
+                await pages.put(page)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            await pages.put(None)  # the shipper stops waiting, then hears the error
+            raise
+        await pages.put(None)
 
     async def report(self) -> None:
         """Tell the center how far this journal goes (the fleet view's lag); once a round."""

@@ -42,6 +42,9 @@ class Event:
     actor: str
     data: dict[str, Any]
     hash: str
+    # `data` as the journal stores it (canonical JSON: what `hash` covers), when read from
+    # one; lets the fleet's shipper send it without writing the JSON again.
+    text: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True)

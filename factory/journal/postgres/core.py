@@ -10,24 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
 
-from factory.journal.chain import checked_issue, checked_step
+from factory.journal.anchor import AnchorFile, Mark
+from factory.journal.chain import GENESIS
 from factory.journal.errors import InvalidData, JournalError, JournalUnavailable
 from factory.journal.interface import OutboxRequest
-from factory.journal.postgres.writer import (
-    MAX_UNITS_PER_BATCH,
-    AdminJob,
-    BatchWriter,
-    IssueJob,
-    Job,
-    StepJob,
-    fail_jobs,
-)
+from factory.journal.jobs import AdminJob, Job, fail_jobs, issue_job, step_job
+from factory.journal.plan import utc_now
+from factory.journal.postgres.writer import BatchWriter
+from factory.journal.queue import WriteQueue
 from factory.journal.records import IssueRequest, IssueResult
 
 log = logging.getLogger("factory.journal")
@@ -59,17 +54,42 @@ async def connect(url: str, *, autocommit: bool = False) -> psycopg.AsyncConnect
     return conn
 
 
+Read = Callable[[str, Any], Awaitable[list[Any]]]
+
+
+async def head_mark(read: Read, station: str) -> Mark:
+    """The station's newest event's seq and hash (seq 0 and genesis for none)."""
+    rows = await read("SELECT seq, hash FROM events WHERE station = %s ORDER BY seq DESC"
+                      " LIMIT 1", (station,))
+    return Mark(int(rows[0][0]), str(rows[0][1]), at=utc_now()) if rows else Mark(
+        0, GENESIS, at=utc_now())
+
+
+async def hash_at(read: Read, station: str, seq: int) -> str | None:
+    """The hash of the station's event `seq`, None if the database has none."""
+    if seq == 0:
+        return GENESIS
+    rows = await read("SELECT hash FROM events WHERE station = %s AND seq = %s", (station, seq))
+    return str(rows[0][0]) if rows else None
+
+
 class Core:
     """Append-only event journal of one station in a shared database: connections, writes."""
 
     def __init__(self, url: str, station: str, reader: psycopg.AsyncConnection[Any],
-                 new_ucis: Callable[[int], list[str]]) -> None:
+                 new_ucis: Callable[[int], list[str]], *, anchor: AnchorFile | None = None,
+                 anchored: Mark | None = None, hold: str = "") -> None:
         self.url, self.station = url, station
         self.path = redact(url)  # what messages name
         self._reader = reader
         self._reader_lock = asyncio.Lock()
-        self._batches = BatchWriter(lambda: connect(url), station, new_ucis)
-        self._pending: deque[Job | AdminJob] = deque()
+        # The station's local anchor (its chain head, as the SQLite journal keeps one): a
+        # database restored from an old backup is caught at start, not shipped or built on.
+        self._anchor, self._anchored, self._hold = anchor, anchored, hold
+        self._anchor_failure = ""
+        self._batches = BatchWriter(lambda: connect(url), station, new_ucis,
+                                    self._anchor_commit)
+        self._pending = WriteQueue()
         self._wakeup = asyncio.Event()
         self._closing = False
         self._listeners: list[Callable[[], None]] = []
@@ -81,12 +101,13 @@ class Core:
 
     @property
     def write_failure(self) -> str:
-        return self._batches.failure
+        return self._batches.failure or self._anchor_failure
 
     @property
     def hold(self) -> str:
-        # The database keeps its own durability; see README (PostgreSQL journal: no anchor).
-        return ""
+        """Why the journal refuses to issue or record until a person acts (the database is
+        behind or beside this station's anchor), or ""."""
+        return self._hold
 
     @property
     def commits(self) -> int:
@@ -101,6 +122,8 @@ class Core:
         finally:
             await self._reader.close()
             await self._batches.close()
+            if self._anchor is not None:
+                self._anchor.close()
 
     async def _read(self, sql: str, args: Any = ()) -> list[Any]:
         """Rows of one query on the reader (one query at a time on its connection)."""
@@ -116,11 +139,10 @@ class Core:
     # -- writes -----------------------------------------------------------------------------
 
     async def issue(self, request: IssueRequest) -> IssueResult:
-        checked_issue(request)  # InvalidData now, not in a batch, if it cannot be stored
+        job = issue_job(request)  # InvalidData now, not in a batch, if it cannot be stored
         if request.uci:  # mode 1 binds hardware ids across stations itself (a unique index)
             raise InvalidData("uci", "a shared PostgreSQL journal draws its own UCIs; binding "
                                      "a fleet center's UCI is for a station on SQLite")
-        job = IssueJob(request, asyncio.get_running_loop().create_future())
         return await self._submit(job, job.future)
 
     async def void(self, uci: str, reason: str, actor: str) -> None:
@@ -129,11 +151,9 @@ class Core:
     async def record(self, uci: str, kind: str, actor: str, data: dict[str, Any],
                      state: str | None = None, *, enqueue: OutboxRequest | None = None,
                      settles: tuple[int, str] | None = None) -> None:
-        checked_step(uci, kind, actor, data, state, enqueue)  # InvalidData now, not in a batch
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        job = StepJob(uci=uci, kind=kind, state=state, actor=actor, data=data, future=fut,
-                      refuse_from=frozenset({"voided"}), enqueue=enqueue, settles=settles)
-        await self._submit(job, fut)
+        job = step_job(uci, kind, actor, data, state, refuse_from=frozenset({"voided"}),
+                       enqueue=enqueue, settles=settles)  # InvalidData now if it cannot be stored
+        await self._submit(job, job.future)
 
     async def note(self, kind: str, actor: str, data: dict[str, Any]) -> None:
         await self.record("", kind, actor, data)
@@ -154,12 +174,56 @@ class Core:
         return int(await self._submit(AdminJob(sql, args, fut), fut))
 
     async def accept_loss(self, actor: str) -> dict[str, Any]:
-        raise JournalError("the journal is not held: there is no loss to accept")
+        """A person accepts what the hold names: journal `loss_accepted`, anchor the station
+        where its chain is now, and take work again. Returns the event's data."""
+        if not self._hold or self._anchor is None:
+            raise JournalError("the journal is not held: there is no loss to accept")
+        data: dict[str, Any] = {"problem": self._hold.split("; ")[0],
+                                "anchor": str(self._anchor.path)}
+        job = step_job("", "loss_accepted", actor, data, None)
+        await self._submit(job, job.future, despite_hold=True)
+        self._anchored = await asyncio.to_thread(self._anchor.reset, await self._head())
+        log.warning("journal %s: %s accepted the loss (%s); anchored again at event %d",
+                    self.path, actor, data["problem"], self._anchored.seq)
+        self._hold = ""
+        return data
 
-    async def _submit(self, job: Job | AdminJob, fut: asyncio.Future[Any]) -> Any:
+    async def _head(self) -> Mark:
+        """This station's newest event in the database (seq 0 and genesis if none)."""
+        return await head_mark(self._read, self.station)
+
+    async def _anchor_commit(self, seq: int, digest: str) -> None:
+        """Record the new chain head in the anchor, synced, before any caller is told."""
+        if self._anchor is None or self._hold:
+            return
+        head = Mark(seq, digest, at=utc_now())
+        try:
+            for _ in range(3):
+                held = await asyncio.to_thread(self._anchor.advance, head, self._anchored)
+                if held is not None and (held.same_point(head) or held == self._anchored):
+                    self._anchored, self._anchor_failure = held, ""
+                    return
+                # Another process of this station (the CLI) moved it: its head must be ours.
+                if held is None or await hash_at(self._read, self.station,
+                                                 held.seq) != held.hash:
+                    break
+                self._anchored = held
+        except (OSError, ValueError, JournalError) as exc:
+            self._anchor_failure = f"the anchor {self._anchor.path} cannot be written: {exc}"
+            log.error("journal: %s", self._anchor_failure)
+            return
+        self._anchor_failure = (f"the anchor {self._anchor.path} holds a head this station's "
+                                "chain in the database does not: stop the station, start it "
+                                "again and run `factory journal verify`")
+        log.error("journal: %s", self._anchor_failure)
+
+    async def _submit(self, job: Job | AdminJob, fut: asyncio.Future[Any], *,
+                      despite_hold: bool = False) -> Any:
         if self._closing:
             raise JournalUnavailable("the journal is closing; try again after restart")
-        self._pending.append(job)
+        if self._hold and not despite_hold and not isinstance(job, AdminJob):
+            raise JournalUnavailable(f"the journal is held: {self._hold}")
+        self._pending.push(job)
         self._wakeup.set()
         # shield: a caller cancelled now does not stop the write (it goes with its batch).
         return await asyncio.shield(fut)
@@ -169,24 +233,16 @@ class Core:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                head = self._pending.popleft()
-                if isinstance(head, AdminJob):
-                    await self._batches.admin(head)
+                work = self._pending.take()
+                if isinstance(work, AdminJob):
+                    await self._batches.admin(work)
                     continue
-                batch: list[Job] = [head]
-                size = head.size
-                while self._pending:
-                    job = self._pending[0]
-                    if isinstance(job, AdminJob) or size + job.size > MAX_UNITS_PER_BATCH:
-                        break
-                    self._pending.popleft()
-                    batch.append(job)
-                    size += job.size
                 try:
-                    await self._batches.write(batch)
+                    await self._batches.write(work)
                 except Exception as exc:  # the writer must outlive any one batch
                     log.exception("journal writer failed a batch")
-                    fail_jobs(batch, JournalUnavailable(f"journal write failed: {exc}"))
+                    fail_jobs(work, JournalUnavailable(f"journal write failed: {exc}"))
+                self._pending.settle()
             self._changed()
             if self._closing:
                 return

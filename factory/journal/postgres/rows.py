@@ -21,4 +21,4 @@ def unit(row: Any, events: list[Event] | None = None) -> Unit:
 def event(row: Any) -> Event:
     seq, uci, kind, at, station, actor, data, digest = row
     return Event(seq=int(seq), uci=uci, kind=kind, at=at, station=station, actor=actor,
-                 data=json.loads(data), hash=digest)
+                 data=json.loads(data), hash=digest, text=data)

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from psycopg import errors as pg_errors
 
 from factory.journal.errors import TokenExists, TokenNotFound
+from factory.journal.plan import utc_now
 from factory.journal.postgres.core import Core
-from factory.journal.postgres.writer import utc_now
 from factory.journal.records import OutboxEntry, OutboxRow, OutboxStats, Role, Token
 
 

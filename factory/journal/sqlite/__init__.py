@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from factory.files import create_private
+from factory.journal.anchor import AnchorFile, anchor_path
 from factory.journal.errors import JournalUnavailable
-from factory.journal.sqlite.anchor import AnchorFile, anchor_path
 from factory.journal.sqlite.audit import Audit
 from factory.journal.sqlite.checks import check_anchor, quick_check
 from factory.journal.sqlite.connection import WRITER_CACHE, cannot_open, connect, migrate

@@ -4,18 +4,14 @@ walks that)."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from pathlib import Path
 
 import aiosqlite
 
+from factory.journal.anchor import AnchorFile, Mark, check
 from factory.journal.chain import GENESIS
-from factory.journal.sqlite.anchor import AnchorFile, Mark
-from factory.journal.sqlite.writer import utc_now
-
-ACCEPT = ("the station refuses to issue until a person acts: put back the journal's backup "
-          "if there is one, or run `factory journal accept-loss` to accept it and go on")
+from factory.journal.plan import utc_now
 
 
 async def quick_check(conn: aiosqlite.Connection, path: Path) -> str:
@@ -52,24 +48,6 @@ async def hash_at(conn: aiosqlite.Connection, seq: int) -> str | None:
 
 async def check_anchor(conn: aiosqlite.Connection, anchor: AnchorFile,
                        writable: bool) -> tuple[Mark | None, str]:
-    """The anchor checked against the chain: (the mark both agree on, '') or (None, why the
-    journal must hold). A journal with no anchor yet starts one (`writable`)."""
-    reading = await asyncio.to_thread(anchor.read)
-    head = await chain_head(conn)
-    mark = reading.mark
-    if mark is None:
-        if not reading.empty:
-            return None, (f"the anchor {anchor.path} is unreadable (both copies damaged), so "
-                          f"the journal's completeness cannot be checked; {ACCEPT}")
-        if writable:
-            mark = await asyncio.to_thread(anchor.advance, head, None)
-        return mark, ""
-    if mark.seq > head.seq:
-        return None, (f"events {head.seq + 1}..{mark.seq} are missing (the anchor, written "
-                      f"{mark.at}, says the journal reached event {mark.seq}); {ACCEPT}")
-    if await hash_at(conn, mark.seq) != mark.hash:
-        return None, (f"event {mark.seq} is not the one the anchor (written {mark.at}) "
-                      "recorded: the journal was replaced or rewritten since; " + ACCEPT)
-    if writable and mark.seq < head.seq:  # the newest commit's anchor write was cut short
-        mark = await asyncio.to_thread(anchor.advance, head, mark)
-    return mark, ""
+    """The anchor checked against this file's chain (journal/anchor.py's `check`)."""
+    return await check(anchor, await chain_head(conn), lambda seq: hash_at(conn, seq),
+                       writable=writable)

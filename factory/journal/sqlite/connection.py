@@ -9,8 +9,9 @@ from pathlib import Path
 import aiosqlite
 
 from factory.journal.errors import JournalUnavailable
+from factory.journal.plan import utc_now
 from factory.journal.sqlite.migrations import MIGRATIONS
-from factory.journal.sqlite.writer import utc_now, write_failure
+from factory.journal.sqlite.writer import write_failure
 
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=10000")
 # UCIs are random, so every insert lands at a random place of the UCI index: keep the index

@@ -17,13 +17,13 @@ from typing import Any
 
 import aiosqlite
 
+from factory.journal.anchor import AnchorFile, Mark
 from factory.journal.errors import JournalError, JournalUnavailable
 from factory.journal.interface import OutboxRequest
+from factory.journal.jobs import AdminJob, Job, fail_jobs, issue_job, step_job
+from factory.journal.queue import WriteQueue
 from factory.journal.records import IssueRequest, IssueResult
-from factory.journal.sqlite.anchor import AnchorFile, Mark
 from factory.journal.sqlite.checks import chain_head, hash_at
-from factory.journal.sqlite.jobs import AdminJob, Job, fail_jobs, issue_job, step_job
-from factory.journal.sqlite.queue import WriteQueue
 from factory.journal.sqlite.writer import BatchWriter, run_admin
 
 log = logging.getLogger("factory.journal")

@@ -23,4 +23,4 @@ def event(row: Any) -> Event:
     """An `events` row (EVENT_COLUMNS) as an Event."""
     seq, uci, kind, at, station, actor, data, digest = row
     return Event(seq=seq, uci=uci, kind=kind, at=at, station=station, actor=actor,
-                 data=json.loads(data), hash=digest)
+                 data=json.loads(data), hash=digest, text=data)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 
 from factory.journal.errors import TokenExists, TokenNotFound
+from factory.journal.plan import utc_now
 from factory.journal.records import Role, Token
 from factory.journal.sqlite.core import Core
-from factory.journal.sqlite.writer import utc_now
 
 
 class TokenStore(Core):

@@ -22,11 +22,18 @@ from typing import Any
 
 import aiosqlite
 
-from factory import clock, failpoints
+from factory import failpoints
 from factory.journal.chain import GENESIS
 from factory.journal.errors import InvalidData, JournalUnavailable
-from factory.journal.sqlite.jobs import AdminJob, IssueJob, Job, StepJob, answer, fail_jobs
-from factory.journal.sqlite.plan import Known, Part, Plan, Unplannable, plan_jobs
+from factory.journal.jobs import AdminJob, IssueJob, Job, StepJob, answer, fail_jobs
+from factory.journal.plan import (
+    Known,
+    Plan,
+    Unplannable,
+    answer_committed,
+    plan_jobs,
+    utc_now,
+)
 
 log = logging.getLogger("factory.journal")
 
@@ -36,11 +43,6 @@ BUSY = "another process is writing the journal; try again"
 # bits, text it cannot encode), as opposed to the file failing (full, locked, I/O error).
 DATA_ERRORS = (ValueError, TypeError, OverflowError, sqlite3.InterfaceError,
                sqlite3.ProgrammingError, sqlite3.DataError)
-
-
-def utc_now() -> str:
-    """Journal time: UTC, milliseconds, ISO 8601 (from `factory.clock.now`, which tests step)."""
-    return clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def run_admin(conn: aiosqlite.Connection, job: AdminJob) -> None:
@@ -146,12 +148,7 @@ class BatchWriter:
             self._head = (plan.seq, plan.head, plan.last_unit)
             self.commits += 1
             self.failure = ""
-            for job, outcome in plan.results:
-                if isinstance(outcome, Part):
-                    assert isinstance(job, IssueJob)
-                    job.issued.extend(outcome.ucis)  # durable now; the next part follows
-                else:
-                    answer(job, outcome)
+            answer_committed(plan)
             return
 
     async def _halves(self, jobs: list[Job]) -> None:
@@ -220,7 +217,7 @@ class BatchWriter:
         if plan.updates:
             await conn.executemany(
                 "UPDATE units SET state = ?, updated_at = ?, last_seq = ? WHERE id = ?",
-                plan.updates)
+                [row[:4] for row in plan.updates])
         if plan.outbox:  # a unit verified twice still asks the upstream once
             await conn.executemany(
                 "INSERT OR IGNORE INTO outbox (unit_id, uci, action, payload, key, created_at)"

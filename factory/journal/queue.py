@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from factory.journal.sqlite.jobs import AdminJob, IssueJob, Job
+from factory.journal.jobs import AdminJob, IssueJob, Job
 
 # Bounds a transaction, so that the requests queued behind it wait a bounded time: a 10,000
 # batch in one transaction kept singles waiting 0.5 s (p50) under 20 bulk clients. 500 kept

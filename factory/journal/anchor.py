@@ -1,6 +1,7 @@
-"""The journal's anchor: its chain head (seq and hash) kept in a small file beside it
+"""The journal's anchor: its chain head (seq and hash) kept in a small local file
 (`<journal>.anchor`), synced after each commit and before anyone is told, so a journal that
-lost its newest events (a cut WAL, a deleted -shm, an old copy put back) is caught at start.
+lost its newest events (a cut WAL, a deleted -shm, an old copy put back; for a PostgreSQL
+journal, the database restored from an old backup) is caught at start.
 
 The file holds two fixed-size slots, each a checksummed line `factory-anchor EPOCH SEQ HASH
 AT CHECK`. A write goes to the slot that does not hold the best value, so a torn write can
@@ -11,16 +12,19 @@ and the CLI) flock the file while reading and writing it and never lower it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from factory.files import open_private_update
 
+ACCEPT = ("the station refuses to issue until a person acts: put back the journal's backup "
+          "if there is one, or run `factory journal accept-loss` to accept it and go on")
 MAGIC = "factory-anchor"
 SLOT = 192
 
@@ -130,3 +134,28 @@ class AnchorFile:
     def _write(self, slot: int, mark: Mark) -> None:
         os.pwrite(self._fd, encode(mark), slot * SLOT)
         os.fdatasync(self._fd)
+
+
+async def check(anchor: AnchorFile, head: Mark, hash_at: Callable[[int], Awaitable[str | None]],
+                *, writable: bool) -> tuple[Mark | None, str]:
+    """The anchor checked against the chain whose newest event is `head` (`hash_at(seq)`: the
+    chain's hash of event seq, None if it has none): (the mark both agree on, '') or (None,
+    why the journal must hold). A journal with no anchor yet starts one (`writable`)."""
+    reading = await asyncio.to_thread(anchor.read)
+    mark = reading.mark
+    if mark is None:
+        if not reading.empty:
+            return None, (f"the anchor {anchor.path} is unreadable (both copies damaged), so "
+                          f"the journal's completeness cannot be checked; {ACCEPT}")
+        if writable:
+            mark = await asyncio.to_thread(anchor.advance, head, None)
+        return mark, ""
+    if mark.seq > head.seq:
+        return None, (f"events {head.seq + 1}..{mark.seq} are missing (the anchor, written "
+                      f"{mark.at}, says the journal reached event {mark.seq}); {ACCEPT}")
+    if await hash_at(mark.seq) != mark.hash:
+        return None, (f"event {mark.seq} is not the one the anchor (written {mark.at}) "
+                      "recorded: the journal was replaced or rewritten since; " + ACCEPT)
+    if writable and mark.seq < head.seq:  # the newest commit's anchor write was cut short
+        mark = await asyncio.to_thread(anchor.advance, head, mark)
+    return mark, ""

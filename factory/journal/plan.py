@@ -1,5 +1,7 @@
 """A batch's rows, worked out in Python before any INSERT: the chain's new events, the unit
-updates, idempotency keys and outbox rows, and what each job is answered."""
+updates, idempotency keys and outbox rows, and what each job is answered. Both backends'
+writers plan with it; each writes the rows its own way (SQLite makes unit rows from the
+`issued` events by a trigger, PostgreSQL from `issued`)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from factory import clock
 from factory.journal.chain import event_hash
 from factory.journal.errors import (
     AlreadyVoided,
@@ -16,8 +19,14 @@ from factory.journal.errors import (
     OutboxSettled,
     UnitNotFound,
 )
+from factory.journal.jobs import IssueJob, Job, StepJob, answer
 from factory.journal.records import IssueResult
-from factory.journal.sqlite.jobs import IssueJob, Job, StepJob
+
+
+def utc_now() -> str:
+    """Journal time: UTC, milliseconds, ISO 8601 (from `factory.clock.now`, which tests step);
+    the same text in both backends (it is hashed)."""
+    return clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class Plan:
     head: str
     last_unit: int
     events: list[tuple[Any, ...]] = field(default_factory=list)
+    issued: list[tuple[str, str, str | None, int]] = field(default_factory=list)  # new units
     updates: list[tuple[Any, ...]] = field(default_factory=list)
     keys: list[tuple[Any, ...]] = field(default_factory=list)
     outbox: list[tuple[Any, ...]] = field(default_factory=list)
@@ -106,7 +116,8 @@ def plan_issue(plan: Plan, job: IssueJob, known: Known,
             while uci in known.states and not req.uci:  # drawn twice in this batch: again
                 uci = new_ucis(1)[0]
             plan.last_unit += 1
-            plan.event(plan.last_unit, uci, "issued", req.actor, job.text)
+            seq = plan.event(plan.last_unit, uci, "issued", req.actor, job.text)
+            plan.issued.append((uci, req.product, req.hardware_id, seq))
             known.states[uci] = (plan.last_unit, "issued")
             drawn.append(uci)
         if len(job.issued) + len(drawn) < req.count:
@@ -140,7 +151,7 @@ def plan_step(plan: Plan, job: StepJob, known: Known) -> JournalError | None:
             f"unit {job.uci} is {state}; {job.kind} is not allowed now")
     seq = plan.event(unit_id, job.uci, job.kind, job.actor, job.text)
     new_state = job.state or state
-    plan.updates.append((new_state, plan.at, seq, unit_id))
+    plan.updates.append((new_state, plan.at, seq, unit_id, job.uci))
     known.states[job.uci] = (unit_id, new_state)
     if job.enqueue is not None:
         request = job.enqueue  # its key dedupes: INSERT OR IGNORE drops a second one
@@ -150,3 +161,14 @@ def plan_step(plan: Plan, job: StepJob, known: Known) -> JournalError | None:
         entry, outcome = job.settles
         plan.outbox_settled.append((outcome, entry))
     return None
+
+
+def answer_committed(plan: Plan) -> None:
+    """Give each job of a committed batch its outcome; a big batch's part is durable now and
+    its job waits for the next part."""
+    for job, outcome in plan.results:
+        if isinstance(outcome, Part):
+            assert isinstance(job, IssueJob)
+            job.issued.extend(outcome.ucis)
+        else:
+            answer(job, outcome)
