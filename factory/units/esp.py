@@ -15,12 +15,21 @@ seconds) bound it.
 The unit's data is an NVS partition image (esp_nvs.py) flashed compressed at the product's
 offset, verified twice: the MD5 the chip computes of the flash, and the partition read back
 and parsed as NVS, whose entries must be the ones meant, and byte for byte.
+
+A pre-claimed product's certificate files (the certificate step's device.key, device.crt,
+ca.crt, provision.json5) become entries of its `cert_namespace` in the same partition
+(esp_certs.py): each is written by reading the partition back (the key lives only on the
+unit), setting that entry, rebuilding the whole image (the factory namespace exactly as
+Write made it) and flashing it; verified as the partition is, plus the entry itself. Such a
+unit is reset only after its last file (provision.json5) verified, so the one session spans
+the key, the wait for the certificate and the files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import posixpath
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +44,7 @@ from esptool.util import FatalError
 from factory.config import Product
 from factory.config.drivers import EsptoolSettings
 from factory.config.nvs import NvsLayout
+from factory.units.certificate import PROVISION_FILE
 from factory.units.driver import Identity, Verification
 from factory.units.errors import (
     NotInBootloader,
@@ -44,13 +54,15 @@ from factory.units.errors import (
     UnitRefused,
     VerifyMismatch,
 )
-from factory.units.esp_edges import device_node, quietly_close, unit_error
+from factory.units.esp_certs import cert_entries, entry_key
+from factory.units.esp_edges import device_node, flash_bytes, quietly_close, unit_error
 from factory.units.esp_nvs import (
     Entry,
     Extra,
     NvsError,
     Value,
     build_image,
+    differences,
     entries,
     meant,
     read_image,
@@ -68,6 +80,7 @@ class _Plan:
     layout: NvsLayout
     items: list[Entry]
     extra: Extra = field(default_factory=dict)
+    certified: bool = False  # certificate files follow (a pre-claimed product's)
 
 
 class EsptoolDriver:
@@ -78,6 +91,12 @@ class EsptoolDriver:
         self._esp: Any = None  # an esptool ESPLoader while a session is open
         self._flasher = False  # the stub runs and the flash is attached
         self._plans: dict[str, _Plan] = {}
+        # A pre-claimed product's partition without its certificate entries (no secret), and
+        # the device path its certificate files go beside; then each file's image and
+        # entries between its write and its verify (they hold the key: dropped at verify).
+        self._base: _Plan | None = None
+        self._where = ""
+        self._written: dict[str, tuple[bytes, Extra]] = {}
         self.silence: UnitError | None = None  # why the last present() was False
         # While a verified unit stays, it is never reset again (that would stop the
         # application it was reset into, every poll): "app" when it runs its application,
@@ -95,7 +114,10 @@ class EsptoolDriver:
         items, extra = entries(product, uci), extra or {}
         image = build_image(layout, items, extra)
         where = f"nvs:{layout.namespace}@{layout.offset:#x}"
-        self._plans[where] = _Plan(layout, items, extra)
+        certified = product.claim == "pre" and not extra  # RainMaker's come as `extra`
+        self._plans[where] = _Plan(layout, items, extra, certified)
+        self._base = _Plan(layout, items, certified=True) if certified else None
+        self._where = where
         return where, image
 
     async def read_nvs(self, product: Product) -> dict[str, dict[str, Value]]:
@@ -113,6 +135,7 @@ class EsptoolDriver:
         unit that was here may still be: one running its application is there as long as
         its port is (nothing is sent to it); one left in its ROM is synced without a reset."""
         await self._close()
+        self._written.clear()
         if self._left_in == "app":
             # A unit unplugged and another plugged in between two polls leaves the path
             # there, on a new device node (a new pty, a USB adapter enumerated again).
@@ -143,35 +166,134 @@ class EsptoolDriver:
                         firmware="rom-bootloader")
 
     async def write_file(self, path: str, data: bytes) -> None:
+        if (key := self._entry(path)) is not None:
+            await self._write_entry(path, key, data)
+            return
         plan = self._plan(path, data)
         self._left_in = None  # a unit being written is no verified unit yet
         await self._call(lambda: self._flash(plan.layout.offset, data))
 
     async def verify_file(self, path: str, data: bytes) -> Verification:
+        if (key := self._entry(path)) is not None:
+            return await self._verify_entry(path, key, data)
         plan = self._plan(path, data)
         offset = plan.layout.offset
         try:
-            digest = await self._call(lambda: self._md5(offset, data))
-            # The MD5 covers the whole partition; what is read back and parsed is the pages
-            # holding entries (the rest is erased), a sixth of a default partition's bytes.
-            used = used_pages(data)
-            back = await self._call(lambda: self._read(offset, used))
-            try:
-                held = read_image(back)
-            except NvsError as exc:
-                raise VerifyMismatch(f"the partition read back from {path} is no NVS "
-                                     f"image: {exc}") from exc
-            wanted = meant(plan.layout, plan.items, plan.extra)
-            if held != wanted:
-                raise VerifyMismatch(f"the partition read back from {path} holds "
-                                     f"{_differences(wanted, held)}")
-            if back != data[:used]:  # e.g. an entry slot left unerased: NVS ignores it
-                # until it writes there, and then bits cannot go back to 1
-                at = next((i for i, (a, b) in enumerate(zip(back, data, strict=False))
-                           if a != b),
-                          len(back))
-                raise VerifyMismatch(f"the partition read back from {path} differs from "
-                                     f"the image at byte {at:#x} of {used:#x}")
+            image, extra = data, plan.extra
+            if plan.certified and await self._call(lambda: self._md5(offset, data)) \
+                    != _md5(data):  # certified before (a re-plug): its entries are there too
+                image, extra = await self._rebuilt(plan, path)
+            digest = await self._check(path, plan, image, extra)
+        except BaseException:
+            await self._close()
+            raise
+        finally:
+            self._plans.pop(path, None)  # it may hold the unit's key (an upstream's extra)
+        if not plan.certified:  # else the session goes on with the certificate files
+            await self._leave()
+        return Verification("md5+nvs-readback", digest, len(data))
+
+    async def read_file(self, path: str) -> bytes:
+        key = self._entry(path)
+        if key is None or self._base is None:
+            raise UnitRefused(f"esptool units keep no files ({path}); their data is an NVS "
+                              "partition")
+        namespace = self._base.layout.cert_namespace
+        value = (await self._held(self._base, path)).get(namespace, {}).get(key)
+        if value is None:
+            raise UnitRefused(f"the unit's NVS namespace {namespace!r} holds no {key}")
+        return value if isinstance(value, bytes) else str(value).encode()
+
+    async def make_key(self, path: str, common_name: str) -> str | None:
+        return None  # the ROM cannot make keys: the station makes one
+
+    # A pre-claimed product's certificate files, as entries of its cert_namespace.
+
+    def _entry(self, path: str) -> str | None:
+        return entry_key(path, self._where) if self._base is not None else None
+
+    async def _held(self, plan: _Plan, path: str) -> dict[str, dict[str, Value]]:
+        """The whole partition read back and parsed."""
+        layout = plan.layout
+        back = await self._call(lambda: self._read(layout.offset, layout.size))
+        try:
+            return read_image(back)
+        except NvsError as exc:
+            raise VerifyMismatch(f"the partition read back for {path} is no NVS image: "
+                                 f"{exc}") from exc
+
+    async def _rebuilt(self, plan: _Plan, path: str, data: bytes = b"",
+                       key: str = "") -> tuple[bytes, Extra]:
+        """The image the partition should be: the factory data as planned, the certificate
+        entries it holds now (with `key` set to `data`)."""
+        namespace = plan.layout.cert_namespace
+        held = dict((await self._held(plan, path)).get(namespace, {}))
+        if key:
+            held[key] = data
+        certs = cert_entries(held)
+        extra: Extra = {namespace: certs} if certs else {}
+        return build_image(plan.layout, plan.items, extra), extra
+
+    async def _write_entry(self, path: str, key: str, data: bytes) -> None:
+        assert self._base is not None
+        self._left_in = None
+        image, extra = await self._rebuilt(self._base, path, data, key)
+        offset = self._base.layout.offset
+        await self._call(lambda: self._flash(offset, image))
+        self._written[path] = image, extra
+
+    async def _verify_entry(self, path: str, key: str, data: bytes) -> Verification:
+        plan = self._base
+        assert plan is not None
+        try:
+            written = self._written.pop(path, None)
+            image, extra = written or await self._rebuilt(plan, path)
+            digest = await self._check(path, plan, image, extra)
+            held = next((e.value for e in extra.get(plan.layout.cert_namespace, ())
+                         if e.key == key), None)
+            if held != data:  # the image was rebuilt from what the unit holds
+                raise VerifyMismatch(f"the unit's {plan.layout.cert_namespace}.{key} is not "
+                                     f"{posixpath.basename(path)} as meant")
+        except BaseException:
+            await self._close()
+            raise
+        if posixpath.basename(path) == PROVISION_FILE:  # the certificate step's last file
+            await self._leave()
+        return Verification("md5+nvs-readback", digest, len(data))
+
+    async def _check(self, path: str, plan: _Plan, image: bytes, extra: Extra) -> str:
+        """The chip's MD5 of the partition, then its used pages read back and parsed: entry
+        by entry (the factory data and `extra`), then byte for byte. The MD5 (hex)."""
+        offset = plan.layout.offset
+        digest = _md5(image)
+        theirs = await self._call(lambda: self._md5(offset, image))
+        if theirs != digest:
+            raise VerifyMismatch(f"the chip's MD5 of the partition is {theirs}; the image's "
+                                 f"is {digest}")
+        # The MD5 covers the whole partition; what is read back and parsed is the pages
+        # holding entries (the rest is erased), a sixth of a default partition's bytes.
+        used = used_pages(image)
+        back = await self._call(lambda: self._read(offset, used))
+        try:
+            held = read_image(back)
+        except NvsError as exc:
+            raise VerifyMismatch(f"the partition read back from {path} is no NVS "
+                                 f"image: {exc}") from exc
+        wanted = meant(plan.layout, plan.items, extra)
+        if held != wanted:
+            raise VerifyMismatch(f"the partition read back from {path} holds "
+                                 f"{differences(wanted, held)}")
+        if back != image[:used]:  # e.g. an entry slot left unerased: NVS ignores it
+            # until it writes there, and then bits cannot go back to 1
+            at = next((i for i, (a, b) in enumerate(zip(back, image, strict=False))
+                       if a != b), len(back))
+            raise VerifyMismatch(f"the partition read back from {path} differs from "
+                                 f"the image at byte {at:#x} of {used:#x}")
+        return digest
+
+    async def _leave(self) -> None:
+        """Reset the verified unit as configured and end the session."""
+        try:
             await self._call(self._reset)
             if self._settings.after == "no-reset":
                 self._left_in = "rom"
@@ -180,15 +302,6 @@ class EsptoolDriver:
             self._node = await self._call(lambda: device_node(self._device))
         finally:
             await self._close()
-            self._plans.pop(path, None)  # it may hold the unit's key (an upstream's extra)
-        return Verification("md5+nvs-readback", digest, len(data))
-
-    async def read_file(self, path: str) -> bytes:
-        raise UnitRefused(f"esptool units keep no files ({path}); their data is an NVS "
-                          "partition")
-
-    async def make_key(self, path: str, common_name: str) -> str | None:
-        return None  # the ROM cannot make keys: the station makes one
 
     # esptool's side, each run in the worker thread.
 
@@ -219,7 +332,7 @@ class EsptoolDriver:
     def _flash(self, offset: int, image: bytes) -> None:
         esp = self._ready()
         size = cmds.detect_flash_size(esp)
-        if size and offset + len(image) > _bytes(size):
+        if size and offset + len(image) > flash_bytes(size):
             raise UnitRefused(f"the NVS partition ends at {offset + len(image):#x}, past the "
                               f"unit's {size} of flash")
         packed = zlib.compress(image, 9)
@@ -230,12 +343,9 @@ class EsptoolDriver:
         esp.flash_defl_finish(False)
 
     def _md5(self, offset: int, image: bytes) -> str:
+        """The chip's MD5 (hex) of the flash where `image` should be."""
         theirs: str = self._ready().flash_md5sum(offset, len(image))
-        ours = hashlib.md5(image).hexdigest()  # noqa: S324 (the chip's digest)
-        if theirs.lower() != ours:
-            raise VerifyMismatch(f"the chip's MD5 of the partition is {theirs}; the image's "
-                                 f"is {ours}")
-        return ours
+        return theirs.lower()
 
     def _read(self, offset: int, size: int) -> bytes:
         data: bytes = self._ready().read_flash(offset, size)
@@ -286,18 +396,5 @@ class EsptoolDriver:
             raise unit_error(str(exc), self._device) from exc
 
 
-def _bytes(size: str) -> int:
-    """esptool's flash size name ("4MB", "512KB") in bytes."""
-    unit = 1 << 20 if size.endswith("MB") else 1 << 10
-    return int(size[:-2]) * unit
-
-
-def _differences(wanted: dict[str, dict[str, Any]], held: dict[str, dict[str, Any]]) -> str:
-    for namespace, values in wanted.items():
-        got = held.get(namespace)
-        if got is None:
-            return f"no namespace {namespace!r}"
-        for key, value in values.items():
-            if got.get(key) != value:
-                return f"{namespace}.{key} = {got.get(key)!r}, not {value!r}"
-    return "entries that were not written"
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()  # noqa: S324 (what the chip computes)

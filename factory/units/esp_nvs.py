@@ -171,3 +171,21 @@ def read_image(data: bytes) -> dict[str, dict[str, Value]]:
         return {names[ns]: values for ns, values in found.items()}
     except KeyError as exc:
         raise NvsError(f"an entry names namespace index {exc}, which is not defined") from exc
+
+
+def differences(wanted: Mapping[str, Mapping[str, Value]],
+                held: Mapping[str, Mapping[str, Value]]) -> str:
+    """The first way `held` (read back) is not `wanted`, in words; a blob only by its size
+    (it may be a private key, and the words are journaled)."""
+    for namespace, values in wanted.items():
+        got = held.get(namespace)
+        if got is None:
+            return f"no namespace {namespace!r}"
+        for key, value in values.items():
+            if got.get(key) != value:
+                return f"{namespace}.{key} = {_shown(got.get(key))}, not {_shown(value)}"
+    return "entries that were not written"
+
+
+def _shown(value: Value | None) -> str:
+    return f"a blob of {len(value)} bytes" if isinstance(value, bytes) else repr(value)
