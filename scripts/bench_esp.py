@@ -146,7 +146,7 @@ async def one_unit(chips: Farm, index: int, flash_baud: int) -> dict[str, Phase]
 
     await timed("sync + chip", ROM_BAUD, driver.present())
     rate = max(flash_baud, ROM_BAUD)
-    await timed("flasher stub", ROM_BAUD, driver._call(driver._ready))
+    await timed("flasher stub", ROM_BAUD, driver._call(driver._link.ready))
     prod = product()
     where, image = driver.render(prod, "7KQ2M9XD3FHT0W5RW")
     await timed("flash", rate, driver.write_file(where, image))
@@ -156,7 +156,7 @@ async def one_unit(chips: Farm, index: int, flash_baud: int) -> dict[str, Phase]
               f"{phases['flash'].bytes})")
     phases["flash"].bytes = counted
     before = await chips.wire_bytes(index)
-    took = await driver._call(lambda: round_trip(driver._ready()))
+    took = await driver._call(lambda: round_trip(driver._link.ready()))
     phases["a round trip"] = Phase(took, (await chips.wire_bytes(index) - before) // ROUND_TRIPS,
                                    rate)
     await timed("MD5 + read-back", rate, driver.verify_file(where, image))

@@ -30,14 +30,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import posixpath
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import serial
-from esptool import cmds
 from esptool.logger import log as esptool_log
 from esptool.util import FatalError
 
@@ -55,14 +53,15 @@ from factory.units.errors import (
     VerifyMismatch,
 )
 from factory.units.esp_certs import cert_entries, entry_key
-from factory.units.esp_edges import device_node, flash_bytes, quietly_close, unit_error
+from factory.units.esp_edges import device_node, quietly_close, unit_error
+from factory.units.esp_link import EspLink
 from factory.units.esp_nvs import (
     Entry,
     Extra,
     NvsError,
     Value,
     build_image,
-    differences,
+    check_readback,
     entries,
     meant,
     read_image,
@@ -88,8 +87,7 @@ class EsptoolDriver:
 
     def __init__(self, device: str, baud: int, settings: EsptoolSettings) -> None:
         self._device, self._baud, self._settings = device, baud, settings
-        self._esp: Any = None  # an esptool ESPLoader while a session is open
-        self._flasher = False  # the stub runs and the flash is attached
+        self._link = EspLink(device, baud, settings)
         self._plans: dict[str, _Plan] = {}
         # A pre-claimed product's partition without its certificate entries (no secret), and
         # the device path its certificate files go beside; then each file's image and
@@ -123,7 +121,7 @@ class EsptoolDriver:
     async def read_nvs(self, product: Product) -> dict[str, dict[str, Value]]:
         """The unit's NVS partition as it holds it now: namespace → key → value."""
         layout = product.nvs
-        back = await self._call(lambda: self._read(layout.offset, layout.size))
+        back = await self._call(lambda: self._link.read(layout.offset, layout.size))
         try:
             return read_image(back)
         except NvsError as exc:
@@ -153,7 +151,7 @@ class EsptoolDriver:
         return True
 
     async def wake(self) -> None:
-        if self._esp is None:
+        if self._link.esp is None:
             await self._call(self._connect)
 
     async def identify(self) -> Identity:
@@ -161,7 +159,8 @@ class EsptoolDriver:
             raise NotInBootloader("the unit runs its application since it was verified; "
                                   "the fixture waits for it to be unplugged")
         await self.wake()
-        mac, chip = await self._call(lambda: (self._esp.read_mac(), self._esp.CHIP_NAME))
+        esp = self._link.esp
+        mac, chip = await self._call(lambda: (esp.read_mac(), esp.CHIP_NAME))
         return Identity(hardware_id=":".join(f"{b:02x}" for b in mac), model=chip,
                         firmware="rom-bootloader")
 
@@ -171,7 +170,7 @@ class EsptoolDriver:
             return
         plan = self._plan(path, data)
         self._left_in = None  # a unit being written is no verified unit yet
-        await self._call(lambda: self._flash(plan.layout.offset, data))
+        await self._call(lambda: self._link.flash(plan.layout.offset, data))
 
     async def verify_file(self, path: str, data: bytes) -> Verification:
         if (key := self._entry(path)) is not None:
@@ -180,7 +179,7 @@ class EsptoolDriver:
         offset = plan.layout.offset
         try:
             image, extra = data, plan.extra
-            if plan.certified and await self._call(lambda: self._md5(offset, data)) \
+            if plan.certified and await self._call(lambda: self._link.md5(offset, data)) \
                     != _md5(data):  # certified before (a re-plug): its entries are there too
                 image, extra = await self._rebuilt(plan, path)
             digest = await self._check(path, plan, image, extra)
@@ -215,7 +214,7 @@ class EsptoolDriver:
     async def _held(self, plan: _Plan, path: str) -> dict[str, dict[str, Value]]:
         """The whole partition read back and parsed."""
         layout = plan.layout
-        back = await self._call(lambda: self._read(layout.offset, layout.size))
+        back = await self._call(lambda: self._link.read(layout.offset, layout.size))
         try:
             return read_image(back)
         except NvsError as exc:
@@ -239,7 +238,7 @@ class EsptoolDriver:
         self._left_in = None
         image, extra = await self._rebuilt(self._base, path, data, key)
         offset = self._base.layout.offset
-        await self._call(lambda: self._flash(offset, image))
+        await self._call(lambda: self._link.flash(offset, image))
         self._written[path] = image, extra
 
     async def _verify_entry(self, path: str, key: str, data: bytes) -> Verification:
@@ -266,35 +265,22 @@ class EsptoolDriver:
         by entry (the factory data and `extra`), then byte for byte. The MD5 (hex)."""
         offset = plan.layout.offset
         digest = _md5(image)
-        theirs = await self._call(lambda: self._md5(offset, image))
+        theirs = await self._call(lambda: self._link.md5(offset, image))
         if theirs != digest:
             raise VerifyMismatch(f"the chip's MD5 of the partition is {theirs}; the image's "
                                  f"is {digest}")
         # The MD5 covers the whole partition; what is read back and parsed is the pages
         # holding entries (the rest is erased), a sixth of a default partition's bytes.
         used = used_pages(image)
-        back = await self._call(lambda: self._read(offset, used))
-        try:
-            held = read_image(back)
-        except NvsError as exc:
-            raise VerifyMismatch(f"the partition read back from {path} is no NVS "
-                                 f"image: {exc}") from exc
-        wanted = meant(plan.layout, plan.items, extra)
-        if held != wanted:
-            raise VerifyMismatch(f"the partition read back from {path} holds "
-                                 f"{differences(wanted, held)}")
-        if back != image[:used]:  # e.g. an entry slot left unerased: NVS ignores it
-            # until it writes there, and then bits cannot go back to 1
-            at = next((i for i, (a, b) in enumerate(zip(back, image, strict=False))
-                       if a != b), len(back))
-            raise VerifyMismatch(f"the partition read back from {path} differs from "
-                                 f"the image at byte {at:#x} of {used:#x}")
+        back = await self._call(lambda: self._link.read(offset, used))
+        check_readback(f"the partition read back from {path}", back, image,
+                       meant(plan.layout, plan.items, extra))
         return digest
 
     async def _leave(self) -> None:
         """Reset the verified unit as configured and end the session."""
         try:
-            await self._call(self._reset)
+            await self._call(self._link.reset)
             if self._settings.after == "no-reset":
                 self._left_in = "rom"
             elif self._settings.port_goes_with_unit:
@@ -312,68 +298,10 @@ class EsptoolDriver:
         return plan
 
     def _connect(self) -> None:
-        before = "no-reset" if self._left_in == "rom" else self._settings.before
-        self._esp = cmds.detect_chip(self._device, self._baud, before,
-                                     connect_attempts=self._settings.connect_attempts)
-        self._flasher = False
-
-    def _ready(self) -> Any:
-        """The session with the stub running, at the flashing rate, the flash attached."""
-        if self._esp is None:
-            self._connect()
-        if not self._flasher:
-            self._esp = cmds.run_stub(self._esp)
-            if self._settings.flash_baud > self._baud:
-                self._esp.change_baud(self._settings.flash_baud)
-            cmds.attach_flash(self._esp)
-            self._flasher = True
-        return self._esp
-
-    def _flash(self, offset: int, image: bytes) -> None:
-        esp = self._ready()
-        size = cmds.detect_flash_size(esp)
-        if size and offset + len(image) > flash_bytes(size):
-            raise UnitRefused(f"the NVS partition ends at {offset + len(image):#x}, past the "
-                              f"unit's {size} of flash")
-        packed = zlib.compress(image, 9)
-        blocks = esp.flash_defl_begin(len(image), len(packed), offset)
-        step = esp.FLASH_WRITE_SIZE
-        for seq in range(blocks):
-            esp.flash_defl_block(packed[seq * step:(seq + 1) * step], seq)
-        esp.flash_defl_finish(False)
-
-    def _md5(self, offset: int, image: bytes) -> str:
-        """The chip's MD5 (hex) of the flash where `image` should be."""
-        theirs: str = self._ready().flash_md5sum(offset, len(image))
-        return theirs.lower()
-
-    def _read(self, offset: int, size: int) -> bytes:
-        data: bytes = self._ready().read_flash(offset, size)
-        return data
-
-    def _reset(self) -> None:
-        esp = self._esp
-        if esp is None:
-            return
-        if self._settings.after != "soft-reset" or esp.CHIP_NAME == "ESP8266":
-            cmds.reset_chip(esp, self._settings.after)
-            return
-        # esptool soft-resets only an ESP8266's stub. Elsewhere the stub reboots into the
-        # ROM bootloader (at its first rate), which a new session tells to run the
-        # application, as `esptool --no-stub --after soft-reset` does.
-        if esp.IS_STUB:
-            esp.soft_reset(True)
-        self._esp = None
-        quietly_close(esp)
-        rom = cmds.detect_chip(self._device, self._baud, "no-reset",
-                               connect_attempts=self._settings.connect_attempts)
-        try:
-            rom.run()
-        finally:
-            quietly_close(rom)
+        self._link.connect(in_rom=self._left_in == "rom")
 
     async def _close(self) -> None:
-        esp, self._esp, self._flasher = self._esp, None, False
+        esp = self._link.detach()
         if esp is not None:
             await asyncio.get_running_loop().run_in_executor(THREADS, quietly_close, esp)
 
