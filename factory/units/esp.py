@@ -62,6 +62,7 @@ from factory.units.esp_nvs import (
     Value,
     build_image,
     check_readback,
+    differences,
     entries,
     meant,
     read_image,
@@ -178,11 +179,12 @@ class EsptoolDriver:
         plan = self._plan(path, data)
         offset = plan.layout.offset
         try:
-            image, extra = data, plan.extra
-            if plan.certified and await self._call(lambda: self._link.md5(offset, data)) \
-                    != _md5(data):  # certified before (a re-plug): its entries are there too
-                image, extra = await self._rebuilt(plan, path)
-            digest = await self._check(path, plan, image, extra)
+            theirs = await self._call(lambda: self._link.md5(offset, data))
+            if plan.certified and theirs != _md5(data):  # certified before (a re-plug)
+                await self._factory_intact(plan, path)
+                digest = theirs
+            else:
+                digest = await self._check(path, plan, data, plan.extra)
         except BaseException:
             await self._close()
             raise
@@ -221,6 +223,17 @@ class EsptoolDriver:
             raise VerifyMismatch(f"the partition read back for {path} is no NVS image: "
                                  f"{exc}") from exc
 
+    async def _factory_intact(self, plan: _Plan, path: str) -> None:
+        """A unit certified before: its factory namespace exactly as planned, and nothing
+        beside it but its certificate entries (checked file by file by the certificate
+        step, which writes a damaged one again)."""
+        held = await self._held(plan, path)
+        held.pop(plan.layout.cert_namespace, None)
+        wanted = meant(plan.layout, plan.items)
+        if held != wanted:
+            raise VerifyMismatch(f"the partition read back from {path} holds "
+                                 f"{differences(wanted, held)}")
+
     async def _rebuilt(self, plan: _Plan, path: str, data: bytes = b"",
                        key: str = "") -> tuple[bytes, Extra]:
         """The image the partition should be: the factory data as planned, the certificate
@@ -244,18 +257,15 @@ class EsptoolDriver:
     async def _verify_entry(self, path: str, key: str, data: bytes) -> Verification:
         plan = self._base
         assert plan is not None
-        try:
-            written = self._written.pop(path, None)
-            image, extra = written or await self._rebuilt(plan, path)
-            digest = await self._check(path, plan, image, extra)
-            held = next((e.value for e in extra.get(plan.layout.cert_namespace, ())
-                         if e.key == key), None)
-            if held != data:  # the image was rebuilt from what the unit holds
-                raise VerifyMismatch(f"the unit's {plan.layout.cert_namespace}.{key} is not "
-                                     f"{posixpath.basename(path)} as meant")
-        except BaseException:
-            await self._close()
-            raise
+        # A mismatch keeps the session: the certificate step writes the files again in it.
+        written = self._written.pop(path, None)
+        image, extra = written or await self._rebuilt(plan, path)
+        digest = await self._check(path, plan, image, extra)
+        held = next((e.value for e in extra.get(plan.layout.cert_namespace, ())
+                     if e.key == key), None)
+        if held != data:  # the image was rebuilt from what the unit holds
+            raise VerifyMismatch(f"the unit's {plan.layout.cert_namespace}.{key} is not "
+                                 f"{posixpath.basename(path)} as meant")
         if posixpath.basename(path) == PROVISION_FILE:  # the certificate step's last file
             await self._leave()
         return Verification("md5+nvs-readback", digest, len(data))

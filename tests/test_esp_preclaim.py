@@ -1,0 +1,118 @@
+"""Pre-claimed ESP32 units: the simulated chip (the ROM bootloader of `factory sim-unit
+--driver esptool`, on a real pty) through the real pipeline and the reference registry on
+127.0.0.1. The station makes the key, the certificate files go into the product's
+cert_namespace of the NVS partition beside the factory data, and what landed in flash.bin is
+read back as NVS. The journal is a SQLite file, so it is searched for a private key."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from factory import certs
+from factory.config import Product, StationConfig
+from factory.config.nvs import NvsLayout
+from factory.journal.interface import Journal
+from factory.labels.making import LabelMaker
+from factory.labels.products import ProductLabels
+from factory.station import unit_steps
+from factory.units import esp_nvs
+from factory.units.esp import EsptoolDriver
+from factory.units.pipeline import Pipeline, UnitRun
+from factory.upstream.outbox import OutboxWorker
+from tests.conftest import OTHER_PRODUCT
+from tests.test_esp_unit import SIM, esp_unit
+from tests.test_preclaim import ACCOUNT, draining, kinds, no_private_key_in, registry_up
+
+pytestmark = pytest.mark.slow
+LAYOUT = NvsLayout(offset=0x9000, size=0x3000, namespace="fctry", cert_namespace="hub_cert")
+FILES = {"device_key", "device_crt", "ca_crt", "provision"}
+
+
+def hub(config: StationConfig) -> Product:
+    product = config.product(OTHER_PRODUCT)
+    assert product is not None and product.claim == "pre"
+    return dataclasses.replace(product, nvs=LAYOUT, preclaim_wait=10)
+
+
+async def provision(root: Path, config: StationConfig, journal: Journal,
+                    worker: OutboxWorker) -> UnitRun:
+    """One unit plugged in on a fixture of the pre-claimed product, as the station does it."""
+    product = hub(config)
+    steps = unit_steps(product, LabelMaker(config, journal, ProductLabels(config)), worker)
+    async with esp_unit(root) as sim:
+        driver = EsptoolDriver(sim.path, 115200, SIM)
+        assert await driver.present()
+        return await Pipeline(journal, steps).provision(UnitRun("f1", product, ""), driver)
+
+
+def partition(root: Path) -> bytes:
+    flash = (root / "flash.bin").read_bytes()
+    return flash[LAYOUT.offset:LAYOUT.offset + LAYOUT.size]
+
+
+async def test_an_esp32_unit_is_preclaimed_into_its_nvs_and_rechecked_when_replugged(
+        tmp_path: Path, config: StationConfig, sqlite_journal: Journal) -> None:
+    root, journal = tmp_path / "unit", sqlite_journal
+    async with registry_up(tmp_path) as registry, draining(journal, registry) as worker:
+        run = await provision(root, config, journal, worker)
+        assert run.uci is not None
+        held = esp_nvs.read_image(partition(root))
+        assert held["fctry"] == {"uci": run.uci, "product": OTHER_PRODUCT}  # as Write made it
+        files = held["hub_cert"]
+        assert set(files) == FILES and set(held) == {"fctry", "hub_cert"}
+        key = certs.load_key(files["device_key"])  # type: ignore[arg-type]
+        cert = x509.load_pem_x509_certificate(files["device_crt"])  # type: ignore[arg-type]
+        assert certs.spki_sha256(cert.public_key()) == certs.spki_sha256(key.public_key())
+        assert cert.subject.rfc4514_string() == f"CN={run.uci}"
+        assert b"BEGIN CERTIFICATE" in files["ca_crt"]  # type: ignore[operator]
+        provision_json = json.loads(files["provision"])  # type: ignore[arg-type]
+        assert provision_json["id"] == run.uci and provision_json["account"] == ACCOUNT
+        unit = await journal.unit(run.uci)
+        made = unit.last("key_made")
+        assert made is not None and made.data["origin"] == "station"
+        assert made.data["spki_sha256"] == certs.spki_sha256(key.public_key())
+        assert "PRIVATE KEY" not in json.dumps([e.data for e in unit.events])
+        events = await kinds(journal, run.uci)
+        assert events[:4] == ["issued", "written", "verified", "key_made"]
+        assert events[-1] == "certificate_written"
+
+        # Plugged in again: every file re-verified from the unit's partition, none written.
+        before = partition(root)
+        again = await provision(root, config, journal, worker)
+        assert again.uci == run.uci and again.already_done
+        assert "certificate still verifies on the unit" in again.log
+        assert partition(root) == before
+        assert await kinds(journal, run.uci) == events
+    no_private_key_in(config.journal)
+
+
+async def test_a_damaged_certificate_entry_is_written_again_and_the_key_kept(
+        tmp_path: Path, config: StationConfig, sqlite_journal: Journal) -> None:
+    root, journal = tmp_path / "unit", sqlite_journal
+    async with registry_up(tmp_path) as registry, draining(journal, registry) as worker:
+        run = await provision(root, config, journal, worker)
+        assert run.uci is not None
+        good = esp_nvs.read_image(partition(root))["hub_cert"]
+        # A byte of the certificate's PEM body in flash.bin flipped (the first BEGIN
+        # CERTIFICATE is device_crt's: the entries go key, certificate, CA chain).
+        flash = bytearray((root / "flash.bin").read_bytes())
+        at = flash.index(b"-----BEGIN CERTIFICATE-----", LAYOUT.offset) + 40
+        flash[at] = ord("A") if flash[at] != ord("A") else ord("B")
+        (root / "flash.bin").write_bytes(bytes(flash))
+        assert esp_nvs.read_image(partition(root))["hub_cert"]["device_crt"] != \
+            good["device_crt"]
+
+        again = await provision(root, config, journal, worker)
+    assert again.uci == run.uci
+    assert "certificate files lost on the unit: writing them again" in again.log
+    held = esp_nvs.read_image(partition(root))
+    assert held["hub_cert"] == good  # the certificate as granted; the key the same
+    assert held["fctry"] == {"uci": run.uci, "product": OTHER_PRODUCT}
+    events = await kinds(journal, run.uci)
+    assert events.count("certificate_written") == 2 and events.count("key_made") == 1
+    no_private_key_in(config.journal)
