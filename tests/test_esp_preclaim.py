@@ -1,13 +1,18 @@
 """Pre-claimed ESP32 units: the simulated chip (the ROM bootloader of `factory sim-unit
 --driver esptool`, on a real pty) through the real pipeline and the reference registry on
-127.0.0.1. The station makes the key, the certificate files go into the product's
-cert_namespace of the NVS partition beside the factory data, and what landed in flash.bin is
-read back as NVS. The journal is a SQLite file, so it is searched for a private key."""
+127.0.0.1, and once through real processes (`factory serve`, `sim-unit`, `registry serve`).
+The station makes the key; the certificate files go into the product's cert_namespace of
+the NVS partition beside the factory data; what landed in flash.bin is read back as NVS.
+The journal is a SQLite file, so it is searched for a private key."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -21,11 +26,15 @@ from factory.labels.making import LabelMaker
 from factory.labels.products import ProductLabels
 from factory.station import unit_steps
 from factory.units import esp_nvs
+from factory.units.errors import UnitRefused
 from factory.units.esp import EsptoolDriver
 from factory.units.pipeline import Pipeline, UnitRun
 from factory.upstream.outbox import OutboxWorker
-from tests.conftest import OTHER_PRODUCT
+from tests.conftest import OTHER_PRODUCT, PRODUCT, ROOT
+from tests.processes import registry_process, station_process, until
+from tests.test_esp_station import MACS, esp_config, esp_sim
 from tests.test_esp_unit import SIM, esp_unit
+from tests.test_faults_upstream import journal_rows
 from tests.test_preclaim import ACCOUNT, draining, kinds, no_private_key_in, registry_up
 
 pytestmark = pytest.mark.slow
@@ -88,6 +97,15 @@ async def test_an_esp32_unit_is_preclaimed_into_its_nvs_and_rechecked_when_replu
         assert "certificate still verifies on the unit" in again.log
         assert partition(root) == before
         assert await kinds(journal, run.uci) == events
+
+    async with esp_unit(root) as sim:  # the files read back as the entries
+        driver = EsptoolDriver(sim.path, 115200, SIM)
+        assert await driver.present()
+        driver.render(hub(config), run.uci)
+        assert await driver.read_file("device.crt") == files["device_crt"]
+        assert await driver.read_file("provision.json5") == files["provision"]
+        with pytest.raises(UnitRefused, match="keep no files"):
+            await driver.read_file("config/device.json5")
     no_private_key_in(config.journal)
 
 
@@ -116,3 +134,44 @@ async def test_a_damaged_certificate_entry_is_written_again_and_the_key_kept(
     events = await kinds(journal, run.uci)
     assert events.count("certificate_written") == 2 and events.count("key_made") == 1
     no_private_key_in(config.journal)
+
+
+async def test_a_station_preclaims_an_esp32_unit_end_to_end(tmp_path: Path) -> None:
+    """`factory serve` with an esptool fixture of the pre-claimed product, the chip and the
+    reference registry each a process of their own."""
+    journal, root, link = tmp_path / "journal.sqlite", tmp_path / "unit", tmp_path / "esp.tty"
+    async with AsyncExitStack() as stack:
+        registry = await stack.enter_async_context(registry_process(tmp_path))
+        (tmp_path / "registry.token").write_text(registry.token)
+        subprocess.run([sys.executable, "-m", "factory.cli", "registry", "token", "--db",
+                        str(registry.db), "--kind", "account", "--name", ACCOUNT],
+                       check=True, capture_output=True, env={**os.environ,
+                                                             "PYTHONPATH": str(ROOT)})
+        config = esp_config(tmp_path, registry.url, (link,))
+        config.write_text(config.read_text().replace(
+            f'account = "{ACCOUNT}"\n', f'account = "{ACCOUNT}"\n\n[products.nvs]\n'
+            f'offset = {LAYOUT.offset:#x}\nsize = {LAYOUT.size:#x}\n'
+            f'cert_namespace = "{LAYOUT.cert_namespace}"\n', 1).replace(
+            f'product = "{PRODUCT}"', f'product = "{OTHER_PRODUCT}"'))
+        await stack.enter_async_context(esp_sim(root, link, MACS[0]))
+        await stack.enter_async_context(station_process(config))
+
+        def certified() -> bool:
+            failures = journal_rows(journal, "SELECT kind, data FROM events WHERE kind IN "
+                                             "('failed', 'fixture_failed')")
+            assert not failures, failures
+            return bool(journal_rows(journal, "SELECT 1 FROM events WHERE kind = "
+                                              "'certificate_written'"))
+
+        await until(certified, 60, "the unit's certificate written")
+    held = esp_nvs.read_image(partition(root))
+    uci = str(held["fctry"]["uci"])
+    files = held["hub_cert"]
+    assert set(files) == FILES
+    key = certs.load_key(files["device_key"])  # type: ignore[arg-type]
+    cert = x509.load_pem_x509_certificate(files["device_crt"])  # type: ignore[arg-type]
+    assert certs.spki_sha256(cert.public_key()) == certs.spki_sha256(key.public_key())
+    assert cert.subject.rfc4514_string() == f"CN={uci}"
+    (made,) = journal_rows(journal, "SELECT data FROM events WHERE kind = 'key_made'")
+    assert json.loads(made[0])["origin"] == "station"
+    no_private_key_in(journal)
