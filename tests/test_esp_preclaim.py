@@ -25,10 +25,11 @@ from factory.journal.interface import Journal
 from factory.labels.making import LabelMaker
 from factory.labels.products import ProductLabels
 from factory.station import unit_steps
+from factory.testbed.sim.esp import EspFaults
 from factory.units import esp_nvs
-from factory.units.errors import UnitRefused
+from factory.units.errors import UnitRefused, VerifyMismatch
 from factory.units.esp import EsptoolDriver
-from factory.units.pipeline import Pipeline, UnitRun
+from factory.units.pipeline import DEFAULT_STEPS, Pipeline, UnitRun
 from factory.upstream.outbox import OutboxWorker
 from tests.conftest import OTHER_PRODUCT, PRODUCT, ROOT
 from tests.processes import registry_process, station_process, until
@@ -134,6 +135,18 @@ async def test_a_damaged_certificate_entry_is_written_again_and_the_key_kept(
     events = await kinds(journal, run.uci)
     assert events.count("certificate_written") == 2 and events.count("key_made") == 1
     no_private_key_in(config.journal)
+
+
+async def test_a_fresh_write_is_verified_in_full_though_certificates_may_follow(
+        tmp_path: Path, config: StationConfig, sqlite_journal: Journal) -> None:
+    """A re-plugged certified unit's partition differs from the factory image by its
+    certificate entries; a unit written just now is held to the image's MD5."""
+    async with esp_unit(tmp_path / "unit", EspFaults(wrong_md5=True)) as sim:
+        driver = EsptoolDriver(sim.path, 115200, SIM)
+        assert await driver.present()
+        with pytest.raises(VerifyMismatch, match="the chip's MD5"):
+            await Pipeline(sqlite_journal, DEFAULT_STEPS).provision(
+                UnitRun("f1", hub(config), ""), driver)
 
 
 async def test_a_station_preclaims_an_esp32_unit_end_to_end(tmp_path: Path) -> None:

@@ -96,6 +96,7 @@ class EsptoolDriver:
         self._base: _Plan | None = None
         self._where = ""
         self._written: dict[str, tuple[bytes, Extra]] = {}
+        self._flashed = ""  # the device path written in this session (not to be excused)
         self.silence: UnitError | None = None  # why the last present() was False
         # While a verified unit stays, it is never reset again (that would stop the
         # application it was reset into, every poll): "app" when it runs its application,
@@ -135,6 +136,7 @@ class EsptoolDriver:
         its port is (nothing is sent to it); one left in its ROM is synced without a reset."""
         await self._close()
         self._written.clear()
+        self._flashed = ""
         if self._left_in == "app":
             # A unit unplugged and another plugged in between two polls leaves the path
             # there, on a new device node (a new pty, a USB adapter enumerated again).
@@ -172,6 +174,7 @@ class EsptoolDriver:
         plan = self._plan(path, data)
         self._left_in = None  # a unit being written is no verified unit yet
         await self._call(lambda: self._link.flash(plan.layout.offset, data))
+        self._flashed = path
 
     async def verify_file(self, path: str, data: bytes) -> Verification:
         if (key := self._entry(path)) is not None:
@@ -180,11 +183,11 @@ class EsptoolDriver:
         offset = plan.layout.offset
         try:
             theirs = await self._call(lambda: self._link.md5(offset, data))
-            if plan.certified and theirs != _md5(data):  # certified before (a re-plug)
-                await self._factory_intact(plan, path)
+            if plan.certified and theirs != _md5(data) and self._flashed != path:
+                await self._factory_intact(plan, path)  # certified before (a re-plug)
                 digest = theirs
             else:
-                digest = await self._check(path, plan, data, plan.extra)
+                digest = await self._check(path, plan, data, plan.extra, theirs)
         except BaseException:
             await self._close()
             raise
@@ -270,12 +273,14 @@ class EsptoolDriver:
             await self._leave()
         return Verification("md5+nvs-readback", digest, len(data))
 
-    async def _check(self, path: str, plan: _Plan, image: bytes, extra: Extra) -> str:
-        """The chip's MD5 of the partition, then its used pages read back and parsed: entry
-        by entry (the factory data and `extra`), then byte for byte. The MD5 (hex)."""
+    async def _check(self, path: str, plan: _Plan, image: bytes, extra: Extra,
+                     theirs: str = "") -> str:
+        """The chip's MD5 of the partition (`theirs` when asked already), then its used
+        pages read back and parsed: entry by entry (the factory data and `extra`), then byte
+        for byte. The MD5 (hex)."""
         offset = plan.layout.offset
         digest = _md5(image)
-        theirs = await self._call(lambda: self._link.md5(offset, image))
+        theirs = theirs or await self._call(lambda: self._link.md5(offset, image))
         if theirs != digest:
             raise VerifyMismatch(f"the chip's MD5 of the partition is {theirs}; the image's "
                                  f"is {digest}")
