@@ -27,7 +27,7 @@ from factory.labels.products import ProductLabels
 from factory.station import unit_steps
 from factory.testbed.sim.esp import EspFaults
 from factory.units import esp_nvs
-from factory.units.errors import UnitRefused, VerifyMismatch
+from factory.units.errors import NotInBootloader, UnitRefused, VerifyMismatch
 from factory.units.esp import EsptoolDriver
 from factory.units.pipeline import DEFAULT_STEPS, Pipeline, UnitRun
 from factory.upstream.outbox import OutboxWorker
@@ -147,6 +147,22 @@ async def test_a_fresh_write_is_verified_in_full_though_certificates_may_follow(
         with pytest.raises(VerifyMismatch, match="the chip's MD5"):
             await Pipeline(sqlite_journal, DEFAULT_STEPS).provision(
                 UnitRun("f1", hub(config), ""), driver)
+
+
+async def test_without_a_certificate_step_the_unit_is_reset_on_release(
+        tmp_path: Path, config: StationConfig, sqlite_journal: Journal) -> None:
+    """`factory provision` runs no certificate step: it releases the unit, which is reset
+    into its application as configured (here the ROM told to run it: it no longer syncs)."""
+    settings = dataclasses.replace(SIM, after="soft-reset")
+    async with esp_unit(tmp_path / "unit") as sim:
+        driver = EsptoolDriver(sim.path, 115200, settings)
+        assert await driver.present()
+        await Pipeline(sqlite_journal, DEFAULT_STEPS).provision(
+            UnitRun("f1", hub(config), ""), driver)
+        await driver.release()
+        after = EsptoolDriver(sim.path, 115200, SIM)
+        assert not await after.present()
+        assert isinstance(after.silence, NotInBootloader)
 
 
 async def test_a_station_preclaims_an_esp32_unit_end_to_end(tmp_path: Path) -> None:

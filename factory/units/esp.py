@@ -22,7 +22,8 @@ ca.crt, provision.json5) become entries of its `cert_namespace` in the same part
 unit), setting that entry, rebuilding the whole image (the factory namespace exactly as
 Write made it) and flashing it; verified as the partition is, plus the entry itself. Such a
 unit is reset only after its last file (provision.json5) verified, so the one session spans
-the key, the wait for the certificate and the files.
+the key, the wait for the certificate and the files (or at `release()`, when no certificate
+step follows: `factory provision`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class EsptoolDriver:
         self._where = ""
         self._written: dict[str, tuple[bytes, Extra]] = {}
         self._flashed = ""  # the device path written in this session (not to be excused)
+        self._deferred = False  # verified, its reset left to its last certificate file
         self.silence: UnitError | None = None  # why the last present() was False
         # While a verified unit stays, it is never reset again (that would stop the
         # application it was reset into, every poll): "app" when it runs its application,
@@ -136,7 +138,7 @@ class EsptoolDriver:
         its port is (nothing is sent to it); one left in its ROM is synced without a reset."""
         await self._close()
         self._written.clear()
-        self._flashed = ""
+        self._flashed, self._deferred = "", False
         if self._left_in == "app":
             # A unit unplugged and another plugged in between two polls leaves the path
             # there, on a new device node (a new pty, a USB adapter enumerated again).
@@ -193,9 +195,17 @@ class EsptoolDriver:
             raise
         finally:
             self._plans.pop(path, None)  # it may hold the unit's key (an upstream's extra)
-        if not plan.certified:  # else the session goes on with the certificate files
+        if plan.certified:  # the session goes on with the certificate files
+            self._deferred = True
+        else:
             await self._leave()
         return Verification("md5+nvs-readback", digest, len(data))
+
+    async def release(self) -> None:
+        """Reset a pre-claimed product's verified unit as configured when no certificate
+        step followed its factory data (`factory provision`): its session is still open."""
+        if self._deferred:
+            await self._leave()
 
     async def read_file(self, path: str) -> bytes:
         key = self._entry(path)
@@ -294,6 +304,7 @@ class EsptoolDriver:
 
     async def _leave(self) -> None:
         """Reset the verified unit as configured and end the session."""
+        self._deferred = False
         try:
             await self._call(self._link.reset)
             if self._settings.after == "no-reset":
