@@ -23,17 +23,17 @@ unit), setting that entry, rebuilding the whole image (the factory namespace exa
 Write made it) and flashing it; verified as the partition is, plus the entry itself. Such a
 unit is reset only after its last file (provision.json5) verified, so the one session spans
 the key, the wait for the certificate and the files (or at `release()`, when no certificate
-step follows: `factory provision`).
+step follows: `factory provision`). Plugged in again, such a unit's partition is not the
+factory image (the entries are there too): its factory namespace is checked entry by entry,
+and the certificate step re-verifies each entry, writing a damaged one again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import posixpath
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 import serial
@@ -42,7 +42,6 @@ from esptool.util import FatalError
 
 from factory.config import Product
 from factory.config.drivers import EsptoolSettings
-from factory.config.nvs import NvsLayout
 from factory.units.certificate import PROVISION_FILE
 from factory.units.driver import Identity, Verification
 from factory.units.errors import (
@@ -53,35 +52,23 @@ from factory.units.errors import (
     UnitRefused,
     VerifyMismatch,
 )
-from factory.units.esp_certs import cert_entries, entry_key
+from factory.units.esp_certs import entry_key
 from factory.units.esp_edges import device_node, quietly_close, unit_error
 from factory.units.esp_link import EspLink
 from factory.units.esp_nvs import (
-    Entry,
     Extra,
     NvsError,
     Value,
     build_image,
-    check_readback,
-    differences,
     entries,
-    meant,
     read_image,
-    used_pages,
 )
+from factory.units.esp_partition import Partition, Plan, md5_hex
 
 _T = TypeVar("_T")
 # Threads are made as fixtures need them, up to one per fixture of a large station.
 THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="esptool")
 esptool_log.set_verbosity("silent")  # the station logs and journals; esptool must not print
-
-
-@dataclass(frozen=True)
-class _Plan:
-    layout: NvsLayout
-    items: list[Entry]
-    extra: Extra = field(default_factory=dict)
-    certified: bool = False  # certificate files follow (a pre-claimed product's)
 
 
 class EsptoolDriver:
@@ -90,11 +77,12 @@ class EsptoolDriver:
     def __init__(self, device: str, baud: int, settings: EsptoolSettings) -> None:
         self._device, self._baud, self._settings = device, baud, settings
         self._link = EspLink(device, baud, settings)
-        self._plans: dict[str, _Plan] = {}
+        self._partition = Partition(self._call, self._link)
+        self._plans: dict[str, Plan] = {}
         # A pre-claimed product's partition without its certificate entries (no secret), and
         # the device path its certificate files go beside; then each file's image and
         # entries between its write and its verify (they hold the key: dropped at verify).
-        self._base: _Plan | None = None
+        self._base: Plan | None = None
         self._where = ""
         self._written: dict[str, tuple[bytes, Extra]] = {}
         self._flashed = ""  # the device path written in this session (not to be excused)
@@ -117,8 +105,8 @@ class EsptoolDriver:
         image = build_image(layout, items, extra)
         where = f"nvs:{layout.namespace}@{layout.offset:#x}"
         certified = product.claim == "pre" and not extra  # RainMaker's come as `extra`
-        self._plans[where] = _Plan(layout, items, extra, certified)
-        self._base = _Plan(layout, items, certified=True) if certified else None
+        self._plans[where] = Plan(layout, items, extra, certified)
+        self._base = Plan(layout, items, certified=True) if certified else None
         self._where = where
         return where, image
 
@@ -185,11 +173,11 @@ class EsptoolDriver:
         offset = plan.layout.offset
         try:
             theirs = await self._call(lambda: self._link.md5(offset, data))
-            if plan.certified and theirs != _md5(data) and self._flashed != path:
-                await self._factory_intact(plan, path)  # certified before (a re-plug)
+            if plan.certified and theirs != md5_hex(data) and self._flashed != path:
+                await self._partition.factory_intact(plan, path)  # certified before (a re-plug)
                 digest = theirs
             else:
-                digest = await self._check(path, plan, data, plan.extra, theirs)
+                digest = await self._partition.check(path, plan, data, plan.extra, theirs)
         except BaseException:
             await self._close()
             raise
@@ -213,7 +201,7 @@ class EsptoolDriver:
             raise UnitRefused(f"esptool units keep no files ({path}); their data is an NVS "
                               "partition")
         namespace = self._base.layout.cert_namespace
-        value = (await self._held(self._base, path)).get(namespace, {}).get(key)
+        value = (await self._partition.held(self._base, path)).get(namespace, {}).get(key)
         if value is None:
             raise UnitRefused(f"the unit's NVS namespace {namespace!r} holds no {key}")
         return value if isinstance(value, bytes) else str(value).encode()
@@ -226,43 +214,10 @@ class EsptoolDriver:
     def _entry(self, path: str) -> str | None:
         return entry_key(path, self._where) if self._base is not None else None
 
-    async def _held(self, plan: _Plan, path: str) -> dict[str, dict[str, Value]]:
-        """The whole partition read back and parsed."""
-        layout = plan.layout
-        back = await self._call(lambda: self._link.read(layout.offset, layout.size))
-        try:
-            return read_image(back)
-        except NvsError as exc:
-            raise VerifyMismatch(f"the partition read back for {path} is no NVS image: "
-                                 f"{exc}") from exc
-
-    async def _factory_intact(self, plan: _Plan, path: str) -> None:
-        """A unit certified before: its factory namespace exactly as planned, and nothing
-        beside it but its certificate entries (checked file by file by the certificate
-        step, which writes a damaged one again)."""
-        held = await self._held(plan, path)
-        held.pop(plan.layout.cert_namespace, None)
-        wanted = meant(plan.layout, plan.items)
-        if held != wanted:
-            raise VerifyMismatch(f"the partition read back from {path} holds "
-                                 f"{differences(wanted, held)}")
-
-    async def _rebuilt(self, plan: _Plan, path: str, data: bytes = b"",
-                       key: str = "") -> tuple[bytes, Extra]:
-        """The image the partition should be: the factory data as planned, the certificate
-        entries it holds now (with `key` set to `data`)."""
-        namespace = plan.layout.cert_namespace
-        held = dict((await self._held(plan, path)).get(namespace, {}))
-        if key:
-            held[key] = data
-        certs = cert_entries(held)
-        extra: Extra = {namespace: certs} if certs else {}
-        return build_image(plan.layout, plan.items, extra), extra
-
     async def _write_entry(self, path: str, key: str, data: bytes) -> None:
         assert self._base is not None
         self._left_in = None
-        image, extra = await self._rebuilt(self._base, path, data, key)
+        image, extra = await self._partition.rebuilt(self._base, path, data, key)
         offset = self._base.layout.offset
         await self._call(lambda: self._link.flash(offset, image))
         self._written[path] = image, extra
@@ -272,8 +227,8 @@ class EsptoolDriver:
         assert plan is not None
         # A mismatch keeps the session: the certificate step writes the files again in it.
         written = self._written.pop(path, None)
-        image, extra = written or await self._rebuilt(plan, path)
-        digest = await self._check(path, plan, image, extra)
+        image, extra = written or await self._partition.rebuilt(plan, path)
+        digest = await self._partition.check(path, plan, image, extra)
         held = next((e.value for e in extra.get(plan.layout.cert_namespace, ())
                      if e.key == key), None)
         if held != data:  # the image was rebuilt from what the unit holds
@@ -282,25 +237,6 @@ class EsptoolDriver:
         if posixpath.basename(path) == PROVISION_FILE:  # the certificate step's last file
             await self._leave()
         return Verification("md5+nvs-readback", digest, len(data))
-
-    async def _check(self, path: str, plan: _Plan, image: bytes, extra: Extra,
-                     theirs: str = "") -> str:
-        """The chip's MD5 of the partition (`theirs` when asked already), then its used
-        pages read back and parsed: entry by entry (the factory data and `extra`), then byte
-        for byte. The MD5 (hex)."""
-        offset = plan.layout.offset
-        digest = _md5(image)
-        theirs = theirs or await self._call(lambda: self._link.md5(offset, image))
-        if theirs != digest:
-            raise VerifyMismatch(f"the chip's MD5 of the partition is {theirs}; the image's "
-                                 f"is {digest}")
-        # The MD5 covers the whole partition; what is read back and parsed is the pages
-        # holding entries (the rest is erased), a sixth of a default partition's bytes.
-        used = used_pages(image)
-        back = await self._call(lambda: self._link.read(offset, used))
-        check_readback(f"the partition read back from {path}", back, image,
-                       meant(plan.layout, plan.items, extra))
-        return digest
 
     async def _leave(self) -> None:
         """Reset the verified unit as configured and end the session."""
@@ -317,7 +253,7 @@ class EsptoolDriver:
 
     # esptool's side, each run in the worker thread.
 
-    def _plan(self, path: str, data: bytes) -> _Plan:
+    def _plan(self, path: str, data: bytes) -> Plan:
         plan = self._plans.get(path)
         if plan is None or len(data) != plan.layout.size:
             raise UnitRefused(f"esptool units take only their NVS partition, not {path}")
@@ -349,6 +285,3 @@ class EsptoolDriver:
             await self._close()
             raise unit_error(str(exc), self._device) from exc
 
-
-def _md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()  # noqa: S324 (what the chip computes)
