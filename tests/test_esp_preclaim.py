@@ -92,11 +92,12 @@ async def test_an_esp32_unit_is_preclaimed_into_its_nvs_and_rechecked_when_replu
         assert events[-1] == "certificate_written"
 
         # Plugged in again: every file re-verified from the unit's partition, none written.
-        before = partition(root)
+        before, written = partition(root), (root / "flash.bin").stat().st_mtime_ns
         again = await provision(root, config, journal, worker)
         assert again.uci == run.uci and again.already_done
         assert "certificate still verifies on the unit" in again.log
         assert partition(root) == before
+        assert (root / "flash.bin").stat().st_mtime_ns == written  # nothing flashed
         assert await kinds(journal, run.uci) == events
 
     async with esp_unit(root) as sim:  # the files read back as the entries
