@@ -41,6 +41,7 @@ from tests.test_preclaim import ACCOUNT, draining, kinds, no_private_key_in, reg
 pytestmark = pytest.mark.slow
 LAYOUT = NvsLayout(offset=0x9000, size=0x3000, namespace="fctry", cert_namespace="hub_cert")
 FILES = {"device_key", "device_crt", "ca_crt", "provision"}
+FAST = dataclasses.replace(SIM, flash_baud=921600)  # four rewrites of the partition per unit
 
 
 def hub(config: StationConfig) -> Product:
@@ -55,7 +56,7 @@ async def provision(root: Path, config: StationConfig, journal: Journal,
     product = hub(config)
     steps = unit_steps(product, LabelMaker(config, journal, ProductLabels(config)), worker)
     async with esp_unit(root) as sim:
-        driver = EsptoolDriver(sim.path, 115200, SIM)
+        driver = EsptoolDriver(sim.path, 115200, FAST)
         assert await driver.present()
         return await Pipeline(journal, steps).provision(UnitRun("f1", product, ""), driver)
 
