@@ -232,6 +232,9 @@ def _fixture(old: str, new: str) -> str:
 
 
 BAD_FIXTURES = [
+    (_replace('model = "AQ-100"', 'model = "AQ-100"\nserialized_by = "agent"')
+     + FIXTURE.replace('"console"', '"esptool"'), "fixtures[0].driver",
+     "an esptool unit cannot hold"),
     (_fixture('driver = "console"', 'driver = "modbus"'), "fixtures[0].driver",
      "must be one of console, framed"),
     (_fixture('port = "/dev/ttyUSB0"', 'port = ""'), "fixtures[0].port",
