@@ -31,7 +31,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -146,8 +146,8 @@ async def one_unit(chips: Farm, index: int, flash_baud: int) -> dict[str, Phase]
 
     await timed("sync + chip", ROM_BAUD, driver.present())
     rate = max(flash_baud, ROM_BAUD)
-    await timed("flasher stub", ROM_BAUD, driver._call(driver._ready))
-    prod = product()
+    await timed("flasher stub", ROM_BAUD, driver._call(driver._link.ready))
+    prod = replace(product(), claim="pre", account="bench")  # certificate files follow
     where, image = driver.render(prod, "7KQ2M9XD3FHT0W5RW")
     await timed("flash", rate, driver.write_file(where, image))
     counted = flash_wire_bytes(image, prod.nvs.offset)
@@ -156,11 +156,32 @@ async def one_unit(chips: Farm, index: int, flash_baud: int) -> dict[str, Phase]
               f"{phases['flash'].bytes})")
     phases["flash"].bytes = counted
     before = await chips.wire_bytes(index)
-    took = await driver._call(lambda: round_trip(driver._ready()))
+    took = await driver._call(lambda: round_trip(driver._link.ready()))
     phases["a round trip"] = Phase(took, (await chips.wire_bytes(index) - before) // ROUND_TRIPS,
                                    rate)
     await timed("MD5 + read-back", rate, driver.verify_file(where, image))
+    await timed("4 cert files", rate, certificate_files(driver))
     return phases
+
+
+def pem(kind: str, size: int) -> bytes:
+    body = b"A" * size
+    lines = b"\n".join(body[i:i + 64] for i in range(0, size, 64))
+    return b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (kind.encode(), lines, kind.encode())
+
+
+# A pre-claimed unit's files at their usual sizes: an EC P-256 key, its certificate, a CA
+# chain of two, provision.json5.
+CERT_FILES = (("device.key", pem("PRIVATE KEY", 184)), ("device.crt", pem("CERTIFICATE", 680)),
+              ("ca.crt", pem("CERTIFICATE", 1300)), ("provision.json5", b"{%s}\n" % (b" " * 220)))
+
+
+async def certificate_files(driver: EsptoolDriver) -> None:
+    """The certificate step's writes: each file an entry of the partition's cert_namespace,
+    the partition read back, rebuilt, flashed and verified."""
+    for name, data in CERT_FILES:
+        await driver.write_file(name, data)
+        await driver.verify_file(name, data)
 
 
 ROUND_TRIPS = 20
@@ -298,7 +319,8 @@ async def main(args: argparse.Namespace) -> int:
                   "protocol; target <= 1.5x. It takes 3 round trips (begin, the block, end), "
                   "each paying the fixed cost of one READ_REG's round trip on top of its "
                   "bytes. The stub goes at the ROM's rate, as esptool sends it; the rest at "
-                  "the flash baud.)\n")
+                  "the flash baud. 4 cert files: a pre-claimed product's, each a read of the "
+                  "whole partition, the rebuilt image flashed, its MD5 and read-back.)\n")
 
             units = args.fixture_units
             print(f"fixtures at 921600 baud, {units} fresh chips each in a row "

@@ -13,7 +13,7 @@ from factory.config.fixtures import SETTINGS
 from factory.config.station import PrinterKind
 from factory.config.upstream import PARSERS
 from factory.labels.printers.kinds import PRINTERS
-from tests.conftest import CONFIG_TEXT, PRODUCT, ROOT, run_cli, write_config
+from tests.conftest import CONFIG_TEXT, OTHER_PRODUCT, PRODUCT, ROOT, run_cli, write_config
 
 
 @pytest.mark.parametrize("name", ["example.toml", "line.example.toml"])
@@ -127,6 +127,12 @@ BAD = [
                                   '[{ key = "manufacturing_date", type = "string", '
                                   'value = "{uci}" }]'),
      "products[0].nvs.entries[0].key", "must be 1-15 printable bytes"),
+    (_replace('account = "acme-retail"', 'account = "acme-retail"\n[products.nvs]\n'
+                                         'cert_namespace = "device_certificates"'),
+     "products[1].nvs.cert_namespace", "must be 1-15 printable bytes"),
+    (_replace('account = "acme-retail"', 'account = "acme-retail"\n[products.nvs]\n'
+                                         'namespace = "hub"\ncert_namespace = "hub"'),
+     "products[1].nvs.cert_namespace", "must differ from namespace ('hub')"),
 ]
 
 
@@ -207,12 +213,28 @@ def test_a_field_too_long_for_nvs_fails_only_where_esptool_flashes_it(tmp_path: 
     assert "at most 15" in info.value.reason and "fixture 'f1'" in info.value.reason
 
 
+def test_a_preclaimed_product_on_an_esptool_fixture_loads_with_its_cert_namespace(
+        tmp_path: Path) -> None:
+    fixture = FIXTURE.replace('"console"', '"esptool"').replace(PRODUCT, OTHER_PRODUCT)
+    config = load(write_config(tmp_path, CONFIG_TEXT + UPSTREAM + fixture))
+    hub = config.product(OTHER_PRODUCT)
+    assert hub is not None and hub.claim == "pre" and config.fixtures[0].driver == "esptool"
+    assert (hub.nvs.namespace, hub.nvs.cert_namespace) == ("fctry", "fctry_cert")
+    text = _replace('account = "acme-retail"', 'account = "acme-retail"\n[products.nvs]\n'
+                                               'cert_namespace = "hub_cert"')
+    hub = load(write_config(tmp_path, text + UPSTREAM + fixture)).product(OTHER_PRODUCT)
+    assert hub is not None and hub.nvs.cert_namespace == "hub_cert"
+
+
 def _fixture(old: str, new: str) -> str:
     assert old in FIXTURE
     return CONFIG_TEXT + FIXTURE.replace(old, new, 1)
 
 
 BAD_FIXTURES = [
+    (_replace('model = "AQ-100"', 'model = "AQ-100"\nserialized_by = "agent"')
+     + FIXTURE.replace('"console"', '"esptool"'), "fixtures[0].driver",
+     "an esptool unit cannot hold"),
     (_fixture('driver = "console"', 'driver = "modbus"'), "fixtures[0].driver",
      "must be one of console, framed"),
     (_fixture('port = "/dev/ttyUSB0"', 'port = ""'), "fixtures[0].port",

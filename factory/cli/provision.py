@@ -68,6 +68,7 @@ def register(sub: Subcommands) -> None:
 def cmd_provision(args: argparse.Namespace) -> int:
     from factory.config import DRIVERS, Fixture
     from factory.units.errors import UnitError
+    from factory.units.esp import EsptoolDriver
     from factory.units.fixture import make_driver
     from factory.units.pipeline import Pipeline, UnitRun
     from factory.units.port import open_port
@@ -103,8 +104,11 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
         # esptool opens the device itself (units/esp.py)
         port = None if args.driver == "esptool" else await open_port(args.port, args.baud)
+        driver = make_driver(fixture, port)
         try:
-            await Pipeline(journal, on_step=show).provision(run, make_driver(fixture, port))
+            await Pipeline(journal, on_step=show).provision(run, driver)
+            if isinstance(driver, EsptoolDriver):  # a pre-claimed product's unit waits for
+                await driver.release()  # its certificate files, which only a station writes
         except UnitError:
             show(run)
             return 1

@@ -5,6 +5,7 @@
     offset = 0x340000        # the factory partition in the unit's partition table
     size = 0x6000
     namespace = "fctry"
+    cert_namespace = "fctry_cert"  # a pre-claimed product's certificate files (esp_certs.py)
     entries = [{ key = "serial_no", type = "string", value = "{uci}" }]
 
 `uci` and `product` (strings) are always written, then each product field with the NVS type
@@ -43,6 +44,7 @@ class NvsLayout:
     offset: int = 0x340000  # ESP RainMaker's fctry partition in its 4 MiB tables
     size: int = 0x6000
     namespace: str = "fctry"
+    cert_namespace: str = "fctry_cert"
     entries: tuple[NvsEntry, ...] = ()
 
 
@@ -84,6 +86,12 @@ def read_nvs(table: Table, fields: Mapping[str, Field]) -> NvsLayout:
     namespace = table.get("namespace", str, default.namespace)
     if not 1 <= len(namespace.encode()) <= MAX_KEY or not namespace.isprintable():
         raise table.error("namespace", f"must be 1-{MAX_KEY} printable bytes")
+    cert_namespace = table.get("cert_namespace", str, default.cert_namespace)
+    if not 1 <= len(cert_namespace.encode()) <= MAX_KEY or not cert_namespace.isprintable():
+        raise table.error("cert_namespace", f"must be 1-{MAX_KEY} printable bytes")
+    if cert_namespace == namespace:
+        raise table.error("cert_namespace", f"must differ from namespace ({namespace!r}): the "
+                                            "certificate files go beside the factory data")
     placeholders = {"uci", "product", "name", "model", *fields}
     entries: list[NvsEntry] = []
     for i, raw in enumerate(table.get("entries", list, [], what="an array of tables")):
@@ -108,4 +116,4 @@ def read_nvs(table: Table, fields: Mapping[str, Field]) -> NvsLayout:
                                       f"; use {', '.join(sorted(placeholders))}")
         entries.append(NvsEntry(key, kind, value))
     table.finish()
-    return NvsLayout(offset, size, namespace, tuple(entries))
+    return NvsLayout(offset, size, namespace, cert_namespace, tuple(entries))

@@ -164,6 +164,12 @@ def parse(data: Mapping[str, Any], source: Path) -> StationConfig:
                               f"product {product.id!r} is pre-claimed (claim = \"pre\"), "
                               "which needs an [upstream]; configure one or use claim = "
                               "\"user\"")
+        if fixture.driver == "esptool" and product.serialized_by == "agent":
+            raise ConfigError(source, f"fixtures[{i}].driver",
+                              f"product {product.id!r} is serialized by its agent "
+                              "(serialized_by = \"agent\"), whose device file an esptool "
+                              "unit cannot hold: its data is an NVS partition the station "
+                              "writes; make the product serialized_by = \"station\"")
         if upstream.kind == "rainmaker" and fixture.driver != "esptool":
             raise ConfigError(source, f"fixtures[{i}].driver",
                               f"product {product.id!r} is claimed from RainMaker, whose "

@@ -15,26 +15,34 @@ seconds) bound it.
 The unit's data is an NVS partition image (esp_nvs.py) flashed compressed at the product's
 offset, verified twice: the MD5 the chip computes of the flash, and the partition read back
 and parsed as NVS, whose entries must be the ones meant, and byte for byte.
+
+A pre-claimed product's certificate files (the certificate step's device.key, device.crt,
+ca.crt, provision.json5) become entries of its `cert_namespace` in the same partition
+(esp_certs.py): each is written by reading the partition back (the key lives only on the
+unit), setting that entry, rebuilding the whole image (the factory namespace exactly as
+Write made it) and flashing it; verified as the partition is, plus the entry itself. Such a
+unit is reset only after its last file (provision.json5) verified, so the one session spans
+the key, the wait for the certificate and the files (or at `release()`, when no certificate
+step follows: `factory provision`). Plugged in again, such a unit's partition is not the
+factory image (the entries are there too): its factory namespace is checked entry by entry,
+and the certificate step re-verifies each entry, writing a damaged one again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import zlib
+import posixpath
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import serial
-from esptool import cmds
 from esptool.logger import log as esptool_log
 from esptool.util import FatalError
 
 from factory.config import Product
 from factory.config.drivers import EsptoolSettings
-from factory.config.nvs import NvsLayout
+from factory.units.certificate import PROVISION_FILE
 from factory.units.driver import Identity, Verification
 from factory.units.errors import (
     NotInBootloader,
@@ -44,18 +52,18 @@ from factory.units.errors import (
     UnitRefused,
     VerifyMismatch,
 )
+from factory.units.esp_certs import entry_key
 from factory.units.esp_edges import device_node, quietly_close, unit_error
+from factory.units.esp_link import EspLink
 from factory.units.esp_nvs import (
-    Entry,
     Extra,
     NvsError,
     Value,
     build_image,
     entries,
-    meant,
     read_image,
-    used_pages,
 )
+from factory.units.esp_partition import Partition, Plan, md5_hex
 
 _T = TypeVar("_T")
 # Threads are made as fixtures need them, up to one per fixture of a large station.
@@ -63,21 +71,22 @@ THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="esptool")
 esptool_log.set_verbosity("silent")  # the station logs and journals; esptool must not print
 
 
-@dataclass(frozen=True)
-class _Plan:
-    layout: NvsLayout
-    items: list[Entry]
-    extra: Extra = field(default_factory=dict)
-
-
 class EsptoolDriver:
     """One ESP32 unit on one fixture's device path."""
 
     def __init__(self, device: str, baud: int, settings: EsptoolSettings) -> None:
         self._device, self._baud, self._settings = device, baud, settings
-        self._esp: Any = None  # an esptool ESPLoader while a session is open
-        self._flasher = False  # the stub runs and the flash is attached
-        self._plans: dict[str, _Plan] = {}
+        self._link = EspLink(device, baud, settings)
+        self._partition = Partition(self._call, self._link)
+        self._plans: dict[str, Plan] = {}
+        # A pre-claimed product's partition without its certificate entries (no secret), and
+        # the device path its certificate files go beside; then each file's image and
+        # entries between its write and its verify (they hold the key: dropped at verify).
+        self._base: Plan | None = None
+        self._where = ""
+        self._written: dict[str, tuple[bytes, Extra]] = {}
+        self._flashed = ""  # the device path written in this session (not to be excused)
+        self._deferred = False  # verified, its reset left to its last certificate file
         self.silence: UnitError | None = None  # why the last present() was False
         # While a verified unit stays, it is never reset again (that would stop the
         # application it was reset into, every poll): "app" when it runs its application,
@@ -95,13 +104,16 @@ class EsptoolDriver:
         items, extra = entries(product, uci), extra or {}
         image = build_image(layout, items, extra)
         where = f"nvs:{layout.namespace}@{layout.offset:#x}"
-        self._plans[where] = _Plan(layout, items, extra)
+        certified = product.claim == "pre" and not extra  # RainMaker's come as `extra`
+        self._plans[where] = Plan(layout, items, extra, certified)
+        self._base = Plan(layout, items, certified=True) if certified else None
+        self._where = where
         return where, image
 
     async def read_nvs(self, product: Product) -> dict[str, dict[str, Value]]:
         """The unit's NVS partition as it holds it now: namespace → key → value."""
         layout = product.nvs
-        back = await self._call(lambda: self._read(layout.offset, layout.size))
+        back = await self._call(lambda: self._link.read(layout.offset, layout.size))
         try:
             return read_image(back)
         except NvsError as exc:
@@ -113,6 +125,8 @@ class EsptoolDriver:
         unit that was here may still be: one running its application is there as long as
         its port is (nothing is sent to it); one left in its ROM is synced without a reset."""
         await self._close()
+        self._written.clear()
+        self._flashed, self._deferred = "", False
         if self._left_in == "app":
             # A unit unplugged and another plugged in between two polls leaves the path
             # there, on a new device node (a new pty, a USB adapter enumerated again).
@@ -130,7 +144,7 @@ class EsptoolDriver:
         return True
 
     async def wake(self) -> None:
-        if self._esp is None:
+        if self._link.esp is None:
             await self._call(self._connect)
 
     async def identify(self) -> Identity:
@@ -138,41 +152,97 @@ class EsptoolDriver:
             raise NotInBootloader("the unit runs its application since it was verified; "
                                   "the fixture waits for it to be unplugged")
         await self.wake()
-        mac, chip = await self._call(lambda: (self._esp.read_mac(), self._esp.CHIP_NAME))
+        esp = self._link.esp
+        mac, chip = await self._call(lambda: (esp.read_mac(), esp.CHIP_NAME))
         return Identity(hardware_id=":".join(f"{b:02x}" for b in mac), model=chip,
                         firmware="rom-bootloader")
 
     async def write_file(self, path: str, data: bytes) -> None:
+        if (key := self._entry(path)) is not None:
+            await self._write_entry(path, key, data)
+            return
         plan = self._plan(path, data)
         self._left_in = None  # a unit being written is no verified unit yet
-        await self._call(lambda: self._flash(plan.layout.offset, data))
+        await self._call(lambda: self._link.flash(plan.layout.offset, data))
+        self._flashed = path
 
     async def verify_file(self, path: str, data: bytes) -> Verification:
+        if (key := self._entry(path)) is not None:
+            return await self._verify_entry(path, key, data)
         plan = self._plan(path, data)
         offset = plan.layout.offset
         try:
-            digest = await self._call(lambda: self._md5(offset, data))
-            # The MD5 covers the whole partition; what is read back and parsed is the pages
-            # holding entries (the rest is erased), a sixth of a default partition's bytes.
-            used = used_pages(data)
-            back = await self._call(lambda: self._read(offset, used))
-            try:
-                held = read_image(back)
-            except NvsError as exc:
-                raise VerifyMismatch(f"the partition read back from {path} is no NVS "
-                                     f"image: {exc}") from exc
-            wanted = meant(plan.layout, plan.items, plan.extra)
-            if held != wanted:
-                raise VerifyMismatch(f"the partition read back from {path} holds "
-                                     f"{_differences(wanted, held)}")
-            if back != data[:used]:  # e.g. an entry slot left unerased: NVS ignores it
-                # until it writes there, and then bits cannot go back to 1
-                at = next((i for i, (a, b) in enumerate(zip(back, data, strict=False))
-                           if a != b),
-                          len(back))
-                raise VerifyMismatch(f"the partition read back from {path} differs from "
-                                     f"the image at byte {at:#x} of {used:#x}")
-            await self._call(self._reset)
+            theirs = await self._call(lambda: self._link.md5(offset, data))
+            if plan.certified and theirs != md5_hex(data) and self._flashed != path:
+                await self._partition.factory_intact(plan, path)  # certified before (a re-plug)
+                digest = theirs
+            else:
+                digest = await self._partition.check(path, plan, data, plan.extra, theirs)
+        except BaseException:
+            await self._close()
+            raise
+        finally:
+            self._plans.pop(path, None)  # it may hold the unit's key (an upstream's extra)
+        if plan.certified:  # the session goes on with the certificate files
+            self._deferred = True
+        else:
+            await self._leave()
+        return Verification("md5+nvs-readback", digest, len(data))
+
+    async def release(self) -> None:
+        """Reset a pre-claimed product's verified unit as configured when no certificate
+        step followed its factory data (`factory provision`): its session is still open."""
+        if self._deferred:
+            await self._leave()
+
+    async def read_file(self, path: str) -> bytes:
+        key = self._entry(path)
+        if key is None or self._base is None:
+            raise UnitRefused(f"esptool units keep no files ({path}); their data is an NVS "
+                              "partition")
+        namespace = self._base.layout.cert_namespace
+        value = (await self._partition.held(self._base, path)).get(namespace, {}).get(key)
+        if value is None:
+            raise UnitRefused(f"the unit's NVS namespace {namespace!r} holds no {key}")
+        return value if isinstance(value, bytes) else str(value).encode()
+
+    async def make_key(self, path: str, common_name: str) -> str | None:
+        return None  # the ROM cannot make keys: the station makes one
+
+    # A pre-claimed product's certificate files, as entries of its cert_namespace.
+
+    def _entry(self, path: str) -> str | None:
+        return entry_key(path, self._where) if self._base is not None else None
+
+    async def _write_entry(self, path: str, key: str, data: bytes) -> None:
+        assert self._base is not None
+        self._left_in = None
+        image, extra = await self._partition.rebuilt(self._base, path, data, key)
+        offset = self._base.layout.offset
+        await self._call(lambda: self._link.flash(offset, image))
+        self._written[path] = image, extra
+
+    async def _verify_entry(self, path: str, key: str, data: bytes) -> Verification:
+        plan = self._base
+        assert plan is not None
+        # A mismatch keeps the session: the certificate step writes the files again in it.
+        written = self._written.pop(path, None)
+        image, extra = written or await self._partition.rebuilt(plan, path)
+        digest = await self._partition.check(path, plan, image, extra)
+        held = next((e.value for e in extra.get(plan.layout.cert_namespace, ())
+                     if e.key == key), None)
+        if held != data:  # the image was rebuilt from what the unit holds
+            raise VerifyMismatch(f"the unit's {plan.layout.cert_namespace}.{key} is not "
+                                 f"{posixpath.basename(path)} as meant")
+        if posixpath.basename(path) == PROVISION_FILE:  # the certificate step's last file
+            await self._leave()
+        return Verification("md5+nvs-readback", digest, len(data))
+
+    async def _leave(self) -> None:
+        """Reset the verified unit as configured and end the session."""
+        self._deferred = False
+        try:
+            await self._call(self._link.reset)
             if self._settings.after == "no-reset":
                 self._left_in = "rom"
             elif self._settings.port_goes_with_unit:
@@ -180,90 +250,20 @@ class EsptoolDriver:
             self._node = await self._call(lambda: device_node(self._device))
         finally:
             await self._close()
-            self._plans.pop(path, None)  # it may hold the unit's key (an upstream's extra)
-        return Verification("md5+nvs-readback", digest, len(data))
-
-    async def read_file(self, path: str) -> bytes:
-        raise UnitRefused(f"esptool units keep no files ({path}); their data is an NVS "
-                          "partition")
-
-    async def make_key(self, path: str, common_name: str) -> str | None:
-        return None  # the ROM cannot make keys: the station makes one
 
     # esptool's side, each run in the worker thread.
 
-    def _plan(self, path: str, data: bytes) -> _Plan:
+    def _plan(self, path: str, data: bytes) -> Plan:
         plan = self._plans.get(path)
         if plan is None or len(data) != plan.layout.size:
             raise UnitRefused(f"esptool units take only their NVS partition, not {path}")
         return plan
 
     def _connect(self) -> None:
-        before = "no-reset" if self._left_in == "rom" else self._settings.before
-        self._esp = cmds.detect_chip(self._device, self._baud, before,
-                                     connect_attempts=self._settings.connect_attempts)
-        self._flasher = False
-
-    def _ready(self) -> Any:
-        """The session with the stub running, at the flashing rate, the flash attached."""
-        if self._esp is None:
-            self._connect()
-        if not self._flasher:
-            self._esp = cmds.run_stub(self._esp)
-            if self._settings.flash_baud > self._baud:
-                self._esp.change_baud(self._settings.flash_baud)
-            cmds.attach_flash(self._esp)
-            self._flasher = True
-        return self._esp
-
-    def _flash(self, offset: int, image: bytes) -> None:
-        esp = self._ready()
-        size = cmds.detect_flash_size(esp)
-        if size and offset + len(image) > _bytes(size):
-            raise UnitRefused(f"the NVS partition ends at {offset + len(image):#x}, past the "
-                              f"unit's {size} of flash")
-        packed = zlib.compress(image, 9)
-        blocks = esp.flash_defl_begin(len(image), len(packed), offset)
-        step = esp.FLASH_WRITE_SIZE
-        for seq in range(blocks):
-            esp.flash_defl_block(packed[seq * step:(seq + 1) * step], seq)
-        esp.flash_defl_finish(False)
-
-    def _md5(self, offset: int, image: bytes) -> str:
-        theirs: str = self._ready().flash_md5sum(offset, len(image))
-        ours = hashlib.md5(image).hexdigest()  # noqa: S324 (the chip's digest)
-        if theirs.lower() != ours:
-            raise VerifyMismatch(f"the chip's MD5 of the partition is {theirs}; the image's "
-                                 f"is {ours}")
-        return ours
-
-    def _read(self, offset: int, size: int) -> bytes:
-        data: bytes = self._ready().read_flash(offset, size)
-        return data
-
-    def _reset(self) -> None:
-        esp = self._esp
-        if esp is None:
-            return
-        if self._settings.after != "soft-reset" or esp.CHIP_NAME == "ESP8266":
-            cmds.reset_chip(esp, self._settings.after)
-            return
-        # esptool soft-resets only an ESP8266's stub. Elsewhere the stub reboots into the
-        # ROM bootloader (at its first rate), which a new session tells to run the
-        # application, as `esptool --no-stub --after soft-reset` does.
-        if esp.IS_STUB:
-            esp.soft_reset(True)
-        self._esp = None
-        quietly_close(esp)
-        rom = cmds.detect_chip(self._device, self._baud, "no-reset",
-                               connect_attempts=self._settings.connect_attempts)
-        try:
-            rom.run()
-        finally:
-            quietly_close(rom)
+        self._link.connect(in_rom=self._left_in == "rom")
 
     async def _close(self) -> None:
-        esp, self._esp, self._flasher = self._esp, None, False
+        esp = self._link.detach()
         if esp is not None:
             await asyncio.get_running_loop().run_in_executor(THREADS, quietly_close, esp)
 
@@ -285,19 +285,3 @@ class EsptoolDriver:
             await self._close()
             raise unit_error(str(exc), self._device) from exc
 
-
-def _bytes(size: str) -> int:
-    """esptool's flash size name ("4MB", "512KB") in bytes."""
-    unit = 1 << 20 if size.endswith("MB") else 1 << 10
-    return int(size[:-2]) * unit
-
-
-def _differences(wanted: dict[str, dict[str, Any]], held: dict[str, dict[str, Any]]) -> str:
-    for namespace, values in wanted.items():
-        got = held.get(namespace)
-        if got is None:
-            return f"no namespace {namespace!r}"
-        for key, value in values.items():
-            if got.get(key) != value:
-                return f"{namespace}.{key} = {got.get(key)!r}, not {value!r}"
-    return "entries that were not written"

@@ -46,3 +46,9 @@ def device_node(device: str) -> tuple[int, ...] | None:
 def quietly_close(esp: Any) -> None:
     with contextlib.suppress(OSError, serial.SerialException):
         esp._port.close()
+
+
+def flash_bytes(size: str) -> int:
+    """esptool's flash size name ("4MB", "512KB") in bytes."""
+    unit = 1 << 20 if size.endswith("MB") else 1 << 10
+    return int(size[:-2]) * unit

@@ -21,7 +21,7 @@ from esp_idf_nvs_partition_gen import nvs_partition_gen as gen
 
 from factory.config import Product
 from factory.config.nvs import MAX_KEY, NvsLayout, nvs_type
-from factory.units.errors import UnitError
+from factory.units.errors import UnitError, VerifyMismatch
 
 PAGE, ENTRY, FIRST_ENTRY, ENTRIES_PER_PAGE = 4096, 32, 64, 126
 WRITTEN = 0b10
@@ -171,3 +171,39 @@ def read_image(data: bytes) -> dict[str, dict[str, Value]]:
         return {names[ns]: values for ns, values in found.items()}
     except KeyError as exc:
         raise NvsError(f"an entry names namespace index {exc}, which is not defined") from exc
+
+
+def check_readback(what: str, back: bytes, image: bytes,
+                   wanted: Mapping[str, Mapping[str, Value]]) -> None:
+    """VerifyMismatch unless `back` (the used pages read back) parses to `wanted`, entry by
+    entry, and is `image`'s bytes."""
+    try:
+        held = read_image(back)
+    except NvsError as exc:
+        raise VerifyMismatch(f"{what} is no NVS image: {exc}") from exc
+    if held != wanted:
+        raise VerifyMismatch(f"{what} holds {differences(wanted, held)}")
+    if back != image[:len(back)]:  # e.g. an entry slot left unerased: NVS ignores it
+        # until it writes there, and then bits cannot go back to 1
+        at = next((i for i, (a, b) in enumerate(zip(back, image, strict=False)) if a != b),
+                  len(back))
+        raise VerifyMismatch(f"{what} differs from the image at byte {at:#x} of "
+                             f"{len(back):#x}")
+
+
+def differences(wanted: Mapping[str, Mapping[str, Value]],
+                held: Mapping[str, Mapping[str, Value]]) -> str:
+    """The first way `held` (read back) is not `wanted`, in words; a blob only by its size
+    (it may be a private key, and the words are journaled)."""
+    for namespace, values in wanted.items():
+        got = held.get(namespace)
+        if got is None:
+            return f"no namespace {namespace!r}"
+        for key, value in values.items():
+            if got.get(key) != value:
+                return f"{namespace}.{key} = {_shown(got.get(key))}, not {_shown(value)}"
+    return "entries that were not written"
+
+
+def _shown(value: Value | None) -> str:
+    return f"a blob of {len(value)} bytes" if isinstance(value, bytes) else repr(value)
