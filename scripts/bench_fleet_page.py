@@ -28,7 +28,8 @@ from factory.fleet import center, view
 from tests.postgres import PrivatePostgres
 
 INDEX = "fleet.fleet_events_at"
-BRIN = "CREATE INDEX fleet_events_at ON fleet.events USING brin (at)"  # as center.py makes it
+BRIN = ("CREATE INDEX fleet_events_at ON fleet.events USING brin (at)"  # as center.py does
+        " WITH (autosummarize = on)")
 BTREE = "CREATE INDEX fleet_events_at ON fleet.events (station, at)"
 # The page's counts as it read them before the BRIN index: a subquery per station (a B-tree on
 # (station, at) would serve these; the one pass over the day's events in view.py cannot).
