@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import signal
 from typing import Any
 
 from aiohttp import web
 
-from factory import claim_secret, listeners
+from factory import claim_secret
 from factory.claim_secret import ClaimSecrets
 from factory.config import ConfigError, Product, StationConfig
 from factory.config.upstream import Upstream
@@ -24,6 +23,7 @@ from factory.labels.making import Label, LabelMaker
 from factory.labels.print_queue import PrintQueue
 from factory.labels.printers.kinds import label_printer
 from factory.labels.products import ProductLabels
+from factory.listeners import ListenError
 from factory.sdnotify import Notifier
 from factory.status.metrics import Metrics
 from factory.status.snapshot import LiveSources
@@ -40,6 +40,7 @@ from factory.upstream.rainmaker import RainmakerUpstream
 from factory.upstream.rainmaker_claim import ClaimNode
 from factory.upstream.requests import PreclaimRequest, RegisterRequest, registration_for
 from factory.web.app import http_limits, make_app
+from factory.web.listen import start_site
 
 log = logging.getLogger("factory.station")
 
@@ -89,11 +90,11 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
             **http_limits(config.client_timeout))
         await runner.setup()
         stack.push_async_callback(stop_http, runner)
-        site = web.TCPSite(runner, config.host, config.port, backlog=1024)
         try:
-            await site.start()
-        except OSError as exc:
-            raise listen_error(config, exc) from exc
+            await start_site(runner, config.host, config.port, "--listen, or [station] listen",
+                             backlog=1024)
+        except ListenError as exc:
+            raise ConfigError(config.source, "station.listen", str(exc)) from exc
         urls = [f"http://{host}:{port}/" for host, port in (a[:2] for a in runner.addresses)]
         for url in urls:
             log.info("station %s listening on %s (journal %s)", config.station_id, url,
@@ -127,19 +128,6 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def listen_error(config: StationConfig, exc: OSError) -> ConfigError:
-    """"Address in use" and its kin in one line: where, why, who holds it if it can be seen."""
-    where = f"{config.host}:{config.port}"
-    if exc.errno == errno.EADDRINUSE:
-        who = listeners.holder(config.port)
-        reason = (f"cannot listen on {where}: the address is in use"
-                  f"{f' by {who}' if who else ''}; stop that program or choose another "
-                  "address (--listen, or [station] listen)")
-    else:
-        reason = f"cannot listen on {where}: {exc.strerror or exc}"
-    return ConfigError(config.source, "station.listen", reason)
 
 
 def status_line(urls: list[str], fixtures: list[FixtureRunner]) -> str:

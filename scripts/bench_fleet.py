@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from factory.fleet import center
 from factory.fleet.shipper import PAGE, Shipper
 from factory.journal import open_journal
 from factory.journal.records import IssueRequest
@@ -97,24 +98,57 @@ def shipping(journals: list[tuple[Path, str]], url: str, page: int) -> tuple[int
     return shipped, max(r[2] for r in results) - min(r[1] for r in results)
 
 
+async def without_at_index(url: str) -> str:
+    """A center like `url`'s but without the `at` index of the fleet page: its name taken by a
+    sequence, so the schema's CREATE INDEX IF NOT EXISTS skips it when the shipper connects."""
+    conn = await center.connect(url)
+    try:
+        await conn.execute("DROP INDEX fleet.fleet_events_at")
+        await conn.execute("CREATE SEQUENCE fleet.fleet_events_at")
+    finally:
+        await conn.close()
+    return url
+
+
+async def index_cost(journal: tuple[Path, str], new_url: Callable[[], str], page: int,
+                     rounds: int) -> None:
+    """What the `at` index costs shipping: one journal shipped into a fresh center with it and
+    one without it, each round, the median ratio of the rates."""
+    ratios = []
+    for n in range(rounds):
+        bare, indexed = await without_at_index(new_url()), new_url()
+        if n % 2:  # in turn first: neither center always ships into a warmer server
+            shipped, indexed_time = shipping([journal], indexed, page)
+            shipped, bare_time = shipping([journal], bare, page)
+        else:
+            shipped, bare_time = shipping([journal], bare, page)
+            shipped, indexed_time = shipping([journal], indexed, page)
+        ratios.append(bare_time / indexed_time)
+        print(f"  without the at index {shipped / bare_time:9.0f} events/s, with it "
+              f"{shipped / indexed_time:9.0f} events/s, ratio {ratios[-1]:.3f}")
+    print(f"  with / without the at index, median: {statistics.median(ratios):.3f} "
+          "(target >= 0.95)")
+
+
 async def run(args: argparse.Namespace, url: str, new_url: Callable[[], str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         # Rounds alternate (a fresh journal of each kind every round) and the median ratio is
         # reported: two shared cores make any one round noisy.
-        print(f"issuance, {args.requests} requests, {args.concurrency} callers, "
-              f"{args.rounds} rounds:")
-        ratios = []
-        for n in range(args.rounds):
-            sqlite_rate, sqlite_commits = await issuance(folder / f"issue{n}.sqlite",
-                                                         args.requests, args.concurrency)
-            # With its local anchor, as a station runs (SQLite writes its own too).
-            pg_rate, pg_commits = await issuance(new_url(), args.requests, args.concurrency,
-                                                 folder / f"issue{n}.postgresql.anchor")
-            ratios.append(pg_rate / sqlite_rate)
-            print(f"  sqlite {sqlite_rate:7.0f} req/s ({sqlite_commits} commits)  postgresql "
-                  f"{pg_rate:7.0f} req/s ({pg_commits} commits)  ratio {ratios[-1]:.2f}")
-        print(f"  postgresql / sqlite, median: {statistics.median(ratios):.2f} (target >= 0.8)")
+        if args.rounds:  # 0: the shipping part only
+            print(f"issuance, {args.requests} requests, {args.concurrency} callers, "
+                  f"{args.rounds} rounds:")
+            ratios = []
+            for n in range(args.rounds):
+                sqlite_rate, sqlite_commits = await issuance(folder / f"issue{n}.sqlite",
+                                                             args.requests, args.concurrency)
+                # With its local anchor, as a station runs (SQLite writes its own too).
+                pg_rate, pg_commits = await issuance(new_url(), args.requests, args.concurrency,
+                                                     folder / f"issue{n}.postgresql.anchor")
+                ratios.append(pg_rate / sqlite_rate)
+                print(f"  sqlite {sqlite_rate:7.0f} req/s ({sqlite_commits} commits)  postgresql "
+                      f"{pg_rate:7.0f} req/s ({pg_commits} commits)  ratio {ratios[-1]:.2f}")
+            print(f"  postgresql / sqlite, median: {statistics.median(ratios):.2f} (target >= 0.8)")
         stations = [(folder / f"ship{n}.sqlite", f"bench-{n}")
                     for n in range(args.stations + 1)]
         for path, station in stations:
@@ -122,9 +156,12 @@ async def run(args: argparse.Namespace, url: str, new_url: Callable[[], str]) ->
         print(f"shipping, {args.events} events a station, pages of {args.page}:")
         one, one_time = shipping(stations[:1], url, args.page)
         print(f"  one station        {one / one_time:9.0f} events/s  (target >= 20,000)")
-        many, many_time = shipping(stations[1:], url, args.page)
-        print(f"  {len(stations) - 1} stations at once {many / many_time:9.0f} events/s,"
-              f" {(many / many_time) / (one / one_time):.1f}x one (target >= 6x)")
+        if args.index_rounds and not args.url:  # needs a fresh database for each center
+            await index_cost(stations[0], new_url, args.page, args.index_rounds)
+        if args.stations:
+            many, many_time = shipping(stations[1:], url, args.page)
+            print(f"  {len(stations) - 1} stations at once {many / many_time:9.0f} events/s,"
+                  f" {(many / many_time) / (one / one_time):.1f}x one (target >= 6x)")
         if args.catchup:
             catchup = (folder / "catchup.sqlite", "bench-catchup")
             await build(*catchup, args.catchup)
@@ -139,12 +176,14 @@ def main() -> None:
     # not yet prepared) more than its steady rate; 5,000 halved the PostgreSQL figure.
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="issuance rounds (0: none)")
     parser.add_argument("--events", type=int, default=50_000, help="events a station ships")
     parser.add_argument("--stations", type=int, default=8, help="stations shipping at once")
     parser.add_argument("--catchup", type=int, default=1_000_000,
                         help="events queued for the catch-up (0: none)")
     parser.add_argument("--page", type=int, default=PAGE)
+    parser.add_argument("--index-rounds", type=int, default=5,
+                        help="rounds of shipping with and without the at index (0: none)")
     args = parser.parse_args()
     if args.url:
         asyncio.run(run(args, args.url, lambda: args.url))

@@ -27,6 +27,7 @@ from factory.config import ConfigError
 from factory.issuing import InvalidField
 from factory.journal.errors import JournalError
 from factory.labels.errors import LabelError
+from factory.listeners import ListenError
 
 # Each module adds its commands with `register(sub)`; this order is the order of `--help`.
 COMMAND_MODULES = (serve, units, tokens, journal, outbox, fleet, provision, preclaim, labels,
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except (CliError, ConfigError, InvalidField, JournalError, LabelError,
+    except (CliError, ConfigError, InvalidField, JournalError, LabelError, ListenError,
             uci_codec.UciError) as exc:
         print(f"factory: {exc}", file=sys.stderr)
         return 2

@@ -70,21 +70,36 @@ _AWS_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}\Z")  # thing types and thing gro
 _AWS_POLICY = re.compile(r"^[\w+=,.@-]{1,128}\Z", re.ASCII)
 
 
+# Where each kind's credentials go instead: what a credential put in the config is told.
+_CREDENTIALS_GO: Mapping[UpstreamKind, str] = MappingProxyType({
+    "none": 'kind = "none" registers units nowhere and needs none; remove the key',
+    "http": "put the registry's product token in a file (0600) and name it in "
+            "upstream.token_file",
+    "aws-iot": "give the station AWS credentials through the standard chain: "
+               "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in its environment, a profile in "
+               "~/.aws (upstream.profile or AWS_PROFILE), or the instance role",
+    "thingsboard": "put the tenant's login in a JSON file (0600) of username and password "
+                   "named in upstream.login_file, or an API key in a file named in "
+                   "upstream.api_key_file",
+    "particle": "put the Particle access token in a file (0600) and name it in "
+                "upstream.token_file",
+    "rainmaker": "put the RainMaker access token (esp-rainmaker-cli login; its accesstoken) "
+                 "in a file (0600) and name it in upstream.token_file",
+})
+
+
 def read_upstream(table: Table, products: tuple[Product, ...]) -> Upstream:
     """The [upstream] table, read by its kind's parser; no kind takes credentials."""
-    for key in table.data:
-        if _CREDENTIAL_KEY.search(key):
-            raise table.error(key, "credentials never go in the station config (it is copied, "
-                                   "printed and committed); give the station AWS credentials "
-                                   "through the standard chain: AWS_ACCESS_KEY_ID and "
-                                   "AWS_SECRET_ACCESS_KEY in its environment, a profile in "
-                                   "~/.aws (upstream.profile or AWS_PROFILE), or the "
-                                   "instance role")
     kind = table.get("kind", str, "none")
     if kind not in UPSTREAM_KINDS:
         kinds = f"{', '.join(UPSTREAM_KINDS[:-1])} or {UPSTREAM_KINDS[-1]}"
         raise table.error("kind", f"must be {kinds}, got {kind!r}")
-    return PARSERS[cast(UpstreamKind, kind)](table, products)
+    known = cast(UpstreamKind, kind)
+    for key in table.data:
+        if _CREDENTIAL_KEY.search(key):
+            raise table.error(key, "credentials never go in the station config (it is copied, "
+                                   f"printed and committed); {_CREDENTIALS_GO[known]}")
+    return PARSERS[known](table, products)
 
 
 def _none(table: Table, products: tuple[Product, ...]) -> Upstream:

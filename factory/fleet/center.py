@@ -53,6 +53,14 @@ CREATE TABLE IF NOT EXISTS fleet.events (
     PRIMARY KEY (station, seq)
 );
 CREATE INDEX IF NOT EXISTS fleet_events_uci ON fleet.events (uci) WHERE uci <> '';
+-- The fleet page counts the day's events by `at`. Events arrive roughly in time order, so a
+-- BRIN index (each 128 pages' least and greatest `at`) finds the day's pages for a few KiB and
+-- almost nothing per insert; a B-tree costs shipping more (scripts/bench_fleet.py,
+-- scripts/bench_fleet_page.py). A center made before it builds it once, in a scan. Pages
+-- not yet summarised are always read: autosummarize has autovacuum summarise each range as
+-- soon as it is full, rather than at the table's next vacuum.
+CREATE INDEX IF NOT EXISTS fleet_events_at ON fleet.events USING brin (at)
+    WITH (autosummarize = on);
 CREATE TABLE IF NOT EXISTS fleet.units (
     uci TEXT PRIMARY KEY,
     station TEXT NOT NULL,

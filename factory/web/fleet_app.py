@@ -30,6 +30,7 @@ from factory.status.shifts import journal_time
 from factory.web import fleet_html, status_routes
 from factory.web.auth import TokenCache
 from factory.web.keys import CONFIG, TOKENS
+from factory.web.listen import start_site
 from factory.web.problems import BadRequest, CenterUnavailable, problem_middleware
 
 log = logging.getLogger("factory.fleet")
@@ -151,8 +152,7 @@ async def serve_fleet(config: StationConfig, url: str, host: str, port: int) -> 
     runner = web.AppRunner(make_fleet_app(config, journal, url), handle_signals=False)
     try:
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+        await start_site(runner, host, port)
         for address in runner.addresses:
             log.info("fleet page on http://%s:%s/ (center %s)", address[0], address[1],
                      url.rpartition("@")[2])

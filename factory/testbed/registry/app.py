@@ -17,6 +17,7 @@ from factory.testbed.registry.keys import CA, SETTINGS, STORE, Settings
 from factory.testbed.registry.store import Store
 from factory.web.app import http_limits
 from factory.web.body import DEFAULT_BODY_TIMEOUT
+from factory.web.listen import start_site
 from factory.web.problems import response
 
 log = logging.getLogger("factory.registry")
@@ -91,8 +92,7 @@ async def serve(settings: Settings) -> None:
     await runner.setup()
     watchdog: asyncio.Task[None] | None = None
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
-        await site.start()
+        await start_site(runner, settings.host, settings.port, backlog=1024)
         urls = [f"http://{host}:{port}/" for host, port in (a[:2] for a in runner.addresses)]
         for url in urls:
             log.info("registry listening on %s (db %s, CA %s)", url, settings.db,

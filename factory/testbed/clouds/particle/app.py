@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from factory.testbed.clouds.particle.store import Product, Store, User
+from factory.web.listen import start_site
 
 log = logging.getLogger("factory.sim_cloud.particle")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -216,8 +217,7 @@ async def serve(settings: Settings, products: tuple[tuple[int, str], ...] = ()) 
     runner = web.AppRunner(make_app(settings), handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
+        await start_site(runner, settings.host, settings.port)
         for host, port in (a[:2] for a in runner.addresses):
             log.info("simulated Particle cloud listening on http://%s:%d/ (db %s)", host, port,
                      settings.db)

@@ -29,6 +29,7 @@ from cryptography.x509.oid import NameOID
 from factory import certs
 from factory.testbed.clouds.rainmaker.store import QuotaExhausted, Store, User
 from factory.testbed.registry.ca import CertificateAuthority
+from factory.web.listen import start_site
 
 log = logging.getLogger("factory.sim_cloud.rainmaker")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -242,8 +243,7 @@ async def serve(settings: Settings) -> None:
     runner = web.AppRunner(make_app(settings), handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
+        await start_site(runner, settings.host, settings.port)
         for host, port in (a[:2] for a in runner.addresses):
             log.info("simulated RainMaker claiming service listening on http://%s:%d/ "
                      "(db %s)", host, port, settings.db)

@@ -14,6 +14,7 @@ from factory.testbed.clouds.thingsboard import handlers as h
 from factory.testbed.clouds.thingsboard.auth import GENERAL, TbError, error
 from factory.testbed.clouds.thingsboard.keys import SETTINGS, STORE, Settings
 from factory.testbed.clouds.thingsboard.store import Store
+from factory.web.listen import start_site
 
 log = logging.getLogger("factory.sim_cloud.thingsboard")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -76,8 +77,7 @@ async def serve(settings: Settings) -> None:
     runner = web.AppRunner(make_app(settings), handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
+        await start_site(runner, settings.host, settings.port)
         for host, port in (a[:2] for a in runner.addresses):
             log.info("simulated ThingsBoard listening on http://%s:%d/ (db %s)", host, port,
                      settings.db)
