@@ -13,7 +13,7 @@ from aiohttp import web
 from factory import claim_secret
 from factory.claim_secret import ClaimSecrets
 from factory.config import ConfigError, Product, StationConfig
-from factory.config.upstream import Upstream
+from factory.config.upstream import Upstream, where_credentials_go
 from factory.fleet.identity import FleetIssuing
 from factory.fleet.shipper import Shipper
 from factory.journal import open_journal
@@ -215,7 +215,8 @@ async def start_upstream(config: StationConfig, journal: Journal,
     where = f"AWS IoT {upstream.region}" if upstream.kind == "aws-iot" else upstream.url
     log.info("units are registered at %s (%d at a time)", where, upstream.concurrency)
     return OutboxWorker(journal, client, concurrency=upstream.concurrency,
-                        base=upstream.retry_base, cap=upstream.retry_cap, secrets=secrets)
+                        base=upstream.retry_base, cap=upstream.retry_cap, secrets=secrets,
+                        credentials_hint=where_credentials_go(upstream.kind))
 
 
 def start_fixtures(config: StationConfig, journal: Journal, maker: LabelMaker,

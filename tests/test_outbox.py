@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import socket
 import sqlite3
@@ -17,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from factory.config import StationConfig, load
+from factory.config.upstream import where_credentials_go
 from factory.journal import open_journal
 from factory.journal.interface import Journal
 from factory.station import registration
@@ -137,13 +139,17 @@ async def test_sent_but_not_journaled_is_sent_again_and_counted_once(
 
 async def test_a_refused_unit_is_set_aside_and_a_bad_token_is_not(
         tmp_path: Path, config: StationConfig, journal: Journal,
-        session: aiohttp.ClientSession) -> None:
+        session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
     registry = Registry(tmp_path / "registry.db")
     await registry.start()
     uci = await provision(config, journal, "02:00:00:00:03:01")
     wrong = OutboxWorker(journal, HttpUpstream(session, registry.url, "wrong-token"),
-                         cap=0.01)
-    assert await wrong.drain_once() == 0
+                         cap=0.01, credentials_hint=where_credentials_go("http"))
+    with caplog.at_level(logging.ERROR, logger="factory"):
+        assert await wrong.drain_once() == 0
+    # The log says what to fix for this kind of upstream (not another kind's credentials).
+    said, = [r.getMessage() for r in caplog.records if "credentials" in r.getMessage()]
+    assert "upstream.token_file" in said and "AWS" not in said
     assert (await journal.unit(uci)).state == "verified"  # not the unit's fault
     assert (await journal.outbox_stats()).pending == 1
     # The registry holds this UCI with another body: a conflict only a person can settle.

@@ -88,6 +88,11 @@ _CREDENTIALS_GO: Mapping[UpstreamKind, str] = MappingProxyType({
 })
 
 
+def where_credentials_go(kind: UpstreamKind) -> str:
+    """What to do with `kind`'s credentials (told when they are refused, or misplaced)."""
+    return _CREDENTIALS_GO[kind]
+
+
 def read_upstream(table: Table, products: tuple[Product, ...]) -> Upstream:
     """The [upstream] table, read by its kind's parser; no kind takes credentials."""
     kind = table.get("kind", str, "none")

@@ -39,8 +39,10 @@ class OutboxWorker:
     def __init__(self, journal: Journal, upstream: Upstream, *, concurrency: int = 4,
                  base: float = 1.0, cap: float = 300.0, poll: float = 1.0,
                  rng: random.Random | None = None,
-                 secrets: ClaimSecrets | None = None) -> None:
+                 secrets: ClaimSecrets | None = None,
+                 credentials_hint: str = "check the upstream's credentials") -> None:
         self._journal, self._upstream, self._secrets = journal, upstream, secrets
+        self._credentials_hint = credentials_hint  # what to do when they are refused
         self._slots = asyncio.Semaphore(concurrency)
         self._base, self._cap, self._poll = base, cap, poll
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
@@ -127,9 +129,8 @@ class OutboxWorker:
                 raise
             # The station's own token is refused: every unit would be, alike. Keep them all
             # queued and say so, rather than set each aside for a person.
-            log.error("upstream refuses the station's credentials (%d): %s; fix them "
-                      "([upstream] token_file, or the AWS credentials and permissions)",
-                      exc.status, exc.reason)
+            log.error("upstream refuses the station's credentials (%d): %s; %s",
+                      exc.status, exc.reason, self._credentials_hint)
             self.refused = exc.reason
             await self._retry(entry, self._cap, exc.reason)
             return False
