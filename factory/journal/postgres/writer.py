@@ -1,7 +1,7 @@
 """Group commit on PostgreSQL: everything queued while the last transaction was committing goes
 in the next one, planned in Python (journal/plan.py, as the SQLite writer plans) and written
 with one statement per table (arrays through unnest, sent binary), in pipeline mode: BEGIN,
-the lock, the INSERTs and COMMIT go in one round trip (two when the batch needs lookups),
+the lock, the INSERTs and COMMIT go in one round trip (one Sync) (two when the batch needs lookups),
 whatever the batch's size. Big batches go in parts with the singles between (journal/queue.py).
 
 The chain head is kept in memory between batches, like the SQLite writer's: another process of
@@ -113,8 +113,7 @@ class BatchWriter:
         while jobs:
             try:
                 conn = await self._conn()
-                async with conn.pipeline(), conn.transaction():
-                    plan = await self._attempt(conn, jobs)
+                plan = await self._transaction(conn, jobs)
             except Unplannable as exc:
                 log.warning("journal refused one request its batch could not plan: %s", exc)
                 answer(exc.job, InvalidData("(request)", f"cannot be journaled ({exc}); "
@@ -166,6 +165,32 @@ class BatchWriter:
             self._head = (plan.seq, plan.head)
             answer_committed(plan)
             return
+
+    async def _transaction(self, conn: psycopg.AsyncConnection[Any], jobs: list[Job]) -> Plan:
+        """Plan and write the batch in one transaction, committed in the pipeline's one Sync
+        (`conn.transaction()` inside a pipeline syncs at each of its nested levels: three
+        round trips). An error is caught inside the pipeline block, so the pipeline ends
+        without one (psycopg would log "error ignored terminating" for the statements it
+        skipped after it); it is raised once the transaction is rolled back."""
+        failure: Exception | None = None
+        try:
+            async with conn.pipeline():
+                try:
+                    plan = await self._attempt(conn, jobs)
+                    await conn.execute("COMMIT")
+                except Exception as exc:  # raised below, after the pipeline and the rollback
+                    failure = exc
+        except psycopg.Error as exc:  # what the Sync brought back: the batch's own error first
+            failure = failure or exc
+        if failure is None:
+            failpoints.hit("journal.committed")
+            return plan
+        if not conn.broken:
+            try:
+                await conn.rollback()
+            except psycopg.Error:  # the connection is unusable: the next batch opens another
+                await conn.close()
+        raise failure
 
     async def _halves(self, jobs: list[Job]) -> None:
         """Write a batch that fails as a whole in two halves, until the failing job is alone."""
