@@ -9,7 +9,8 @@ the same station (the CLI) appending meanwhile makes the first INSERT hit the (s
 key, and the batch is planned again with the head read inside the station's advisory lock,
 so the chain is never forked. What another *station* writes meanwhile (the same hardware id, a
 UCI drawn twice) hits a unique index the same way. A job's future resolves only after COMMIT
-returned, with synchronous_commit on: the WAL is flushed.
+returned, with synchronous_commit on: the WAL is flushed; its caller is told only once the
+station's anchor holds that head too (the core's anchor loop).
 
 One request never fails another: text holding NUL (PostgreSQL cannot store it) is refused
 before planning; a job that breaks its batch's planning is taken out and the batch planned
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -70,12 +71,13 @@ class BatchWriter:
     """Writes batches over one connection (opened again after it broke)."""
 
     def __init__(self, connect: Callable[[], Any], station: str,
-                 new_ucis: Callable[[int], list[str]],
-                 committed: Callable[[int, str], Awaitable[None]] | None = None) -> None:
+                 new_ucis: Callable[[int], list[str]]) -> None:
         self._connect, self._station, self._new_ucis = connect, station, new_ucis
-        self._committed = committed  # told the new head after a commit, before any caller
         self.conn: psycopg.AsyncConnection[Any] | None = None
         self._head: tuple[int, str] | None = None  # the chain's (seq, hash) after our commit
+        # The newest head this writer committed: the anchor must reach it before the
+        # callers of what was written so far are told (the core's anchor loop).
+        self.committed: tuple[int, str] | None = None
         self.commits = 0
         self.failure = ""
 
@@ -160,9 +162,9 @@ class BatchWriter:
                 return
             self.commits += 1
             self.failure = ""
-            if plan.events and self._committed is not None:
-                await self._committed(plan.seq, plan.head)  # the anchor, before callers
             self._head = (plan.seq, plan.head)
+            if plan.events:
+                self.committed = self._head
             answer_committed(plan)
             return
 
