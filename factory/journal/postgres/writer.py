@@ -75,8 +75,7 @@ class BatchWriter:
         self._connect, self._station, self._new_ucis = connect, station, new_ucis
         self.conn: psycopg.AsyncConnection[Any] | None = None
         self._head: tuple[int, str] | None = None  # the chain's (seq, hash) after our commit
-        # The newest head this writer committed: the anchor must reach it before the
-        # callers of what was written so far are told (the core's anchor loop).
+        # The newest head committed: the anchor reaches it before callers are told (core.py).
         self.committed: tuple[int, str] | None = None
         self.commits = 0
         self.failure = ""
@@ -169,23 +168,23 @@ class BatchWriter:
             return
 
     async def _transaction(self, conn: psycopg.AsyncConnection[Any], jobs: list[Job]) -> Plan:
-        """Plan and write the batch in one transaction, committed in the pipeline's one Sync
-        (`conn.transaction()` inside a pipeline syncs at each of its nested levels: three
-        round trips). An error is caught inside the pipeline block, so the pipeline ends
-        without one (psycopg would log "error ignored terminating" for the statements it
-        skipped after it); it is raised once the transaction is rolled back."""
+        """The batch in one transaction, committed at the pipeline's one Sync (conn.transaction()
+        syncs at each of its nested pipeline levels). An error is kept, not raised, in the
+        block (psycopg would log "error ignored terminating" the pipeline) and raised after
+        the rollback."""
         failure: Exception | None = None
         try:
             async with conn.pipeline():
                 try:
                     plan = await self._attempt(conn, jobs)
                     await conn.execute("COMMIT")
-                except Exception as exc:  # raised below, after the pipeline and the rollback
+                except Exception as exc:
                     failure = exc
-        except psycopg.Error as exc:  # what the Sync brought back: the batch's own error first
+        except psycopg.Error as exc:  # what the Sync brought back
             failure = failure or exc
         if failure is None:
-            failpoints.hit("journal.committed")
+            if plan.events or plan.keys or plan.outbox_settled:
+                failpoints.hit("journal.committed")
             return plan
         if not conn.broken:
             try:
