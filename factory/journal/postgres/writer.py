@@ -1,8 +1,9 @@
 """Group commit on PostgreSQL: everything queued while the last transaction was committing goes
 in the next one, planned in Python (journal/plan.py, as the SQLite writer plans) and written
 with one statement per table (arrays through unnest, sent binary), in pipeline mode: BEGIN,
-the lock, the INSERTs and COMMIT go in one round trip (one Sync) (two when the batch needs lookups),
-whatever the batch's size. Big batches go in parts with the singles between (journal/queue.py).
+the lock, the INSERTs and COMMIT go in one round trip, one Sync (postgres/pipelined.py; two
+round trips when the batch needs lookups), whatever the batch's size. Big batches go in parts
+with the singles between (journal/queue.py).
 
 The chain head is kept in memory between batches, like the SQLite writer's: another process of
 the same station (the CLI) appending meanwhile makes the first INSERT hit the (station, seq)
@@ -39,6 +40,7 @@ from factory.journal.plan import (
     plan_jobs,
     utc_now,
 )
+from factory.journal.postgres.pipelined import in_one_sync
 
 log = logging.getLogger("factory.journal")
 
@@ -168,30 +170,10 @@ class BatchWriter:
             return
 
     async def _transaction(self, conn: psycopg.AsyncConnection[Any], jobs: list[Job]) -> Plan:
-        """The batch in one transaction, committed at the pipeline's one Sync (conn.transaction()
-        syncs at each of its nested pipeline levels). An error is kept, not raised, in the
-        block (psycopg would log "error ignored terminating" the pipeline) and raised after
-        the rollback."""
-        failure: Exception | None = None
-        try:
-            async with conn.pipeline():
-                try:
-                    plan = await self._attempt(conn, jobs)
-                    await conn.execute("COMMIT")
-                except Exception as exc:
-                    failure = exc
-        except psycopg.Error as exc:  # what the Sync brought back
-            failure = failure or exc
-        if failure is None:
-            if plan.events or plan.keys or plan.outbox_settled:
-                failpoints.hit("journal.committed")
-            return plan
-        if not conn.broken:
-            try:
-                await conn.rollback()
-            except psycopg.Error:  # the connection is unusable: the next batch opens another
-                await conn.close()
-        raise failure
+        plan = await in_one_sync(conn, lambda: self._attempt(conn, jobs))
+        if plan.events or plan.keys or plan.outbox_settled:
+            failpoints.hit("journal.committed")
+        return plan
 
     async def _halves(self, jobs: list[Job]) -> None:
         """Write a batch that fails as a whole in two halves, until the failing job is alone."""
