@@ -6,6 +6,7 @@ Run it from the repository root with the project's virtualenv::
 
     .venv/bin/python scripts/bench_fleet.py                       # a private PostgreSQL
     .venv/bin/python scripts/bench_fleet.py --url postgresql://user@host/db --requests 20000
+    .venv/bin/python scripts/bench_fleet.py --only issuance       # only PG vs SQLite issuance
 
 Without --url it starts a private PostgreSQL like the tests do (tests/postgres.py: Debian's
 `postgresql`, fsync and synchronous_commit on). Issuance is `--concurrency` callers each
@@ -133,40 +134,51 @@ async def index_cost(journal: tuple[Path, str], new_url: Callable[[], str], page
 async def run(args: argparse.Namespace, url: str, new_url: Callable[[], str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        # Rounds alternate (a fresh journal of each kind every round) and the median ratio is
-        # reported: two shared cores make any one round noisy.
-        if args.rounds:  # 0: the shipping part only
-            print(f"issuance, {args.requests} requests, {args.concurrency} callers, "
-                  f"{args.rounds} rounds:")
-            ratios = []
-            for n in range(args.rounds):
-                sqlite_rate, sqlite_commits = await issuance(folder / f"issue{n}.sqlite",
-                                                             args.requests, args.concurrency)
-                # With its local anchor, as a station runs (SQLite writes its own too).
-                pg_rate, pg_commits = await issuance(new_url(), args.requests, args.concurrency,
-                                                     folder / f"issue{n}.postgresql.anchor")
-                ratios.append(pg_rate / sqlite_rate)
-                print(f"  sqlite {sqlite_rate:7.0f} req/s ({sqlite_commits} commits)  postgresql "
-                      f"{pg_rate:7.0f} req/s ({pg_commits} commits)  ratio {ratios[-1]:.2f}")
-            print(f"  postgresql / sqlite, median: {statistics.median(ratios):.2f} (target >= 0.8)")
-        stations = [(folder / f"ship{n}.sqlite", f"bench-{n}")
-                    for n in range(args.stations + 1)]
-        for path, station in stations:
-            await build(path, station, args.events)
-        print(f"shipping, {args.events} events a station, pages of {args.page}:")
-        one, one_time = shipping(stations[:1], url, args.page)
-        print(f"  one station        {one / one_time:9.0f} events/s  (target >= 20,000)")
-        if args.index_rounds and not args.url:  # needs a fresh database for each center
-            await index_cost(stations[0], new_url, args.page, args.index_rounds)
-        if args.stations:
-            many, many_time = shipping(stations[1:], url, args.page)
-            print(f"  {len(stations) - 1} stations at once {many / many_time:9.0f} events/s,"
-                  f" {(many / many_time) / (one / one_time):.1f}x one (target >= 6x)")
-        if args.catchup:
-            catchup = (folder / "catchup.sqlite", "bench-catchup")
-            await build(*catchup, args.catchup)
-            shipped, seconds = shipping([catchup], url, args.page)
-            print(f"  catch-up of {shipped} queued events: {seconds:.1f} s (target < 60 s)")
+        if args.only in (None, "issuance") and args.rounds:  # --rounds 0: none
+            await issuance_rounds(args, folder, new_url)
+        if args.only in (None, "shipping"):
+            await shipping_runs(args, folder, url, new_url)
+
+
+async def issuance_rounds(args: argparse.Namespace, folder: Path,
+                          new_url: Callable[[], str]) -> None:
+    """Issuance on PostgreSQL against SQLite. Rounds alternate (a fresh journal of each kind
+    every round) and the median ratio is reported: two shared cores make any one round noisy."""
+    print(f"issuance, {args.requests} requests, {args.concurrency} callers, "
+          f"{args.rounds} rounds:")
+    ratios = []
+    for n in range(args.rounds):
+        sqlite_rate, sqlite_commits = await issuance(folder / f"issue{n}.sqlite",
+                                                     args.requests, args.concurrency)
+        # With its local anchor, as a station runs (SQLite writes its own too).
+        pg_rate, pg_commits = await issuance(new_url(), args.requests, args.concurrency,
+                                             folder / f"issue{n}.postgresql.anchor")
+        ratios.append(pg_rate / sqlite_rate)
+        print(f"  sqlite {sqlite_rate:7.0f} req/s ({sqlite_commits} commits)  postgresql "
+              f"{pg_rate:7.0f} req/s ({pg_commits} commits)  ratio {ratios[-1]:.2f}")
+    print(f"  postgresql / sqlite, median: {statistics.median(ratios):.2f} (target >= 0.8)")
+
+
+async def shipping_runs(args: argparse.Namespace, folder: Path, url: str,
+                        new_url: Callable[[], str]) -> None:
+    """Events/s shipped from one station, from many at once, and the catch-up time."""
+    stations = [(folder / f"ship{n}.sqlite", f"bench-{n}") for n in range(args.stations + 1)]
+    for path, station in stations:
+        await build(path, station, args.events)
+    print(f"shipping, {args.events} events a station, pages of {args.page}:")
+    one, one_time = shipping(stations[:1], url, args.page)
+    print(f"  one station        {one / one_time:9.0f} events/s  (target >= 20,000)")
+    if args.index_rounds and not args.url:  # needs a fresh database for each center
+        await index_cost(stations[0], new_url, args.page, args.index_rounds)
+    if args.stations:
+        many, many_time = shipping(stations[1:], url, args.page)
+        print(f"  {len(stations) - 1} stations at once {many / many_time:9.0f} events/s,"
+              f" {(many / many_time) / (one / one_time):.1f}x one (target >= 6x)")
+    if args.catchup:
+        catchup = (folder / "catchup.sqlite", "bench-catchup")
+        await build(*catchup, args.catchup)
+        shipped, seconds = shipping([catchup], url, args.page)
+        print(f"  catch-up of {shipped} queued events: {seconds:.1f} s (target < 60 s)")
 
 
 def main() -> None:
@@ -184,6 +196,8 @@ def main() -> None:
     parser.add_argument("--page", type=int, default=PAGE)
     parser.add_argument("--index-rounds", type=int, default=5,
                         help="rounds of shipping with and without the at index (0: none)")
+    parser.add_argument("--only", choices=("issuance", "shipping"),
+                        help="run only this part (default: both)")
     args = parser.parse_args()
     if args.url:
         asyncio.run(run(args, args.url, lambda: args.url))

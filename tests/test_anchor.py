@@ -37,7 +37,7 @@ async def lose_newest(open_test_journal: OpenJournal, config: StationConfig,
     shutil.copy(f"{config.journal}.old", config.journal)
 
 
-# SQLite only: a PostgreSQL journal keeps no anchor (README, "PostgreSQL as the journal").
+# SQLite only: the PostgreSQL anchor has tests of its own (tests/test_journal_postgres.py).
 @pytest.mark.parametrize("journal_backend", ["sqlite"], indirect=True)
 async def test_a_journal_behind_its_anchor_is_held_until_the_loss_is_accepted(
         open_test_journal: OpenJournal, config: StationConfig, journal_backend: str) -> None:

@@ -4,6 +4,9 @@ several stations in one database, each with its own chain, one fleet of units.""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 from pathlib import Path
 
 import psycopg
@@ -11,6 +14,7 @@ import pytest
 
 from factory.config import load
 from factory.journal import open_journal
+from factory.journal.anchor import AnchorFile, Mark
 from factory.journal.errors import JournalUnavailable
 from factory.journal.postgres.migrations import MIGRATIONS
 from factory.journal.records import IssueRequest
@@ -185,3 +189,57 @@ async def test_a_database_restored_from_an_old_backup_is_held_at_start(
     again = await open_journal(private_postgres.url(backup), "line-a", anchor=anchor)
     await again.close()
     assert again.hold == ""
+
+
+def anchored(path: Path) -> Mark:
+    """What the anchor file holds."""
+    file = AnchorFile(path, create=False)
+    try:
+        mark = file.read().mark
+    finally:
+        file.close()
+    assert mark is not None
+    return mark
+
+
+CHILD = """
+import asyncio, sys
+from pathlib import Path
+from factory.journal import open_journal
+from factory.journal.records import IssueRequest
+
+async def main() -> None:
+    j = await open_journal(sys.argv[1], "line-a", anchor=Path(sys.argv[2]))
+    for count in (3, 1):
+        result = await j.issue(IssueRequest(product=sys.argv[3], actor="test", count=count))
+        print("told", *result.ucis, flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_killed_between_the_commit_and_the_anchor_the_anchor_catches_up(
+        tmp_path: Path, private_postgres: PrivatePostgres) -> None:
+    """The station is SIGKILLed right after PostgreSQL committed a batch, before the anchor
+    was synced for it: its caller was never told; at restart the event is there, the anchor
+    (one batch behind) catches up, and nothing is held."""
+    url = private_postgres.new_database()
+    anchor = tmp_path / "journal.postgresql.anchor"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, url, str(anchor), PRODUCT, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "FACTORY_FAILPOINTS":
+                                             "journal.committed=2"})
+    out, err = await child.communicate()
+    assert child.returncode == -signal.SIGKILL, err.decode()
+    told = [line.split()[1:] for line in out.decode().splitlines()]
+    assert len(told) == 1 and len(told[0]) == 3  # the second batch's caller heard nothing
+    assert anchored(anchor).seq == 3  # one batch behind the database
+    j = await open_journal(url, "line-a", anchor=anchor)
+    try:
+        assert j.hold == ""
+        events = [e async for e in j.events()]
+        assert [e.seq for e in events] == [1, 2, 3, 4]  # committed, though never told
+        assert (await j.verify()).ok
+    finally:
+        await j.close()
+    assert anchored(anchor).same_point(Mark(4, events[-1].hash))

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from factory.journal.chain import GENESIS, canonical_data, event_hash
+from factory.journal.postgres.pipelined import in_one_sync
 from factory.journal.records import Event
 from factory.states import UNIT_STATES
 
@@ -149,55 +150,59 @@ async def receive(conn: psycopg.AsyncConnection[Any], station: str,
     """Take the station's next events (in seq order) in one transaction, or refuse them all
     and flag the station with the first problem."""
     # Pipeline mode: the writes and COMMIT go in one round trip after the head's.
-    async with conn.pipeline(), conn.transaction():
-        # One statement makes the station's row if new, locks it and returns it.
-        row = await (await conn.execute(
-            "INSERT INTO fleet.stations (station, head_hash) VALUES (%s, %s)"
-            " ON CONFLICT (station) DO UPDATE SET station = EXCLUDED.station"
-            " RETURNING head_seq, head_hash, refused", (station, GENESIS))).fetchone()
-        assert row is not None
-        seq, digest, refused = int(row[0]), str(row[1]), str(row[2])
-        if refused:
-            return Receipt(seq, 0, refused)
-        known = {}
-        if events and events[0].seq <= seq:
-            known = dict(await (await conn.execute(
-                "SELECT seq, hash FROM fleet.events WHERE station = %s AND seq BETWEEN %s"
-                " AND %s", (station, events[0].seq, seq))).fetchall())
-        fresh: list[tuple[Event, str]] = []
-        problem = ""
-        for event in events:
-            text = event.text or canonical_data(event.data)  # what the hash covers
-            if event.seq <= seq:
-                if known.get(event.seq) != event.hash:
-                    problem = (f"station {station}'s event {event.seq} differs from the one the "
-                               "center received before: its journal went backwards (restored "
-                               "or replaced) or was rewritten")
-                    break
-                continue
-            if event.seq != seq + 1:
-                problem = (f"station {station} sent event {event.seq} after {seq}: events "
-                           f"{seq + 1}..{event.seq - 1} are missing (a gap in its chain)")
+    return await in_one_sync(conn, lambda: _receive(conn, station, events))
+
+
+async def _receive(conn: psycopg.AsyncConnection[Any], station: str,
+                   events: Sequence[Event]) -> Receipt:
+    # One statement makes the station's row if new, locks it and returns it.
+    row = await (await conn.execute(
+        "INSERT INTO fleet.stations (station, head_hash) VALUES (%s, %s)"
+        " ON CONFLICT (station) DO UPDATE SET station = EXCLUDED.station"
+        " RETURNING head_seq, head_hash, refused", (station, GENESIS))).fetchone()
+    assert row is not None
+    seq, digest, refused = int(row[0]), str(row[1]), str(row[2])
+    if refused:
+        return Receipt(seq, 0, refused)
+    known = {}
+    if events and events[0].seq <= seq:
+        known = dict(await (await conn.execute(
+            "SELECT seq, hash FROM fleet.events WHERE station = %s AND seq BETWEEN %s"
+            " AND %s", (station, events[0].seq, seq))).fetchall())
+    fresh: list[tuple[Event, str]] = []
+    problem = ""
+    for event in events:
+        text = event.text or canonical_data(event.data)  # what the hash covers
+        if event.seq <= seq:
+            if known.get(event.seq) != event.hash:
+                problem = (f"station {station}'s event {event.seq} differs from the one the "
+                           "center received before: its journal went backwards (restored "
+                           "or replaced) or was rewritten")
                 break
-            if event_hash(digest, event.seq, event.uci, event.kind, event.at, station,
-                          event.actor, text) != event.hash or event.station != station:
-                problem = (f"station {station}'s event {event.seq} was altered (its content "
-                           "does not match its hash and the chain before it)")
-                break
-            fresh.append((event, text))
-            seq, digest = event.seq, event.hash
-        if problem:
-            # Nothing of the batch was written: only the flag commits.
-            await conn.execute("UPDATE fleet.stations SET refused = %s, refused_at = now()"
-                               " WHERE station = %s", (problem, station))
-            return Receipt(int(row[0]), 0, problem)
-        if fresh:
-            await _store(conn, station, fresh)
-            await conn.execute(
-                "UPDATE fleet.stations SET head_seq = %s, head_hash = %s, head_at = %s,"
-                " received_at = now() WHERE station = %s",
-                (seq, digest, fresh[-1][0].at, station))
-        return Receipt(seq, len(fresh))
+            continue
+        if event.seq != seq + 1:
+            problem = (f"station {station} sent event {event.seq} after {seq}: events "
+                       f"{seq + 1}..{event.seq - 1} are missing (a gap in its chain)")
+            break
+        if event_hash(digest, event.seq, event.uci, event.kind, event.at, station,
+                      event.actor, text) != event.hash or event.station != station:
+            problem = (f"station {station}'s event {event.seq} was altered (its content "
+                       "does not match its hash and the chain before it)")
+            break
+        fresh.append((event, text))
+        seq, digest = event.seq, event.hash
+    if problem:
+        # Nothing of the batch was written: only the flag commits.
+        await conn.execute("UPDATE fleet.stations SET refused = %s, refused_at = now()"
+                           " WHERE station = %s", (problem, station))
+        return Receipt(int(row[0]), 0, problem)
+    if fresh:
+        await _store(conn, station, fresh)
+        await conn.execute(
+            "UPDATE fleet.stations SET head_seq = %s, head_hash = %s, head_at = %s,"
+            " received_at = now() WHERE station = %s",
+            (seq, digest, fresh[-1][0].at, station))
+    return Receipt(seq, len(fresh))
 
 
 async def _store(conn: psycopg.AsyncConnection[Any], station: str,

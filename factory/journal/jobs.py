@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from factory.journal.chain import checked_issue, checked_step
-from factory.journal.errors import BatchInterrupted, JournalError
+from factory.journal.errors import BatchInterrupted, JournalError, JournalUnavailable
 from factory.journal.interface import OutboxRequest
 from factory.journal.records import IssueRequest, IssueResult
 
@@ -106,3 +106,27 @@ def fail_jobs(jobs: list[Job], error: JournalError) -> None:
                 "them); send the request again for a whole batch"))
         else:
             answer(job, error)
+
+
+Told = dict[asyncio.Future[Any], asyncio.Future[Any]]
+
+
+def release(told: Told, batch: list[Job], error: JournalError | None = None) -> None:
+    """Tell each job's caller (the future it awaits, `told[job.future]`) its outcome, once its
+    batch is committed and anchored; `error` replaces a success the anchor could not vouch
+    for."""
+    for job in batch:
+        done = job.future.done() and not job.future.cancelled()
+        if not done and not job.finished:
+            continue  # a big batch with parts still to write: told with its last part
+        caller = told.pop(job.future, None)
+        if caller is None or caller.done():
+            continue
+        if not done:  # not answered by the writer: never happens, but no caller may hang
+            caller.set_exception(error or JournalUnavailable("journal write not answered"))
+        elif (exc := job.future.exception()) is not None:
+            caller.set_exception(exc)
+        elif error is not None:
+            caller.set_exception(error)
+        else:
+            caller.set_result(job.future.result())

@@ -1,7 +1,11 @@
 """The PostgreSQL journal's core: its connections, the one writer task and the writes.
 
 One writer connection per station process (group commit: a batch is one transaction), one
-reader connection in autocommit, snapshots on connections of their own. Every connection runs
+reader connection in autocommit, snapshots on connections of their own. A batch's callers are
+told once it is committed and the station's anchor holds its head (synced): the anchor loop
+syncs the anchor while the writer already sends the next batch, and one sync covers every
+batch committed meanwhile (a batch waits for the PostgreSQL commit, then the anchor, as the
+SQLite journal's do, but the next batch need not wait for the anchor). Every connection runs
 with synchronous_commit on, whatever the server's default: a COMMIT returns once the WAL is
 flushed, so an answer is never ahead of the disk.
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,7 +24,15 @@ from factory.journal.anchor import AnchorFile, Mark
 from factory.journal.chain import GENESIS
 from factory.journal.errors import InvalidData, JournalError, JournalUnavailable
 from factory.journal.interface import OutboxRequest
-from factory.journal.jobs import AdminJob, Job, fail_jobs, issue_job, step_job
+from factory.journal.jobs import (
+    AdminJob,
+    Job,
+    Told,
+    fail_jobs,
+    issue_job,
+    release,
+    step_job,
+)
 from factory.journal.plan import utc_now
 from factory.journal.postgres.writer import BatchWriter
 from factory.journal.queue import WriteQueue
@@ -87,17 +100,22 @@ class Core:
         # database restored from an old backup is caught at start, not shipped or built on.
         self._anchor, self._anchored, self._hold = anchor, anchored, hold
         self._anchor_failure = ""
-        self._batches = BatchWriter(lambda: connect(url), station, new_ucis,
-                                    self._anchor_commit)
+        self._batches = BatchWriter(lambda: connect(url), station, new_ucis)
         self._pending = WriteQueue()
+        self._told: Told = {}  # each job's future -> the one its caller awaits
+        # Batches written, their callers not told yet, each with the head committed by then.
+        self._unanchored: deque[tuple[list[Job], tuple[int, str] | None]] = deque()
+        self._anchor_wakeup = asyncio.Event()
+        self._written = False  # the write loop has ended
         self._wakeup = asyncio.Event()
         self._closing = False
         self._listeners: list[Callable[[], None]] = []
         self._task = asyncio.create_task(self._write_loop(), name="journal-writer")
+        self._anchor_task = asyncio.create_task(self._anchor_loop(), name="journal-anchor")
 
     @property
     def writing(self) -> bool:
-        return not self._task.done()
+        return not self._task.done() and not self._anchor_task.done()
 
     @property
     def write_failure(self) -> str:
@@ -119,6 +137,7 @@ class Core:
         self._wakeup.set()
         try:
             await self._task
+            await self._anchor_task
         finally:
             await self._reader.close()
             await self._batches.close()
@@ -194,7 +213,8 @@ class Core:
 
     async def _anchor_commit(self, seq: int, digest: str) -> None:
         """Record the new chain head in the anchor, synced, before any caller is told."""
-        if self._anchor is None or self._hold:
+        if self._anchor is None or self._hold or (
+                self._anchored is not None and self._anchored.seq >= seq):
             return
         head = Mark(seq, digest, at=utc_now())
         try:
@@ -223,26 +243,57 @@ class Core:
             raise JournalUnavailable("the journal is closing; try again after restart")
         if self._hold and not despite_hold and not isinstance(job, AdminJob):
             raise JournalUnavailable(f"the journal is held: {self._hold}")
+        # The caller is told once the batch is committed and anchored (`_anchor_loop`).
+        told = fut if isinstance(job, AdminJob) else asyncio.get_running_loop().create_future()
+        if told is not fut:
+            self._told[fut] = told
         self._pending.push(job)
         self._wakeup.set()
-        # shield: a caller cancelled now does not stop the write (it goes with its batch).
-        return await asyncio.shield(fut)
+        # A caller cancelled now (its client hung up) does not stop the write: the job is
+        # queued and goes with its batch.
+        return await (asyncio.shield(fut) if told is fut else told)
 
     async def _write_loop(self) -> None:
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._pending:
+                    work = self._pending.take()
+                    if isinstance(work, AdminJob):
+                        await self._batches.admin(work)
+                        continue
+                    try:
+                        await self._batches.write(work)
+                    except Exception as exc:  # the writer must outlive any one batch
+                        log.exception("journal writer failed a batch")
+                        fail_jobs(work, JournalUnavailable(f"journal write failed: {exc}"))
+                    self._unanchored.append((work, self._batches.committed))
+                    self._anchor_wakeup.set()
+                    self._pending.settle()
+                if self._closing:
+                    return
+        finally:
+            self._written = True
+            self._anchor_wakeup.set()
+
+    async def _anchor_loop(self) -> None:
+        """Tell the callers of each written batch once the anchor holds the head committed
+        when it was written (heads only grow, so the newest waiting covers them all)."""
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                work = self._pending.take()
-                if isinstance(work, AdminJob):
-                    await self._batches.admin(work)
-                    continue
-                try:
-                    await self._batches.write(work)
-                except Exception as exc:  # the writer must outlive any one batch
-                    log.exception("journal writer failed a batch")
-                    fail_jobs(work, JournalUnavailable(f"journal write failed: {exc}"))
-                self._pending.settle()
-            self._changed()
-            if self._closing:
+            await self._anchor_wakeup.wait()
+            self._anchor_wakeup.clear()
+            while self._unanchored:
+                batches = list(self._unanchored)
+                self._unanchored.clear()
+                head = batches[-1][1]
+                if head is not None:
+                    try:
+                        await self._anchor_commit(*head)
+                    except Exception:  # no caller may hang on the anchor's bug
+                        log.exception("journal anchor failed")
+                for work, _ in batches:
+                    release(self._told, work)
+            self._changed()  # once per round: a burst of writes is one notification
+            if self._written and not self._unanchored:
                 return

@@ -1,15 +1,17 @@
 """Group commit on PostgreSQL: everything queued while the last transaction was committing goes
 in the next one, planned in Python (journal/plan.py, as the SQLite writer plans) and written
 with one statement per table (arrays through unnest, sent binary), in pipeline mode: BEGIN,
-the lock, the INSERTs and COMMIT go in one round trip (two when the batch needs lookups),
-whatever the batch's size. Big batches go in parts with the singles between (journal/queue.py).
+the lock, the INSERTs and COMMIT go in one round trip, one Sync (postgres/pipelined.py; two
+round trips when the batch needs lookups), whatever the batch's size. Big batches go in parts
+with the singles between (journal/queue.py).
 
 The chain head is kept in memory between batches, like the SQLite writer's: another process of
 the same station (the CLI) appending meanwhile makes the first INSERT hit the (station, seq)
 key, and the batch is planned again with the head read inside the station's advisory lock,
 so the chain is never forked. What another *station* writes meanwhile (the same hardware id, a
 UCI drawn twice) hits a unique index the same way. A job's future resolves only after COMMIT
-returned, with synchronous_commit on: the WAL is flushed.
+returned, with synchronous_commit on: the WAL is flushed; its caller is told only once the
+station's anchor holds that head too (the core's anchor loop).
 
 One request never fails another: text holding NUL (PostgreSQL cannot store it) is refused
 before planning; a job that breaks its batch's planning is taken out and the batch planned
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -38,6 +40,7 @@ from factory.journal.plan import (
     plan_jobs,
     utc_now,
 )
+from factory.journal.postgres.pipelined import in_one_sync
 
 log = logging.getLogger("factory.journal")
 
@@ -70,12 +73,12 @@ class BatchWriter:
     """Writes batches over one connection (opened again after it broke)."""
 
     def __init__(self, connect: Callable[[], Any], station: str,
-                 new_ucis: Callable[[int], list[str]],
-                 committed: Callable[[int, str], Awaitable[None]] | None = None) -> None:
+                 new_ucis: Callable[[int], list[str]]) -> None:
         self._connect, self._station, self._new_ucis = connect, station, new_ucis
-        self._committed = committed  # told the new head after a commit, before any caller
         self.conn: psycopg.AsyncConnection[Any] | None = None
         self._head: tuple[int, str] | None = None  # the chain's (seq, hash) after our commit
+        # The newest head committed: the anchor reaches it before callers are told (core.py).
+        self.committed: tuple[int, str] | None = None
         self.commits = 0
         self.failure = ""
 
@@ -113,8 +116,7 @@ class BatchWriter:
         while jobs:
             try:
                 conn = await self._conn()
-                async with conn.pipeline(), conn.transaction():
-                    plan = await self._attempt(conn, jobs)
+                plan = await self._transaction(conn, jobs)
             except Unplannable as exc:
                 log.warning("journal refused one request its batch could not plan: %s", exc)
                 answer(exc.job, InvalidData("(request)", f"cannot be journaled ({exc}); "
@@ -161,11 +163,17 @@ class BatchWriter:
                 return
             self.commits += 1
             self.failure = ""
-            if plan.events and self._committed is not None:
-                await self._committed(plan.seq, plan.head)  # the anchor, before callers
             self._head = (plan.seq, plan.head)
+            if plan.events:
+                self.committed = self._head
             answer_committed(plan)
             return
+
+    async def _transaction(self, conn: psycopg.AsyncConnection[Any], jobs: list[Job]) -> Plan:
+        plan = await in_one_sync(conn, lambda: self._attempt(conn, jobs))
+        if plan.events or plan.keys or plan.outbox_settled:
+            failpoints.hit("journal.committed")
+        return plan
 
     async def _halves(self, jobs: list[Job]) -> None:
         """Write a batch that fails as a whole in two halves, until the failing job is alone."""

@@ -20,7 +20,15 @@ import aiosqlite
 from factory.journal.anchor import AnchorFile, Mark
 from factory.journal.errors import JournalError, JournalUnavailable
 from factory.journal.interface import OutboxRequest
-from factory.journal.jobs import AdminJob, Job, fail_jobs, issue_job, step_job
+from factory.journal.jobs import (
+    AdminJob,
+    Job,
+    Told,
+    fail_jobs,
+    issue_job,
+    release,
+    step_job,
+)
 from factory.journal.queue import WriteQueue
 from factory.journal.records import IssueRequest, IssueResult
 from factory.journal.sqlite.checks import chain_head, hash_at
@@ -61,7 +69,7 @@ class Core:
         self._anchor_failure = ""
         self._files = file_ids(path)
         self._files_checked = time.monotonic()
-        self._told: dict[asyncio.Future[Any], asyncio.Future[Any]] = {}
+        self._told: Told = {}
         self._writer_conn, self._reader = writer, reader
         self._batches = BatchWriter(writer, station, new_ucis)
         self._pending = WriteQueue()
@@ -179,7 +187,7 @@ class Core:
             raise JournalUnavailable("the journal is closing; try again after restart")
         if self._hold and not despite_hold and not isinstance(job, AdminJob):
             raise JournalUnavailable(f"the journal is held: {self._hold}")
-        # The caller is told only once the anchor is written after the commit (`_release`).
+        # The caller is told only once the anchor is written after the commit (jobs.release).
         told = fut if isinstance(job, AdminJob) else asyncio.get_running_loop().create_future()
         if told is not fut:
             self._told[fut] = told
@@ -188,25 +196,6 @@ class Core:
         # A caller cancelled now (its client hung up) does not stop the write: the job is
         # queued and goes to disk with its batch, so nothing half-done is left behind.
         return await told
-
-    def _release(self, batch: list[Job], error: JournalError | None = None) -> None:
-        """Tell each job's caller its outcome (the batch committed and anchored, or not);
-        `error` replaces a success the anchor could not vouch for."""
-        for job in batch:
-            done = job.future.done() and not job.future.cancelled()
-            if not done and not job.finished:
-                continue  # a big batch with parts still to write: told with its last part
-            told = self._told.pop(job.future, None)
-            if told is None or told.done():
-                continue
-            if not done:  # not answered by the writer: never happens, but no caller may hang
-                told.set_exception(error or JournalUnavailable("journal write not answered"))
-            elif (exc := job.future.exception()) is not None:
-                told.set_exception(exc)
-            elif error is not None:
-                told.set_exception(error)
-            else:
-                told.set_result(job.future.result())
 
     def _refusal(self) -> str:
         """Why no batch may be written now: the journal's files were replaced under it."""
@@ -265,7 +254,7 @@ class Core:
                     continue
                 if (refusal := self._refusal()):
                     fail_jobs(work, JournalUnavailable(f"journal write refused: {refusal}"))
-                    self._release(work)
+                    release(self._told, work)
                     self._pending.settle()
                     continue
                 try:
@@ -273,7 +262,7 @@ class Core:
                 except Exception as exc:  # the writer must outlive any one batch
                     log.exception("journal writer failed a batch")
                     fail_jobs(work, JournalUnavailable(f"journal write failed: {exc}"))
-                self._release(work, await self._anchor_commit())
+                release(self._told, work, await self._anchor_commit())
                 self._pending.settle()
             self._changed()  # once per round: a burst of writes is one notification
             if self._closing:
