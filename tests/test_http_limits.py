@@ -103,6 +103,9 @@ async def _send_until_answered(url: str, request: bytes, chunks: int,
             writer.write(chunk)
             await writer.drain()
             sent += len(chunk)
+            # drain() returns without yielding while the station reads as fast as we send:
+            # let the answer's reader run, or an early answer goes unseen until the end.
+            await asyncio.sleep(0)
     except ConnectionError:
         pass  # the station closed on us after answering
     try:
