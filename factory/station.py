@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from typing import Any
 
@@ -29,6 +30,8 @@ from factory.status.metrics import Metrics
 from factory.status.snapshot import LiveSources
 from factory.units.agent_check import CheckAgentFile
 from factory.units.certificate import InstallCertificate, MakeKey
+from factory.units.errors import UnitError
+from factory.units.esp_nvs import check_fits
 from factory.units.fixture import FixtureRunner
 from factory.units.label_scans import with_scans
 from factory.units.pipeline import Identify, Issue, Step, UnitRun, Verify, Write
@@ -51,6 +54,10 @@ HTTP_GRACE = 10.0  # requests in flight
 FIXTURE_GRACE = 10.0  # units in the fixtures
 OUTBOX_GRACE = 5.0  # the upstream round in flight
 STATUS_EVERY = 5.0  # seconds between STATUS= updates to systemd
+# Past this the stop is stuck (a bug): say on what, and exit as systemd's TimeoutStopSec= would
+# SIGKILL; the journal is durable, so nothing acknowledged is lost.
+STOP_LIMIT = HTTP_GRACE + FIXTURE_GRACE + OUTBOX_GRACE + 10.0
+EXIT_STUCK = 70  # EX_SOFTWARE
 
 
 async def serve(config: StationConfig, *, access_log: bool = True) -> None:
@@ -58,6 +65,8 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
     signal abandons the units still in the fixtures. Tells systemd when it is ready."""
     notifier = Notifier.from_environ()
     async with contextlib.AsyncExitStack() as stack:
+        deadline = StopDeadline()
+        stack.callback(deadline.cancel)  # first in, so the last out: it covers the journal's close
         stack.callback(notifier.close)
         notifier.status("starting: opening the journal")
         journal = await open_journal(config.journal_location, config.station_id, serve=True,
@@ -72,6 +81,7 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         secrets = claim_secret.for_station(config)
         products = ProductLabels(config, secrets)
         products.check()  # a bad template stops the station here, before any unit
+        check_factory_data(config)
         printing = PrintQueue(config.printer, journal, label_printer(config.printer))
         maker = LabelMaker(config, journal, products, wake=printing.wake)
         await maker.recover()
@@ -120,6 +130,7 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
                      where, config.printer.name, config.printer.keep)
         notifier.ready(status_line(urls, fixtures))
         await stop.wait()
+        deadline.arm(STOP_LIMIT)
         notifier.stopping("stopping: finishing the units in the fixtures and requests "
                           "in flight")
         await shut_down(runner, fixtures, outbox, outbox_task, hurry)
@@ -128,6 +139,20 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def check_factory_data(config: StationConfig) -> None:
+    """A product flashed by esptool fixtures whose factory data cannot be its NVS partition
+    stops the station at start (ConfigError), not each of its units on the line."""
+    flashed = {fixture.product for fixture in config.fixtures if fixture.driver == "esptool"}
+    for index, product in enumerate(config.products):
+        if product.id not in flashed:
+            continue
+        try:
+            check_fits(product)
+        except UnitError as exc:
+            raise ConfigError(config.source, f"products[{index}].nvs",
+                              f"{exc.reason} (grow its size or shorten the fields)") from None
 
 
 def status_line(urls: list[str], fixtures: list[FixtureRunner]) -> str:
@@ -156,6 +181,40 @@ def on_stop_signal(stop: asyncio.Event, hurry: asyncio.Event) -> None:
         log.info("stopping: no new units or requests; finishing those in flight "
                  "(signal again to abandon them)")
     stop.set()
+
+
+class StopDeadline:
+    """Ends a stop that hangs: after `limit` seconds it logs the tasks still running and where
+    each waits, then exits (EXIT_STUCK) without waiting further."""
+
+    def __init__(self) -> None:
+        self._handle: asyncio.TimerHandle | None = None
+
+    def arm(self, limit: float) -> None:
+        self._handle = asyncio.get_running_loop().call_later(limit, self._give_up, limit)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+    @staticmethod
+    def _give_up(limit: float) -> None:
+        stuck = [waiting_where(task) for task in asyncio.all_tasks() if not task.done()]
+        log.critical("stopping took over %.0f s, stuck on: %s; exiting now (the journal holds "
+                     "everything acknowledged; report this as a bug)", limit,
+                     "; ".join(stuck) or "nothing the event loop knows of")
+        logging.shutdown()
+        os._exit(EXIT_STUCK)
+
+
+def waiting_where(task: asyncio.Task[Any]) -> str:
+    """A task's name and the innermost line its coroutine waits at."""
+    frames = task.get_stack()
+    if not frames:
+        return task.get_name()
+    frame = frames[-1]
+    return f"{task.get_name()} at {frame.f_code.co_filename}:{frame.f_lineno} " \
+           f"({frame.f_code.co_name})"
 
 
 async def shut_down(runner: web.AppRunner, fixtures: list[FixtureRunner],

@@ -97,6 +97,22 @@ def kinds(journal: Path, uci: str) -> list[str]:
         journal, f"SELECT kind FROM events WHERE uci = '{uci}' ORDER BY seq")]
 
 
+def test_factory_data_too_large_for_its_partition_stops_the_station_at_start(
+        tmp_path: Path) -> None:
+    text = esp_config(tmp_path, links=(tmp_path / "esp.tty",)).read_text()
+    path = write_config(tmp_path, text.replace(
+        'fields = { hw_rev = 3, region = "EU" }',
+        "fields = { " + ", ".join(f'note{i} = "{"x" * 3000}"' for i in range(3)) + " }"))
+    for command in (("config", "check", str(path)), ("serve",)):
+        result = run_cli(path if command == ("serve",) else None, *command, check=False)
+        assert result.returncode == 2, result
+        assert f"{path}: products[0].nvs: the factory data needs more than the 0x3000 bytes" \
+            in result.stderr
+        assert "Traceback" not in result.stderr
+    assert "OK" in run_cli(None, "config", "check",
+                           str(esp_config(tmp_path, links=(tmp_path / "esp.tty",)))).stdout
+
+
 async def test_a_station_provisions_labels_and_registers_esp32_units(tmp_path: Path) -> None:
     journal = tmp_path / "journal.sqlite"
     roots = [tmp_path / f"unit{i}" for i in (1, 2)]

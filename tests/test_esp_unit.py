@@ -139,6 +139,19 @@ async def test_a_partition_too_small_fails_before_anything_is_written(tmp_path, 
     assert partition(root, small) == b"\xff" * small.size  # untouched
 
 
+async def test_a_string_too_long_for_nvs_fails_its_unit_with_the_key_before_a_write(
+        tmp_path, journal):
+    product = dataclasses.replace(AIR, fields=MappingProxyType({"note": "x" * 4000}))
+    root = tmp_path / "unit"
+    async with esp_unit(root) as sim:
+        with pytest.raises(esp_nvs.NvsValueTooLong, match="fctry.note is a string of 4000"):
+            await provision(journal, sim, product)
+    assert partition(root, LAYOUT) == b"\xff" * LAYOUT.size  # untouched
+    units, _ = await journal.units()
+    failed = (await journal.unit(units[0].uci)).last("failed")
+    assert failed is not None and failed.data["code"] == "nvs-value-too-long"
+
+
 def test_the_nvs_reader_reads_what_espressifs_generator_wrote():
     layout = dataclasses.replace(LAYOUT, entries=(
         NvsEntry("blob", "hex2bin", "00ff" * 2500), NvsEntry("b64", "base64", "aGVsbG8="),

@@ -53,7 +53,7 @@ from factory.units.errors import (
     VerifyMismatch,
 )
 from factory.units.esp_certs import entry_key
-from factory.units.esp_edges import device_node, quietly_close, unit_error
+from factory.units.esp_edges import device_node, quietly_close, unit_error, untraced
 from factory.units.esp_link import EspLink
 from factory.units.esp_nvs import (
     Extra,
@@ -69,6 +69,7 @@ _T = TypeVar("_T")
 # Threads are made as fixtures need them, up to one per fixture of a large station.
 THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="esptool")
 esptool_log.set_verbosity("silent")  # the station logs and journals; esptool must not print
+untraced()
 
 
 class EsptoolDriver:

@@ -1,6 +1,7 @@
 """The esptool driver's edges with plain values: esptool's failures as the unit's errors
 (with what to do), the port's device node (to tell a unit unplugged and another plugged in
-between two looks), and closing a session that may already be gone."""
+between two looks), closing a session that may already be gone, and esptool's trace dumps
+made cheap."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 from typing import Any
 
 import serial
+from esptool import loader
 
 from factory.units.errors import (
     NotInBootloader,
@@ -52,3 +54,18 @@ def flash_bytes(size: str) -> int:
     """esptool's flash size name ("4MB", "512KB") in bytes."""
     unit = 1 << 20 if size.endswith("MB") else 1 << 10
     return int(size[:-2]) * unit
+
+
+class _Length(loader.HexFormatter):
+    """What a frame's trace dump becomes: its length."""
+
+    def __str__(self) -> str:
+        return f"<{len(self._s)} bytes>"
+
+
+def untraced() -> None:
+    """esptool (5.x) formats its trace dumps inside f-strings, so every frame it writes or
+    reads becomes a hex dump, 16 bytes a line with their ASCII, even with tracing off: two
+    thirds of the station's CPU for an ESP unit. The station never turns esptool's tracing on
+    (it logs and journals itself), so a dump is only the frame's length."""
+    loader.HexFormatter = _Length

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 
 from esp_idf_nvs_partition_gen import nvs_partition_gen as gen
 
+from factory import uci as uci_codec
 from factory.config import Product
 from factory.config.nvs import MAX_KEY, NvsLayout, nvs_type
 from factory.units.errors import UnitError, VerifyMismatch
 
 PAGE, ENTRY, FIRST_ENTRY, ENTRIES_PER_PAGE = 4096, 32, 64, 126
+MAX_STRING = gen.Page.PAGE_PARAMS["max_blob_size"][gen.Page.VERSION2]  # bytes, with its NUL
 WRITTEN = 0b10
 _PRIMITIVE = {0x01: "<B", 0x11: "<b", 0x02: "<H", 0x12: "<h", 0x04: "<I", 0x14: "<i",
               0x08: "<Q", 0x18: "<q"}
@@ -41,6 +43,12 @@ class NvsKeyTooLong(UnitError):
     code = "nvs-key-too-long"
     action = ("set the unit aside for an engineer: NVS keys are at most 15 bytes; rename the "
               "product's field in the station config")
+
+
+class NvsValueTooLong(UnitError):
+    code = "nvs-value-too-long"
+    action = (f"set the unit aside for an engineer: an NVS string holds at most {MAX_STRING - 1} "
+              "bytes; shorten the value in the station config or make it a base64 entry")
 
 
 class NvsError(ValueError):
@@ -87,6 +95,12 @@ _NONE: Extra = {}
 def build_image(layout: NvsLayout, items: list[Entry], extra: Extra = _NONE) -> bytes:
     """The partition image (exactly layout.size bytes), by Espressif's generator: the
     product's namespace, then each `extra` one."""
+    for namespace, entries_ in ((layout.namespace, items), *extra.items()):
+        for item in entries_:
+            size = len(item.text.encode()) + 1
+            if item.type == "string" and size > MAX_STRING:  # the generator's own limit
+                raise NvsValueTooLong(f"{namespace}.{item.key} is a string of {size - 1} "
+                                      f"bytes; NVS holds at most {MAX_STRING - 1}")
     out = io.BytesIO()
     try:
         # As the generator's own command line sizes it: the last page is kept in reserve.
@@ -106,6 +120,13 @@ def build_image(layout: NvsLayout, items: list[Entry], extra: Extra = _NONE) -> 
         raise PartitionTooSmall(f"the NVS image is {len(image)} bytes; the partition "
                                 f"holds {layout.size}")
     return image
+
+
+def check_fits(product: Product) -> None:
+    """PartitionTooSmall or NvsValueTooLong now, before any unit, when the product's factory
+    namespace cannot be its NVS partition: its size is known at start (a UCI's length is
+    fixed); only a pre-claimed unit's certificate entries come later."""
+    build_image(product.nvs, entries(product, uci_codec.new_uci()))
 
 
 def used_pages(image: bytes) -> int:

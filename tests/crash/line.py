@@ -29,6 +29,7 @@ import json5
 
 from factory import uci as uci_codec
 from factory.hardware import normalise
+from factory.station import STOP_LIMIT
 from factory.testbed.registry.keys import STORE
 from factory.testbed.sim.console import run_console_unit
 from factory.testbed.sim.framed import run_framed_unit
@@ -279,7 +280,12 @@ class Line:
             if proc.returncode is None:
                 proc.kill()
             await proc.wait()
-            await reader
+            try:  # a child the station left behind may hold its stderr open
+                async with asyncio.timeout(10):
+                    await reader
+            except TimeoutError:
+                reader.cancel()
+                log.append("(the station's stderr stayed open 10 s after it exited)\n")
 
     async def run(self, failpoints: str = "", kill_after: float | None = None,
                   limit: float = 60.0, new_units: int = 1) -> Round:
@@ -312,7 +318,15 @@ class Line:
                         proc.send_signal(signal.SIGTERM)
                         result.ended = "not reached" if failpoints else "finished"
                         break
-                await proc.wait()
+                try:  # the station's own limit (STOP_LIMIT) ends a stop that hangs
+                    async with asyncio.timeout(STOP_LIMIT + 10):
+                        await proc.wait()
+                except TimeoutError:
+                    raise AssertionError(f"the station did not exit {STOP_LIMIT + 10:g} s after "
+                                         f"{result.ended}:\n{''.join(log[-40:])}") from None
+                if result.ended in ("not reached", "finished") and proc.returncode != 0:
+                    raise AssertionError(f"the station stopped with exit {proc.returncode}:\n"
+                                         f"{''.join(log[-40:])}")
             finally:
                 for task in tasks:
                     task.cancel()
