@@ -7,6 +7,10 @@ import contextlib
 import logging
 import os
 import signal
+import sys
+import threading
+import time
+import types
 from typing import Any
 
 from aiohttp import web
@@ -65,8 +69,8 @@ async def serve(config: StationConfig, *, access_log: bool = True) -> None:
     signal abandons the units still in the fixtures. Tells systemd when it is ready."""
     notifier = Notifier.from_environ()
     async with contextlib.AsyncExitStack() as stack:
-        deadline = StopDeadline()
-        stack.callback(deadline.cancel)  # first in, so the last out: it covers the journal's close
+        deadline = StopDeadline()  # armed at the stop signal, or here when serving ends
+        stack.callback(deadline.arm, STOP_LIMIT)  # otherwise (first in, last out)
         stack.callback(notifier.close)
         notifier.status("starting: opening the journal")
         journal = await open_journal(config.journal_location, config.station_id, serve=True,
@@ -184,37 +188,53 @@ def on_stop_signal(stop: asyncio.Event, hurry: asyncio.Event) -> None:
 
 
 class StopDeadline:
-    """Ends a stop that hangs: after `limit` seconds it logs the tasks still running and where
-    each waits, then exits (EXIT_STUCK) without waiting further."""
+    """Ends a stop that hangs, wherever it hangs: the event loop, asyncio.run's own teardown
+    (it waits for every worker thread's call) or a thread Python waits for at exit. Armed once
+    the station is told to stop (or serving ends otherwise), it never disarms: a daemon
+    thread, so a process that ends in time simply ends. Past `limit` it logs what is still
+    running and where each waits, then exits with EXIT_STUCK."""
 
     def __init__(self) -> None:
-        self._handle: asyncio.TimerHandle | None = None
+        self._armed = False
 
     def arm(self, limit: float) -> None:
-        self._handle = asyncio.get_running_loop().call_later(limit, self._give_up, limit)
-
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
+        if not self._armed:
+            self._armed = True
+            threading.Thread(target=self._watch, args=(limit, asyncio.get_running_loop()),
+                             name="stop-deadline", daemon=True).start()
 
     @staticmethod
-    def _give_up(limit: float) -> None:
-        stuck = [waiting_where(task) for task in asyncio.all_tasks() if not task.done()]
+    def _watch(limit: float, loop: asyncio.AbstractEventLoop) -> None:
+        time.sleep(limit)
         log.critical("stopping took over %.0f s, stuck on: %s; exiting now (the journal holds "
                      "everything acknowledged; report this as a bug)", limit,
-                     "; ".join(stuck) or "nothing the event loop knows of")
+                     "; ".join(still_running(loop)) or "nothing found")
         logging.shutdown()
         os._exit(EXIT_STUCK)
 
 
-def waiting_where(task: asyncio.Task[Any]) -> str:
-    """A task's name and the innermost line its coroutine waits at."""
-    frames = task.get_stack()
+def still_running(loop: asyncio.AbstractEventLoop) -> list[str]:
+    """The loop's unfinished tasks and the threads Python waits for at exit (the main one
+    too), each with the innermost line it waits at. Read from another thread: a best effort."""
+    try:
+        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    except RuntimeError:  # the set changed while it was read
+        tasks = []
+    found = [f"task {task.get_name()}{_at(task.get_stack())}" for task in tasks]
+    frames = sys._current_frames()
+    for thread in threading.enumerate():
+        if thread.daemon or thread.ident is None:
+            continue
+        frame = frames.get(thread.ident)
+        found.append(f"thread {thread.name}{_at([frame] if frame else [])}")
+    return found
+
+
+def _at(frames: list[types.FrameType]) -> str:
     if not frames:
-        return task.get_name()
+        return ""
     frame = frames[-1]
-    return f"{task.get_name()} at {frame.f_code.co_filename}:{frame.f_lineno} " \
-           f"({frame.f_code.co_name})"
+    return f" at {frame.f_code.co_filename}:{frame.f_lineno} ({frame.f_code.co_name})"
 
 
 async def shut_down(runner: web.AppRunner, fixtures: list[FixtureRunner],

@@ -144,7 +144,7 @@ async def test_a_string_too_long_for_nvs_fails_its_unit_with_the_key_before_a_wr
     product = dataclasses.replace(AIR, fields=MappingProxyType({"note": "x" * 4000}))
     root = tmp_path / "unit"
     async with esp_unit(root) as sim:
-        with pytest.raises(esp_nvs.NvsValueTooLong, match="fctry.note is a string of 4000"):
+        with pytest.raises(esp_nvs.NvsValueTooLong, match=r"fctry\.note is a string of 4000"):
             await provision(journal, sim, product)
     assert partition(root, LAYOUT) == b"\xff" * LAYOUT.size  # untouched
     units, _ = await journal.units()

@@ -111,3 +111,39 @@ async def test_a_second_sigterm_abandons_the_unit_and_a_restart_completes_it(
     interrupted = next(e for e in events if e["kind"] == "interrupted")
     assert interrupted["data"]["step"] == "writing"
     run_cli(config, "journal", "verify")
+
+
+# The safety net, in a process of its own (it ends it): a stop that hangs in the event loop,
+# or in a thread that outlives serving, ends the process with EXIT_STUCK and a line naming it.
+STUCK_TASK = """
+import asyncio, logging
+from factory.station import StopDeadline
+logging.basicConfig(level=logging.INFO)
+async def main():
+    deadline = StopDeadline()
+    deadline.arm(0.3)
+    await asyncio.create_task(asyncio.Event().wait(), name="stuck-part")
+asyncio.run(main())
+"""
+LINGERING_THREAD = """
+import asyncio, logging, threading
+from factory.station import StopDeadline
+logging.basicConfig(level=logging.INFO)
+async def main():
+    StopDeadline().arm(0.3)
+threading.Thread(target=threading.Event().wait, name="left-behind").start()
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(("script", "named"), [(STUCK_TASK, "task stuck-part at "),
+                                               (LINGERING_THREAD, "thread left-behind at ")])
+async def test_a_stop_that_hangs_ends_the_process_and_names_what_hung(
+        script: str, named: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *FACTORY[:1], "-c", script, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(20):
+        _, err = await proc.communicate()
+    assert proc.returncode == 70, err
+    assert named in err.decode()
