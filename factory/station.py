@@ -206,7 +206,7 @@ class StopDeadline:
     @staticmethod
     def _watch(limit: float, loop: asyncio.AbstractEventLoop) -> None:
         time.sleep(limit)
-        log.critical("stopping took over %.0f s, stuck on: %s; exiting now (the journal holds "
+        log.critical("stopping took over %g s, stuck on: %s; exiting now (the journal holds "
                      "everything acknowledged; report this as a bug)", limit,
                      "; ".join(still_running(loop)) or "nothing found")
         logging.shutdown()
@@ -220,20 +220,26 @@ def still_running(loop: asyncio.AbstractEventLoop) -> list[str]:
         tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
     except RuntimeError:  # the set changed while it was read
         tasks = []
-    found = [f"task {task.get_name()}{_at(task.get_stack())}" for task in tasks]
+    found = [f"task {task.get_name()}{_at(_awaiting(task.get_coro()))}" for task in tasks]
     frames = sys._current_frames()
     for thread in threading.enumerate():
-        if thread.daemon or thread.ident is None:
-            continue
-        frame = frames.get(thread.ident)
-        found.append(f"thread {thread.name}{_at([frame] if frame else [])}")
+        if not thread.daemon and thread.ident is not None:
+            found.append(f"thread {thread.name}{_at(frames.get(thread.ident))}")
     return found
 
 
-def _at(frames: list[types.FrameType]) -> str:
-    if not frames:
+def _awaiting(coro: Any) -> types.FrameType | None:
+    """The frame of the innermost coroutine `coro` awaits through."""
+    frame = None
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or frame
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return frame
+
+
+def _at(frame: types.FrameType | None) -> str:
+    if frame is None:
         return ""
-    frame = frames[-1]
     return f" at {frame.f_code.co_filename}:{frame.f_lineno} ({frame.f_code.co_name})"
 
 
