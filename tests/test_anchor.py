@@ -4,6 +4,8 @@ write and two writers."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import shutil
 from pathlib import Path
 
@@ -151,3 +153,37 @@ def test_two_writers_never_lower_the_anchor(tmp_path: Path) -> None:
     assert reset.epoch == 1 and cli.read().mark == reset
     station.close()
     cli.close()
+
+
+async def test_another_writer_anchoring_past_a_commit_anchors_it_too(
+        open_test_journal: OpenJournal, journal_backend: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """While the station anchors its commit, another process of the station (the CLI)
+    commits and anchors past it, again at each try: that anchors the station's commit too,
+    and is no split (it was taken for one after three such moves, and the station stopped
+    writing)."""
+    options = {"anchor": tmp_path / "pg.anchor"} if journal_backend == "postgresql" else {}
+    station, cli = await open_test_journal(**options), await open_test_journal(**options)
+    try:
+        await station.issue(request())
+        loop = asyncio.get_running_loop()
+        anchor = station._anchor  # type: ignore[attr-defined]
+        real, moves = anchor.advance, list[str]()
+
+        def advance(mark: Mark, expected: Mark | None) -> Mark | None:
+            if len(moves) < 3:  # the CLI gets there first, each time
+                moves.append(asyncio.run_coroutine_threadsafe(
+                    cli.issue(request()), loop).result(10).ucis[0])
+            return real(mark, expected)
+
+        monkeypatch.setattr(anchor, "advance", advance)
+        assert (await station.issue(request())).created
+        assert (await station.issue(request())).created  # and it goes on writing
+        assert len(moves) >= 1
+        assert station.hold == ""
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+        result = await station.verify()
+        assert result.ok and result.checked == 3 + len(moves), result
+    finally:
+        await station.close()
+        await cli.close()

@@ -27,6 +27,7 @@ ACCEPT = ("the station refuses to issue until a person acts: put back the journa
           "if there is one, or run `factory journal accept-loss` to accept it and go on")
 MAGIC = "factory-anchor"
 SLOT = 192
+TRIES = 10  # times another process may move the anchor under one commit's advance
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,27 @@ class AnchorFile:
     def _write(self, slot: int, mark: Mark) -> None:
         os.pwrite(self._fd, encode(mark), slot * SLOT)
         os.fdatasync(self._fd)
+
+
+async def advance_after_commit(anchor: AnchorFile, head: Mark, anchored: Mark | None,
+                               in_chain: Callable[[Mark], Awaitable[bool]],
+                               ) -> tuple[Mark | None, str]:
+    """Anchor `head`, this journal's newest commit; `anchored`: what it wrote or checked last.
+    Another process of the station (the CLI) may move the anchor meanwhile: its mark must be
+    in this chain (`in_chain`), and one at or past `head` anchors this commit too. Returns
+    what the anchor holds as far as this journal knows, and "" once `head` is anchored, or
+    why not: "split" (the anchor holds a head this chain does not) or "moving" (another
+    process kept moving it below `head`)."""
+    for _ in range(TRIES):
+        held = await asyncio.to_thread(anchor.advance, head, anchored)
+        if held is not None and (held.same_point(head) or held == anchored):
+            return held, ""
+        if held is None or not await in_chain(held):
+            return anchored, "split"
+        anchored = held
+        if held.seq >= head.seq:
+            return held, ""
+    return anchored, "moving"
 
 
 async def check(anchor: AnchorFile, head: Mark, hash_at: Callable[[int], Awaitable[str | None]],

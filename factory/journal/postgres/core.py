@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from factory.journal.anchor import AnchorFile, Mark
+from factory.journal.anchor import AnchorFile, Mark, advance_after_commit
 from factory.journal.chain import GENESIS
 from factory.journal.errors import InvalidData, JournalError, JournalUnavailable
 from factory.journal.interface import OutboxRequest
@@ -217,24 +217,26 @@ class Core:
                 self._anchored is not None and self._anchored.seq >= seq):
             return
         head = Mark(seq, digest, at=utc_now())
+
+        async def in_chain(held: Mark) -> bool:
+            return await hash_at(self._read, self.station, held.seq) == held.hash
+
         try:
-            for _ in range(3):
-                held = await asyncio.to_thread(self._anchor.advance, head, self._anchored)
-                if held is not None and (held.same_point(head) or held == self._anchored):
-                    self._anchored, self._anchor_failure = held, ""
-                    return
-                # Another process of this station (the CLI) moved it: its head must be ours.
-                if held is None or await hash_at(self._read, self.station,
-                                                 held.seq) != held.hash:
-                    break
-                self._anchored = held
+            self._anchored, why = await advance_after_commit(self._anchor, head,
+                                                             self._anchored, in_chain)
         except (OSError, ValueError, JournalError) as exc:
             self._anchor_failure = f"the anchor {self._anchor.path} cannot be written: {exc}"
             log.error("journal: %s", self._anchor_failure)
             return
-        self._anchor_failure = (f"the anchor {self._anchor.path} holds a head this station's "
-                                "chain in the database does not: stop the station, start it "
-                                "again and run `factory journal verify`")
+        if not why:
+            self._anchor_failure = ""
+            return
+        self._anchor_failure = (
+            f"the anchor {self._anchor.path} kept moving under another process's writes"
+            if why == "moving" else
+            f"the anchor {self._anchor.path} holds a head this station's chain in the "
+            "database does not: stop the station, start it again and run `factory journal "
+            "verify`")
         log.error("journal: %s", self._anchor_failure)
 
     async def _submit(self, job: Job | AdminJob, fut: asyncio.Future[Any], *,

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiosqlite
 
-from factory.journal.anchor import AnchorFile, Mark
+from factory.journal.anchor import AnchorFile, Mark, advance_after_commit
 from factory.journal.errors import JournalError, JournalUnavailable
 from factory.journal.interface import OutboxRequest
 from factory.journal.jobs import (
@@ -222,19 +222,22 @@ class Core:
             head = await chain_head(self._writer_conn)
             if head.same_point(self._anchored):
                 return None
-            for _ in range(3):
-                held = await asyncio.to_thread(self._anchor.advance, head, self._anchored)
-                if held is not None and (held.same_point(head) or held == self._anchored):
-                    self._anchored, self._anchor_failure = held, ""
-                    return None
-                # Another process (the CLI) moved it: its head must be in this chain.
-                if held is None or await hash_at(self._writer_conn, held.seq) != held.hash:
-                    break
-                self._anchored = held
+
+            async def in_chain(held: Mark) -> bool:
+                return await hash_at(self._writer_conn, held.seq) == held.hash
+
+            self._anchored, why = await advance_after_commit(self._anchor, head,
+                                                             self._anchored, in_chain)
         except (OSError, ValueError, sqlite3.Error) as exc:
             self._anchor_failure = f"the anchor {self._anchor.path} cannot be written: {exc}"
             log.error("journal: %s", self._anchor_failure)
             return None
+        if not why:
+            self._anchor_failure = ""
+            return None
+        if why == "moving":  # not split: the callers may ask again
+            return JournalUnavailable(f"the anchor {self._anchor.path} kept moving under "
+                                      "another process's writes; send the request again")
         self._broken = (
             f"this station's journal no longer holds the head another process anchored "
             f"({self._anchor.path}): the journal's -wal or -shm file was probably deleted or "
