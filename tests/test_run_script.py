@@ -48,6 +48,18 @@ def registered(journal: Path) -> dict[str, str]:
     return dict(rows)
 
 
+def running_in(folder: Path) -> list[int]:
+    """Processes whose command line names `folder` (the parts of a line run there)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(folder).encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
 @pytest.mark.skipif(not (ROOT / ".venv" / "bin" / "factory").exists(),
                     reason="scripts/run uses the project's .venv")
 def test_the_whole_line_runs_and_stops_on_ctrl_c(tmp_path: Path) -> None:
@@ -72,6 +84,8 @@ def test_the_whole_line_runs_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        for pid in running_in(var):  # each part has a session of its own: not in its group
+            os.kill(pid, signal.SIGKILL)
     text = out.read_text()
     assert f"http://127.0.0.1:{station}/" in text  # the status page
     assert str(var / "labels") in text and str(var / "journal.sqlite") in text
@@ -89,7 +103,9 @@ def test_the_whole_line_runs_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         at_registry = {uci for (uci,) in db.execute("SELECT id FROM devices")}
     assert set(done.values()) <= at_registry
     assert "chain intact" in factory(config, "journal", "verify")
-    # Every part stopped: the simulated units unplugged, both ports free again.
+    # Every part stopped: no process of the line left, the simulated units unplugged, both
+    # ports free again.
+    assert running_in(var) == []
     assert not (var / "sim-console.tty").exists() and not (var / "sim-framed.tty").exists()
     for port in (station, registry):
         with socket.socket() as s:
