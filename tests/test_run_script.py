@@ -71,8 +71,11 @@ def test_the_whole_line_runs_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     env.pop("FACTORY_CONFIG", None)
     out = tmp_path / "run.out"
     with out.open("w") as log:
+        # SIGINT as a terminal's shell has it: a harness started in the background (`&`)
+        # ignores it, and bash cannot trap a signal ignored when it started.
         proc = subprocess.Popen([str(ROOT / "scripts" / "run")], stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not registered(var / "journal.sqlite").keys() >= BOTH:
