@@ -66,7 +66,7 @@ class _Length(loader.HexFormatter):
 def untraced() -> None:
     """esptool (5.x) formats its trace dumps inside f-strings, so every frame it writes or
     reads becomes a hex dump, 16 bytes a line with their ASCII, even with tracing off: about
-    a third of the station's CPU for an ESP unit (0.033 s a unit, 0.023 s without it; README). The
-    station never turns esptool's tracing on (it logs and journals itself), so a dump is only
-    the frame's length."""
+    a third of the station's CPU for an ESP unit (0.033 s a unit, 0.023 s without the dumps;
+    README). The station never turns esptool's tracing on (it logs and journals itself), so
+    a dump is only the frame's length."""
     loader.HexFormatter = _Length
