@@ -108,6 +108,39 @@ async def test_a_chip_that_never_syncs_is_not_present(tmp_path):
             await driver.identify()
 
 
+async def test_a_port_that_starts_a_frame_and_never_ends_it_is_noise_not_a_hang(tmp_path):
+    """A device that sends 0xC0 and then bytes without end, as fast as the port takes them:
+    esptool kept them all (at full CPU, its memory growing) until the flood stopped. It is
+    noise after 64 KiB: no chip answers its ROM bootloader."""
+    sim = SimPty(baud=None)
+    flooded = 0
+
+    async def flood() -> None:
+        nonlocal flooded
+        await sim.read()  # the driver's first sync
+        await sim.write(b"\xc0")
+        while flooded < 16 << 20:  # 16 MiB: minutes at full CPU for esptool as it was
+            await sim.write(b"\x00" * 4096)
+            flooded += 4096
+
+    async def drain() -> None:
+        while True:
+            await sim.read()
+
+    tasks = [asyncio.create_task(flood()), asyncio.create_task(drain())]
+    try:
+        driver = EsptoolDriver(sim.path, 115200, SIM)
+        async with asyncio.timeout(60):  # as it was: still reading
+            assert not await driver.present()
+        assert isinstance(driver.silence, NotInBootloader)
+        assert flooded < 16 << 20
+    finally:
+        sim.hangup()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 @pytest.mark.parametrize(("faults", "error", "words"), [
     (EspFaults(wrong_md5=True), VerifyMismatch, "the chip's MD5"),
     (EspFaults(corrupt_readback=True), VerifyMismatch, "read back"),

@@ -53,7 +53,13 @@ from factory.units.errors import (
     VerifyMismatch,
 )
 from factory.units.esp_certs import entry_key
-from factory.units.esp_edges import device_node, quietly_close, unit_error, untraced
+from factory.units.esp_edges import (
+    bounded_frames,
+    device_node,
+    quietly_close,
+    unit_error,
+    untraced,
+)
 from factory.units.esp_link import EspLink
 from factory.units.esp_nvs import (
     Extra,
@@ -70,6 +76,7 @@ _T = TypeVar("_T")
 THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="esptool")
 esptool_log.set_verbosity("silent")  # the station logs and journals; esptool must not print
 untraced()
+bounded_frames()
 
 
 class EsptoolDriver:

@@ -1,7 +1,7 @@
 """The esptool driver's edges with plain values: esptool's failures as the unit's errors
 (with what to do), the port's device node (to tell a unit unplugged and another plugged in
-between two looks), closing a session that may already be gone, and esptool's trace dumps
-made cheap."""
+between two looks), closing a session that may already be gone; and two changes to how
+esptool reads its port: trace dumps made cheap, and frames bounded in size."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import serial
 from esptool import loader
+from esptool.util import FatalError
 
 from factory.units.errors import (
     NotInBootloader,
@@ -70,3 +71,39 @@ def untraced() -> None:
     README). The station never turns esptool's tracing on (it logs and journals itself), so
     a dump is only the frame's length."""
     loader.HexFormatter = _Length
+
+
+MAX_FRAME = 64 * 1024  # bytes between two frame ends; the largest answer is a 4 KiB read block
+_SLIP_READER = loader.slip_reader
+
+
+class _FramedReads:
+    """A serial port as esptool's SLIP reader reads it, refusing more than MAX_FRAME bytes
+    without a frame end (0xC0)."""
+
+    def __init__(self, port: Any) -> None:
+        self._port, self._run = port, 0
+
+    def read(self, size: int = 1) -> bytes:
+        data: bytes = self._port.read(size)
+        end = data.rfind(b"\xc0")
+        self._run = len(data) - end - 1 if end >= 0 else self._run + len(data)
+        if self._run > MAX_FRAME:
+            raise FatalError(f"more than {MAX_FRAME} bytes without the end of a frame: serial "
+                             "noise, or no ROM bootloader on the port")
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._port, name)
+
+
+def _bounded_slip_reader(port: Any, trace_function: Any) -> Any:
+    return _SLIP_READER(_FramedReads(port), trace_function)
+
+
+def bounded_frames() -> None:
+    """esptool's SLIP reader keeps whatever follows a frame start until the frame's end, one
+    byte at a time into a growing bytes object: a device that sends 0xC0 and then never
+    another (noise, a bridge gone wrong, a hostile port) held a fixture forever at full CPU,
+    its memory growing. Past MAX_FRAME bytes the read fails as noise does (FatalError)."""
+    loader.slip_reader = _bounded_slip_reader
