@@ -87,7 +87,8 @@ def test_the_whole_line_runs_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        for pid in running_in(var):  # each part has a session of its own: not in its group
+        left = running_in(var)  # each part has a session of its own: not in its group
+        for pid in left:
             os.kill(pid, signal.SIGKILL)
     text = out.read_text()
     assert f"http://127.0.0.1:{station}/" in text  # the status page
@@ -108,7 +109,7 @@ def test_the_whole_line_runs_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert "chain intact" in factory(config, "journal", "verify")
     # Every part stopped: no process of the line left, the simulated units unplugged, both
     # ports free again.
-    assert running_in(var) == []
+    assert left == []
     assert not (var / "sim-console.tty").exists() and not (var / "sim-framed.tty").exists()
     for port in (station, registry):
         with socket.socket() as s:
