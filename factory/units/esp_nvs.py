@@ -96,11 +96,10 @@ def build_image(layout: NvsLayout, items: list[Entry], extra: Extra = _NONE) -> 
     """The partition image (exactly layout.size bytes), by Espressif's generator: the
     product's namespace, then each `extra` one."""
     for namespace, entries_ in ((layout.namespace, items), *extra.items()):
-        for item in entries_:
-            size = len(item.text.encode()) + 1
-            if item.type == "string" and size > MAX_STRING:  # the generator's own limit
-                raise NvsValueTooLong(f"{namespace}.{item.key} is a string of {size - 1} "
-                                      f"bytes; NVS holds at most {MAX_STRING - 1}")
+        for item in entries_:  # the generator's own limit, told apart from a full partition
+            if item.type == "string" and (size := len(item.text.encode())) >= MAX_STRING:
+                raise NvsValueTooLong(f"{namespace}.{item.key} is a string of {size} bytes; "
+                                      f"NVS holds at most {MAX_STRING - 1}")
     out = io.BytesIO()
     try:
         # As the generator's own command line sizes it: the last page is kept in reserve.
